@@ -1,0 +1,130 @@
+"""White-box attacks as pure functions of ``(model, x, y, eps, ...)``.
+
+Every ``eps`` and ``step_size`` is on the [0, 1] pixel scale and converted to model units
+internally (inputs live in [-1, 1], so eps 0.3 moves a pixel by at most 0.6 model units).
+Attacks never modify their input, always return images inside the valid range, and run the
+model in eval mode (BatchNorm uses its running statistics, so the attack does not depend on
+the batch), restoring the previous mode afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.data import PIXEL_RANGE, to_model_scale
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put modules in eval mode for the block, then restore each module's previous mode."""
+    modes = [[(m, m.training) for m in module.modules()] for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for pairs in modes:
+            for m, training in pairs:
+                m.training = training
+
+
+def _check(eps: float, name: str = "eps") -> None:
+    if not 0 <= eps <= 1:
+        raise ValueError(f"{name}={eps} must be in [0, 1] (the [0, 1] pixel scale)")
+
+
+def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example cross-entropy at ``x`` and its gradient w.r.t. ``x`` (no parameter grads)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        losses = F.cross_entropy(model(x).float(), y, reduction="none")
+        (grad,) = torch.autograd.grad(losses.sum(), x)
+    return losses.detach(), grad
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Fast Gradient Sign Method (Goodfellow et al., 2015): one signed-gradient step of size
+    ``eps`` ([0, 1] pixel scale)."""
+    _check(eps)
+    lo, hi = PIXEL_RANGE
+    if eps == 0:
+        return x.detach().clone()
+    with eval_mode(model):
+        _, grad = _input_gradient(model, x, y)
+    return (x.detach() + to_model_scale(eps) * grad.sign()).clamp(lo, hi)
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 40,
+    step_size: float = 0.01,
+    restarts: int = 1,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """L-infinity PGD (Madry et al., 2018): ``steps`` signed-gradient steps of ``step_size``,
+    projected onto the ``eps`` ball and the valid range; with ``restarts`` > 1 the restart with
+    the highest loss is kept per example. ``eps`` and ``step_size`` are on the [0, 1] scale.
+    The MNIST challenge protocol is eps 0.3, 40 steps of 0.01, random start.
+    """
+    _check(eps)
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be >= 1")
+    if restarts < 1:
+        raise ValueError(f"restarts={restarts} must be >= 1")
+    if step_size <= 0:
+        raise ValueError(f"step_size={step_size} must be > 0 (the [0, 1] pixel scale)")
+    lo, hi = PIXEL_RANGE
+    x0 = x.detach()
+    if eps == 0:
+        return x0.clone()
+    e, a = to_model_scale(eps), to_model_scale(step_size)
+    best = x0.clone()
+    best_loss = torch.full((x0.shape[0],), -float("inf"), device=x0.device)
+    with eval_mode(model):
+        for _ in range(restarts):
+            if random_start:
+                noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+                adv = (x0 + (2 * noise - 1) * e).clamp(lo, hi)
+            else:
+                adv = x0.clone()
+            for _ in range(steps):
+                _, grad = _input_gradient(model, adv, y)
+                adv = adv + a * grad.sign()
+                adv = torch.min(torch.max(adv, x0 - e), x0 + e).clamp(lo, hi)
+            with torch.no_grad():
+                loss = F.cross_entropy(model(adv).float(), y, reduction="none")
+            better = loss > best_loss
+            best = torch.where(better.view(-1, *([1] * (x0.dim() - 1))), adv, best)
+            best_loss = torch.where(better, loss, best_loss)
+    return best.detach()
+
+
+def adversarial_examples(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    method: str,
+    eps: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The training-time attack of adversarial training: ``fgsm`` or ``pgd`` (random start,
+    ``step_size`` defaults to 2.5 * eps / steps as in Madry et al.)."""
+    if method == "fgsm":
+        return fgsm(model, x, y, eps)
+    if method == "pgd":
+        size = step_size if step_size else 2.5 * eps / steps
+        return pgd(model, x, y, eps, steps=steps, step_size=size, generator=generator)
+    raise ValueError(f"unknown attack {method!r}; expected fgsm or pgd")

@@ -1,0 +1,112 @@
+"""``classic``: seed 000's Classic Classifier, optionally adversarially trained.
+
+One iteration is one epoch over the training split. With ``adv_train`` = ``fgsm`` or ``pgd``
+each batch is trained on clean and adversarial images, weighted ``1 - adv_weight`` and
+``adv_weight`` (Goodfellow et al.'s mix at 0.5; Madry et al.'s PGD training at 1.0): the
+adversarial-retraining baseline seed 001 compares against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from trainables.attacks import adversarial_examples, pgd
+from trainables.config import param
+from trainables.data import BatchStream, Data
+from trainables.evaluation import predict
+from trainables.media import prediction_grid
+from trainables.models import ClassicClassifier
+from trainables.reporting import default_reporter
+from trainables.runtime import Runtime
+from trainables.steps import classifier_step, run_steps
+from trainables.trial import TrainableSpec, TrialConfig, run_trial
+
+
+@dataclass(frozen=True)
+class ClassicConfig(TrialConfig):
+    trainable: ClassVar[str] = "classic"
+    budget_key: ClassVar[str] = "epochs"
+
+    epochs: int = param(10, lo=1, hi=10_000, doc="training epochs (one report each)")
+    lr: float = param(1e-3, lo=1e-6, hi=1.0, doc="Adam learning rate")
+    weight_decay: float = param(0.0, lo=0.0, hi=0.1, doc="Adam weight decay")
+    adv_train: str = param("none", choices=("none", "fgsm", "pgd"), doc="adversarial training attack")
+    adv_eps: float = param(0.3, lo=0.0, hi=1.0, doc="adversarial training eps, [0,1] pixel scale")
+    adv_steps: int = param(10, lo=1, hi=200, doc="PGD steps of adversarial training")
+    adv_step_size: float = param(0.0, lo=0.0, hi=1.0, doc="PGD training step, [0,1] scale (0 = 2.5*eps/steps)")
+    adv_weight: float = param(0.5, lo=0.0, hi=1.0, doc="weight of the adversarial loss (1 - it on clean)")
+
+
+class ClassicProgram:
+    def __init__(self, cfg: ClassicConfig, rt: Runtime, data: Data):
+        self.cfg, self.rt, self.data = cfg, rt, data
+        self.classifier = rt.module(ClassicClassifier(data.spec.channels, data.spec.num_classes))
+        self.optimizer = torch.optim.Adam(self.classifier.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.stream = BatchStream(data.train, cfg.batch_size, seed=cfg.seed)
+        self.attack_rng = torch.Generator(device=rt.device).manual_seed(cfg.seed + 1)
+        self.images_seen = 0
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        self.images_seen += len(y)
+        if cfg.adv_train == "none":
+            return classifier_step(self.classifier, self.optimizer, self.rt, [("clean", x, y, 1.0)])
+        with self.rt.autocast():
+            x_adv = adversarial_examples(
+                self.classifier,
+                x,
+                y,
+                cfg.adv_train,
+                cfg.adv_eps,
+                steps=cfg.adv_steps,
+                step_size=cfg.adv_step_size or None,
+                generator=self.attack_rng,
+            ).float()
+        parts = [("clean", x, y, 1.0 - cfg.adv_weight), ("adv", x_adv, y, cfg.adv_weight)]
+        return classifier_step(self.classifier, self.optimizer, self.rt, parts)
+
+    def train_iteration(self, iteration: int) -> dict[str, torch.Tensor]:
+        return run_steps(self.stream.epoch(), self.step)
+
+    def extra_metrics(self, iteration: int, final: bool) -> dict[str, float]:
+        return {}
+
+    def media(self, iteration: int) -> dict[str, torch.Tensor]:
+        """PGD examples (the evaluation attack) with the model's predictions."""
+        x, y = self.data.val.x[:10], self.data.val.y[:10]
+        cfg = self.cfg
+        x_adv = pgd(self.classifier, x, y, cfg.pgd_eps, steps=cfg.pgd_steps or 1, step_size=cfg.pgd_step_size)
+        return {"pgd_examples": prediction_grid(x, x_adv, y, predict(self.classifier, x_adv))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "classifier": self.classifier.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "stream": self.stream.state_dict(),
+            "attack_rng": self.attack_rng.get_state(),
+            "images_seen": self.images_seen,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.classifier.load_state_dict(state["classifier"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stream.load_state_dict(state["stream"])
+        self.attack_rng.set_state(state["attack_rng"])
+        self.images_seen = state["images_seen"]
+
+
+SPEC = TrainableSpec(
+    name="classic",
+    config_cls=ClassicConfig,
+    build=ClassicProgram,
+    headline=("train/loss", "train/acc", "val/acc", "val/fgsm_acc/eps0.3", "val/pgd_acc"),
+    unit="epoch",
+)
+
+
+def train(config: dict) -> dict:
+    """Ray Tune function trainable (also runs on its own, printing a line per epoch)."""
+    return run_trial(SPEC, config, default_reporter(SPEC))

@@ -1,0 +1,149 @@
+"""Every network of the project, sized from the dataset's channels and classes.
+
+- :class:`ClassicClassifier`: seed 000's Classic Classifier (also the Robust Classifier's and
+  the adaptive-ratio classifier's architecture).
+- :class:`Critic`: the WGAN-GP critic (seed 000), with an optional class projection.
+- :class:`Generator`: the conditional WGAN-GP generator (seed 000).
+- :class:`PerturbationGenerator`: seed 001's generator of bounded perturbations.
+
+All images are 32x32 in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.data import PIXEL_RANGE, to_model_scale
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases (seed 000 switched to Xavier initialisation)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class ClassicClassifier(nn.Module):
+    """Two 3x3 convs of 32 channels (BatchNorm + ReLU), 2x2 max-pool, FC 128 (BatchNorm +
+    ReLU), FC to the class logits."""
+
+    def __init__(self, channels: int = 1, num_classes: int = 10, width: int = 32, hidden: int = 128):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(width * 16 * 16, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+        )
+        self.head = nn.Linear(hidden, num_classes)
+        xavier_init(self)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The 128-d penultimate features (used for the Frechet distance of samples)."""
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class Critic(nn.Module):
+    """WGAN-GP critic: 4x4 stride-2 convs to 64x16x16, 128x8x8, 256x4x4, 512x2x2, LeakyReLU(0.2),
+    no BatchNorm (it would break the per-sample gradient penalty), linear to one value.
+
+    With ``num_classes`` the critic is conditional through a projection term
+    ``<embed(y), h>`` (Miyato & Koyama, 2018): without it nothing ties the generator's images to
+    their conditioning labels, and the classifier trained on those labels would learn noise.
+    """
+
+    def __init__(self, channels: int = 1, num_classes: int | None = 10):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = channels
+        for c_out in (64, 128, 256, 512):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.out = nn.Linear(512 * 2 * 2, 1)
+        self.embed = nn.Embedding(num_classes, 512 * 2 * 2) if num_classes else None
+        xavier_init(self)
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(x)
+        out = self.out(h).squeeze(1)
+        if self.embed is not None and y is not None:
+            out = out + (self.embed(y) * h).sum(dim=1)
+        return out
+
+
+class Generator(nn.Module):
+    """Conditional generator: [z, one-hot(y)] -> FC 8192 (512x4x4) -> transposed convs to
+    256x8x8, 128x16x16, 64x32x32 -> 3x3 conv to the image; ReLU inside, tanh out, no BatchNorm."""
+
+    def __init__(self, channels: int = 1, num_classes: int = 10, latent_dim: int = 128):
+        super().__init__()
+        self.num_classes = num_classes
+        self.latent_dim = latent_dim
+        self.fc = nn.Linear(latent_dim + num_classes, 512 * 4 * 4)
+        self.net = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(512, 256, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(64, channels, 3, stride=1, padding=1),
+            nn.Tanh(),
+        )
+        xavier_init(self)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, F.one_hot(y, self.num_classes).to(z.dtype)], dim=1))
+        return self.net(h.view(-1, 512, 4, 4))
+
+
+class PerturbationGenerator(nn.Module):
+    """Seed 001's generator: image -> perturbation with |delta|_inf <= eps -> clipped image.
+
+    A small encoder-decoder (32x32 -> 16x16 -> 32x32) predicts a raw map; ``eps * tanh(raw)``
+    bounds it, and the perturbed image is clipped to the valid pixel range. ``eps`` is on the
+    [0, 1] pixel scale. No BatchNorm, so train and eval mode compute the same function.
+    """
+
+    def __init__(self, channels: int = 1, eps: float = 0.3, width: int = 32):
+        super().__init__()
+        if not 0 < eps <= 1:
+            raise ValueError(f"eps={eps} must be in (0, 1] on the [0, 1] pixel scale")
+        self.eps = eps
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, channels, 3, padding=1),
+        )
+        xavier_init(self)
+
+    def perturbation(self, x: torch.Tensor) -> torch.Tensor:
+        return to_model_scale(self.eps) * torch.tanh(self.net(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = PIXEL_RANGE
+        return (x + self.perturbation(x)).clamp(lo, hi)

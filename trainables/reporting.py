@@ -1,0 +1,197 @@
+"""Where a trial's reports and checkpoints go.
+
+- :class:`TuneReporter`: ``tune.report`` with a checkpoint directory, resume from
+  ``tune.get_checkpoint()``; caps CUDA memory to the trial's GPU fraction.
+- :class:`ConsoleReporter`: ``orchestrator train``: a progress line per iteration and an
+  optional local checkpoint directory to resume from.
+- :class:`MemoryReporter`: keeps reports and the last checkpoint in memory (tests, reference
+  models, notebooks).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainables.runtime import Runtime, cap_gpu_memory
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def encode_png(image: torch.Tensor) -> bytes:
+    """uint8 CHW image -> PNG bytes (small enough to travel inside a report)."""
+    from torchvision.io import encode_png as _encode
+
+    return bytes(_encode(image.detach().cpu().to(torch.uint8).contiguous()).numpy().tobytes())
+
+
+def save_checkpoint(state: dict, directory: str | os.PathLike) -> Path:
+    """Write ``state`` to ``directory/state.pt`` atomically (a crash never leaves half a file)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (CHECKPOINT_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, directory / CHECKPOINT_FILE)
+    return directory / CHECKPOINT_FILE
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict:
+    """Load a checkpoint written by this project (it holds RNG states, hence not weights-only)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics without media payloads."""
+    return {k: v for k, v in metrics.items() if not k.startswith("media/")}
+
+
+class Reporter:
+    """Base: no checkpoint to resume from, reports dropped."""
+
+    def start(self, runtime: Runtime, budget: int) -> None:
+        """Called once the trial's device and budget are known, before data is loaded."""
+
+    def load_checkpoint(self) -> dict | None:
+        return None
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
+        raise NotImplementedError
+
+
+class MemoryReporter(Reporter):
+    """Keeps every report; checkpoints are serialised (as Tune would) and can seed a resume."""
+
+    def __init__(self, resume_from: bytes | None = None):
+        self.reports: list[dict[str, Any]] = []
+        self.checkpoint: bytes | None = resume_from
+
+    def load_checkpoint(self) -> dict | None:
+        if self.checkpoint is None:
+            return None
+        return torch.load(io.BytesIO(self.checkpoint), map_location="cpu", weights_only=False)
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
+        self.reports.append(metrics)
+        if checkpoint is not None:
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            self.checkpoint = buffer.getvalue()
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) and abs(value) < 1e4 else f"{value:.3g}"
+    return str(value)
+
+
+class ConsoleReporter(Reporter):
+    """One progress line per iteration; checkpoints to ``checkpoint_dir`` when given."""
+
+    def __init__(
+        self,
+        name: str,
+        budget: int,
+        unit: str,
+        headline: tuple[str, ...],
+        checkpoint_dir: str | os.PathLike | None = None,
+        echo: Callable[[str], None] | None = None,
+    ):
+        self.name, self.budget, self.unit, self.headline = name, budget, unit, headline
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.echo = echo or (lambda line: print(line, flush=True))
+        self.reports: list[dict[str, Any]] = []
+
+    def start(self, runtime: Runtime, budget: int) -> None:
+        self.budget = budget
+        amp = f", {str(runtime.amp_dtype).replace('torch.', '')} autocast" if runtime.amp_dtype else ""
+        self.echo(f"{self.name}: device {runtime.device}{amp}")
+
+    def load_checkpoint(self) -> dict | None:
+        if self.checkpoint_dir and (self.checkpoint_dir / CHECKPOINT_FILE).exists():
+            state = load_checkpoint_file(self.checkpoint_dir)
+            self.echo(f"{self.name}: resuming after {self.unit} {state['iteration']} from {self.checkpoint_dir}")
+            return state
+        return None
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
+        metrics = scalar_metrics(metrics)
+        self.reports.append(metrics)
+        shown = [f"{k} {_format(metrics[k])}" for k in self.headline if k in metrics]
+        if metrics.get("diverged"):
+            shown.append("DIVERGED (non-finite loss)")
+        seconds = metrics.get("time/iteration_s")
+        tail = f" | {seconds:.1f}s" if isinstance(seconds, float) else ""
+        self.echo(f"{self.name} {self.unit} {metrics['iteration']}/{self.budget} | {'  '.join(shown)}{tail}")
+        if checkpoint is not None and self.checkpoint_dir is not None:
+            save_checkpoint(checkpoint, self.checkpoint_dir)
+
+
+class TuneReporter(Reporter):
+    """Reports to Ray Tune; checkpoints are persisted by Tune to the experiment's storage."""
+
+    def start(self, runtime: Runtime, budget: int) -> None:
+        import ray
+        from ray import tune
+
+        self.node_id = ray.get_runtime_context().get_node_id()
+        resources = tune.get_context().get_trial_resources().required_resources
+        self.gpu_cap = cap_gpu_memory(runtime, float(resources.get("GPU", 0.0)))
+
+    def load_checkpoint(self) -> dict | None:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return load_checkpoint_file(directory)
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
+        from ray import tune
+
+        metrics = {**metrics, "node_id": getattr(self, "node_id", "")}
+        if checkpoint is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="orchestrator-ckpt-") as directory:
+            save_checkpoint(checkpoint, directory)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def in_tune_session() -> bool:
+    """True inside a Ray Tune function trainable (never imports Ray when it is not loaded)."""
+    if "ray.tune" not in sys.modules:
+        return False
+    try:
+        from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+    except ImportError:  # pragma: no cover - a future Ray moved it
+        return False
+    return bool(_in_tune_session())
+
+
+def default_reporter(spec) -> Reporter:
+    """Tune inside a Tune session, otherwise progress lines on stdout."""
+    if in_tune_session():
+        return TuneReporter()
+    return ConsoleReporter(spec.name, 0, spec.unit, spec.headline)
+
+
+def final_json(metrics: dict[str, Any]) -> str:
+    """The final report as one JSON line (media dropped, non-finite numbers as null)."""
+    clean = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in scalar_metrics(metrics).items()
+    }
+    return json.dumps(clean, sort_keys=True)

@@ -1,0 +1,175 @@
+"""The one training loop every trainable runs.
+
+A trainable supplies a config class and a ``build`` function returning a :class:`Program`
+(models, optimisers and ``train_iteration``); :func:`run_trial` does everything else the same
+way for all of them: validation, seeding, device and data set-up, resuming from a checkpoint,
+evaluation, divergence handling, reporting and checkpointing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from trainables.config import Config, param
+from trainables.data import DATASETS, Data, load_data
+from trainables.evaluation import EvalSpec, evaluate, metric_keys
+from trainables.reporting import Reporter, encode_png
+from trainables.runtime import Runtime, rng_state, seed_everything, set_cpu_threads, set_rng_state
+
+
+@dataclass(frozen=True)
+class TrialConfig(Config):
+    """Settings every trainable shares: data, evaluation protocol, runtime, checkpoints."""
+
+    budget_key: ClassVar[str] = "iterations"
+
+    dataset: str = param("mnist", choices=tuple(DATASETS), doc="torchvision dataset")
+    data_dir: str = param("", doc="dataset root ('' = $ORCHESTRATOR_DATA_DIR or the cache)")
+    val_size: int = param(0, lo=0, doc="validation images split off the training file (0 = dataset default)")
+    train_subset: int = param(0, lo=0, doc="train on the first n training images (0 = all)")
+    eval_subset: int = param(0, lo=0, doc="clean accuracy on a fixed subset of n images (0 = all)")
+    robust_n: int = param(1000, lo=0, doc="validation images attacked/corrupted per evaluation (0 = all)")
+    test_robust_n: int = param(0, lo=0, doc="test images attacked/corrupted at the end (0 = all)")
+    fgsm_eps: tuple[float, ...] = param((0.1, 0.2, 0.3), lo=0.0, hi=1.0, doc="FGSM eps grid, [0,1] pixel scale")
+    pgd_eps: float = param(0.3, lo=0.0, hi=1.0, doc="PGD eps, [0,1] pixel scale")
+    pgd_steps: int = param(40, lo=0, hi=1000, doc="PGD steps (0 disables PGD)")
+    pgd_step_size: float = param(0.01, lo=1e-5, hi=1.0, doc="PGD step, [0,1] pixel scale")
+    pgd_restarts: int = param(1, lo=1, hi=100, doc="PGD random restarts")
+    noise_eval: bool = param(True, doc="evaluate Gaussian / salt-and-pepper / periodic noise")
+    batch_size: int = param(128, lo=2, hi=8192, doc="training batch size")
+    seed: int = param(0, lo=0, doc="seed of models, data order and noise")
+    device: str = param("auto", choices=("auto", "cpu", "cuda"), doc="auto = CUDA when available")
+    precision: str = param("auto", choices=("auto", "fp32", "bf16"), doc="auto = bf16 autocast on CUDA")
+    channels_last: bool = param(True, doc="channels_last memory format (faster convs on CPU and GPU)")
+    checkpoint_every: int = param(1, lo=1, doc="checkpoint every n iterations (and at the end)")
+    media_every: int = param(0, lo=0, doc="attach image grids every n iterations (0 = never)")
+
+    @property
+    def budget(self) -> int:
+        return int(getattr(self, self.budget_key))
+
+    def eval_spec(self, final: bool = False) -> EvalSpec:
+        return EvalSpec(
+            fgsm_eps=self.fgsm_eps,
+            pgd_eps=self.pgd_eps,
+            pgd_steps=self.pgd_steps,
+            pgd_step_size=self.pgd_step_size,
+            pgd_restarts=self.pgd_restarts,
+            noise=self.noise_eval,
+            clean_n=self.eval_subset,
+            robust_n=self.test_robust_n if final else self.robust_n,
+            seed=0,  # the same perturbations for every trial of a search, whatever its seed
+        )
+
+
+class Program(Protocol):
+    """What a trainable hands to :func:`run_trial`.
+
+    ``state_dict()`` must hold the evaluated classifier's weights under ``"classifier"``
+    (``orchestrator export`` reads them from there).
+    """
+
+    classifier: nn.Module
+    images_seen: int
+
+    def train_iteration(self, iteration: int) -> dict[str, torch.Tensor]: ...
+
+    def extra_metrics(self, iteration: int, final: bool) -> dict[str, float]: ...
+
+    def media(self, iteration: int) -> dict[str, torch.Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainableSpec:
+    name: str
+    config_cls: type[TrialConfig]
+    build: Callable[[Any, Runtime, Data], Program]
+    #: Keys shown on the progress line of ``orchestrator train``.
+    headline: tuple[str, ...]
+    #: What one iteration is ("epoch", "cycle", "iteration").
+    unit: str
+
+
+def sentinel(key: str) -> float:
+    """The value a diverged trial reports: the worst accuracy; NaN for everything else."""
+    return 0.0 if key.rsplit("/", 1)[-1].startswith("acc") or "_acc" in key else math.nan
+
+
+def _finite(values: Mapping[str, float]) -> bool:
+    return all(math.isfinite(v) for v in values.values())
+
+
+def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, reporter: Reporter) -> dict:
+    """Run (or resume) one trial of ``spec`` and return its last report."""
+    cfg = config if isinstance(config, spec.config_cls) else spec.config_cls.from_dict(config)
+    set_cpu_threads()
+    rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
+    reporter.start(rt, cfg.budget)
+    seed_everything(cfg.seed)
+    data = load_data(
+        cfg.dataset,
+        rt.device,
+        data_dir=cfg.data_dir or None,
+        val_size=cfg.val_size or None,
+        train_subset=cfg.train_subset,
+        channels_last=rt.channels_last,
+    )
+    program = spec.build(cfg, rt, data)
+    start = 0
+    state = reporter.load_checkpoint()
+    if state is not None:
+        program.load_state_dict(state["program"])
+        set_rng_state(state["rng"])
+        start = int(state["iteration"])
+    val_spec, test_spec = cfg.eval_spec(), cfg.eval_spec(final=True)
+    last: dict[str, Any] = {}
+    for it in range(start + 1, cfg.budget + 1):
+        final = it == cfg.budget
+        t0 = time.perf_counter()
+        images0 = program.images_seen
+        train_tensors = program.train_iteration(it)
+        names = list(train_tensors)
+        values = torch.stack([train_tensors[k].float() for k in names]).tolist() if names else []
+        train = {f"train/{k}" if "/" not in k else k: v for k, v in zip(names, values)}
+        t_train = time.perf_counter() - t0
+        metrics: dict[str, Any] = {"iteration": it, **train}
+        if not _finite(train):
+            metrics.update({k: sentinel(k) for k in metric_keys(val_spec, "val")})
+            metrics["diverged"] = 1
+            reporter.report(metrics, None)
+            return metrics
+        metrics.update(evaluate(program.classifier, data.val, val_spec, "val"))
+        metrics.update(program.extra_metrics(it, final))
+        if final:
+            metrics.update(evaluate(program.classifier, data.test, test_spec, "test"))
+        if cfg.media_every and (it % cfg.media_every == 0 or final):
+            for name, image in program.media(it).items():
+                metrics[f"media/{name}"] = encode_png(image)
+        metrics["diverged"] = 0
+        elapsed = time.perf_counter() - t0
+        metrics["time/iteration_s"] = elapsed
+        metrics["time/train_s"] = t_train
+        metrics["time/train_images_per_s"] = (program.images_seen - images0) / max(t_train, 1e-9)
+        checkpoint = None
+        if final or it % cfg.checkpoint_every == 0:
+            checkpoint = {
+                "trainable": spec.name,
+                "config": cfg.to_dict(),
+                "iteration": it,
+                "program": program.state_dict(),
+                "rng": rng_state(),
+            }
+        reporter.report(metrics, checkpoint)
+        last = metrics
+    return last

@@ -1,0 +1,207 @@
+"""``wgan_gp``: seed 000's Robust Classifier, trained alongside a conditional WGAN-GP.
+
+Each generator step follows ``n_critic`` critic steps with gradient penalty ``gp_lambda``
+(Gulrajani et al., 2017; defaults 5 and 10, Adam betas (0.5, 0.9)). A Classic-architecture
+classifier trains on real images with their labels and on generated images with their
+conditioning labels, ``cls_rate`` classifier steps per generator step (seed 000: half).
+
+One iteration is ``gen_steps`` generator steps. Besides the shared evaluation of the classifier,
+each report carries the Wasserstein estimate, losses, the classifier's and a reference Classic
+Classifier's accuracy on fresh samples, the Frechet distance of samples to validation images in
+the reference's feature space (no download needed), and seed 000's stage table: the accuracy of
+this classifier and of the reference on samples from the generator snapshots taken at the
+generator steps listed in ``stages``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from trainables.attacks import eval_mode
+from trainables.config import param
+from trainables.data import BatchStream, Data
+from trainables.evaluation import accuracy, feature_stats, features, frechet_distance
+from trainables.media import image_grid
+from trainables.models import ClassicClassifier, Critic, Generator
+from trainables.reference import ensure_reference, load_reference
+from trainables.reporting import default_reporter
+from trainables.runtime import Runtime
+from trainables.steps import Meter, classifier_step, critic_step, generator_step
+from trainables.trial import TrainableSpec, TrialConfig, run_trial
+
+
+@dataclass(frozen=True)
+class WganGpConfig(TrialConfig):
+    trainable: ClassVar[str] = "wgan_gp"
+    budget_key: ClassVar[str] = "iterations"
+
+    iterations: int = param(20, lo=1, hi=100_000, doc="reports; each is gen_steps generator steps")
+    gen_steps: int = param(100, lo=1, hi=1_000_000, doc="generator steps per iteration")
+    n_critic: int = param(5, lo=1, hi=100, doc="critic steps per generator step")
+    gp_lambda: float = param(10.0, lo=0.0, hi=1000.0, doc="gradient penalty weight")
+    gen_lr: float = param(1e-4, lo=1e-7, hi=1.0, doc="generator Adam learning rate")
+    critic_lr: float = param(1e-4, lo=1e-7, hi=1.0, doc="critic Adam learning rate")
+    cls_lr: float = param(1e-3, lo=1e-7, hi=1.0, doc="classifier Adam learning rate")
+    beta1: float = param(0.5, lo=0.0, hi=0.999, doc="Adam beta1 of generator and critic")
+    beta2: float = param(0.9, lo=0.0, hi=0.9999, doc="Adam beta2 of generator and critic")
+    cls_rate: float = param(0.5, lo=0.0, hi=100.0, doc="classifier steps per generator step")
+    latent_dim: int = param(128, lo=1, hi=4096, doc="generator latent size")
+    conditional_critic: bool = param(True, doc="class projection in the critic")
+    stages: tuple[int, ...] = param((1000, 2000, 3000, 4000), lo=1, doc="generator steps of the snapshots")
+    sample_n: int = param(1000, lo=10, hi=100_000, doc="generated samples per evaluation")
+    ref_epochs: int = param(2, lo=1, hi=100, doc="epochs of the reference Classic Classifier")
+    ref_classifier: str = param("", doc="reference state dict (path or URI; '' = train and cache)")
+    batch_size: int = param(64, lo=2, hi=8192, doc="batch size of critic, generator and classifier")
+
+
+class WganGpProgram:
+    def __init__(self, cfg: WganGpConfig, rt: Runtime, data: Data):
+        self.cfg, self.rt, self.data = cfg, rt, data
+        c, k = data.spec.channels, data.spec.num_classes
+        self.num_classes = k
+        self.generator = rt.module(Generator(c, k, cfg.latent_dim))
+        self.critic = rt.module(Critic(c, k if cfg.conditional_critic else None))
+        self.classifier = rt.module(ClassicClassifier(c, k))
+        betas = (cfg.beta1, cfg.beta2)
+        self.gen_opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.gen_lr, betas=betas)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, betas=betas)
+        self.cls_opt = torch.optim.Adam(self.classifier.parameters(), lr=cfg.cls_lr)
+        self.stream = BatchStream(data.train, cfg.batch_size, seed=cfg.seed)
+        self.gen_step = 0
+        self.cls_credit = 0.0
+        self.images_seen = 0
+        self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
+        self.stage_samples: dict[int, torch.Tensor] = {}  # uint8 images, labels are fixed
+        source = cfg.ref_classifier or ensure_reference(
+            data, rt, epochs=cfg.ref_epochs, train_subset=cfg.train_subset, val_size=len(data.val)
+        )
+        self.reference = load_reference(source, data, rt)
+        real = data.val.subset(cfg.sample_n, seed=0)
+        self.real_stats = feature_stats(features(self.reference, real.x))
+        # Fixed latents and balanced labels for stage samples (every stage, every trial).
+        g = torch.Generator().manual_seed(0)
+        self.stage_z = torch.randn(cfg.sample_n, cfg.latent_dim, generator=g).to(rt.device)
+        self.stage_y = (torch.arange(cfg.sample_n) % k).to(rt.device)
+
+    def _labels(self, n: int) -> torch.Tensor:
+        return torch.randint(0, self.num_classes, (n,), device=self.rt.device)
+
+    def train_iteration(self, iteration: int) -> dict[str, torch.Tensor]:
+        cfg, rt = self.cfg, self.rt
+        meter = Meter()
+        for _ in range(cfg.gen_steps):
+            for _ in range(cfg.n_critic):
+                x, y = self.stream.next()
+                meter.update(critic_step(self.critic, self.generator, self.critic_opt, rt, x, y, cfg.gp_lambda))
+                self.images_seen += len(y)
+            meter.update(generator_step(self.generator, self.critic, self.gen_opt, rt, self._labels(cfg.batch_size)))
+            self.gen_step += 1
+            self.cls_credit += cfg.cls_rate
+            while self.cls_credit >= 1.0:
+                self.cls_credit -= 1.0
+                x, y = self.stream.next()
+                self.images_seen += len(y)
+                z = torch.randn(len(y), cfg.latent_dim, device=rt.device)
+                with torch.no_grad(), rt.autocast():
+                    fake = self.generator(z, y).float()
+                parts = [("cls_real", x, y, 0.5), ("cls_fake", fake, y, 0.5)]
+                out = classifier_step(self.classifier, self.cls_opt, rt, parts)
+                meter.update({"cls_loss": out["loss"], "cls_acc": out["acc"]})
+                meter.update({k: v for k, v in out.items() if k.startswith("cls_")})
+            if self.gen_step in cfg.stages:
+                self._snapshot()
+        return meter.means()
+
+    @torch.no_grad()
+    def _generate(self, generator: torch.nn.Module, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with eval_mode(generator):
+            return torch.cat([generator(z[i : i + 500], y[i : i + 500]) for i in range(0, len(y), 500)]).float()
+
+    def _snapshot(self) -> None:
+        """Keep the generator of this stage and its samples (fixed latents) for the stage table."""
+        self.snapshots[self.gen_step] = {
+            k: v.detach().to("cpu", torch.float16, copy=True) for k, v in self.generator.state_dict().items()
+        }
+        samples = self._generate(self.generator, self.stage_z, self.stage_y)
+        self.stage_samples[self.gen_step] = ((samples + 1) * 127.5).round().to(torch.uint8)
+
+    def _stage_images(self, step: int) -> torch.Tensor:
+        return self.stage_samples[step].float().div(127.5).sub(1.0)
+
+    def extra_metrics(self, iteration: int, final: bool) -> dict[str, float]:
+        cfg, rt = self.cfg, self.rt
+        g = torch.Generator(device=rt.device).manual_seed(cfg.seed * 100_003 + iteration)
+        z = torch.randn(cfg.sample_n, cfg.latent_dim, device=rt.device, generator=g)
+        y = torch.randint(0, self.num_classes, (cfg.sample_n,), device=rt.device, generator=g)
+        samples = self._generate(self.generator, z, y)
+        tensors = {
+            "gen/cls_acc": accuracy(self.classifier, samples, y),
+            "gen/ref_acc": accuracy(self.reference, samples, y),
+        }
+        for step in sorted(self.stage_samples):
+            images = self._stage_images(step)
+            tensors[f"stage/{step}/cls_acc"] = accuracy(self.classifier, images, self.stage_y)
+            tensors[f"stage/{step}/ref_acc"] = accuracy(self.reference, images, self.stage_y)
+        values = dict(zip(tensors, torch.stack(list(tensors.values())).tolist()))
+        values["gen/fid"] = frechet_distance(feature_stats(features(self.reference, samples)), self.real_stats)
+        values["gen/steps"] = float(self.gen_step)
+        return values
+
+    def media(self, iteration: int) -> dict[str, torch.Tensor]:
+        """Samples per class (rows: classes, up to 10), and each stage's samples."""
+        rows = min(self.num_classes, 10)
+        y = torch.arange(rows, device=self.rt.device).repeat_interleave(8)
+        g = torch.Generator(device=self.rt.device).manual_seed(1)
+        z = torch.randn(len(y), self.cfg.latent_dim, device=self.rt.device, generator=g)
+        grids = {"samples": image_grid(self._generate(self.generator, z, y), nrow=8)}
+        for step in sorted(self.stage_samples):
+            grids[f"stage_{step}"] = image_grid(self._stage_images(step)[:80], nrow=10)
+        return grids
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "classifier": self.classifier.state_dict(),
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "gen_opt": self.gen_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "cls_opt": self.cls_opt.state_dict(),
+            "stream": self.stream.state_dict(),
+            "gen_step": self.gen_step,
+            "cls_credit": self.cls_credit,
+            "images_seen": self.images_seen,
+            "snapshots": copy.copy(self.snapshots),
+            "stage_samples": {k: v.cpu() for k, v in self.stage_samples.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.classifier.load_state_dict(state["classifier"])
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        self.gen_opt.load_state_dict(state["gen_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.cls_opt.load_state_dict(state["cls_opt"])
+        self.stream.load_state_dict(state["stream"])
+        self.gen_step = state["gen_step"]
+        self.cls_credit = state["cls_credit"]
+        self.images_seen = state["images_seen"]
+        self.snapshots = dict(state["snapshots"])
+        self.stage_samples = {k: v.to(self.rt.device) for k, v in state["stage_samples"].items()}
+
+
+SPEC = TrainableSpec(
+    name="wgan_gp",
+    config_cls=WganGpConfig,
+    build=WganGpProgram,
+    headline=("train/wasserstein", "train/gen_loss", "train/cls_loss", "val/acc", "gen/cls_acc", "gen/ref_acc", "gen/fid"),
+    unit="iteration",
+)
+
+
+def train(config: dict) -> dict:
+    """Ray Tune function trainable (also runs on its own, printing a line per iteration)."""
+    return run_trial(SPEC, config, default_reporter(SPEC))
