@@ -33,18 +33,26 @@ class ClassicConfig(TrialConfig):
     epochs: int = param(10, lo=1, hi=10_000, doc="training epochs (one report each)")
     lr: float = param(1e-3, lo=1e-6, hi=1.0, doc="Adam learning rate")
     weight_decay: float = param(0.0, lo=0.0, hi=0.1, doc="Adam weight decay")
-    adv_train: str = param("none", choices=("none", "fgsm", "pgd"), doc="adversarial training attack")
+    adv_train: str = param(
+        "none", choices=("none", "fgsm", "pgd"), doc="adversarial training attack"
+    )
     adv_eps: float = param(0.3, lo=0.0, hi=1.0, doc="adversarial training eps, [0,1] pixel scale")
     adv_steps: int = param(10, lo=1, hi=200, doc="PGD steps of adversarial training")
-    adv_step_size: float = param(0.0, lo=0.0, hi=1.0, doc="PGD training step, [0,1] scale (0 = 2.5*eps/steps)")
-    adv_weight: float = param(0.5, lo=0.0, hi=1.0, doc="weight of the adversarial loss (1 - it on clean)")
+    adv_step_size: float = param(
+        0.0, lo=0.0, hi=1.0, doc="PGD training step, [0,1] scale (0 = 2.5*eps/steps)"
+    )
+    adv_weight: float = param(
+        0.5, lo=0.0, hi=1.0, doc="weight of the adversarial loss (1 - it on clean)"
+    )
 
 
 class ClassicProgram:
     def __init__(self, cfg: ClassicConfig, rt: Runtime, data: Data):
         self.cfg, self.rt, self.data = cfg, rt, data
         self.classifier = rt.module(ClassicClassifier(data.spec.channels, data.spec.num_classes))
-        self.optimizer = torch.optim.Adam(self.classifier.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.Adam(
+            self.classifier.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.stream = BatchStream(data.train, cfg.batch_size, seed=cfg.seed)
         self.attack_rng = torch.Generator(device=rt.device).manual_seed(cfg.seed + 1)
         self.images_seen = 0
@@ -78,7 +86,14 @@ class ClassicProgram:
         """PGD examples (the evaluation attack) with the model's predictions."""
         x, y = self.data.val.x[:10], self.data.val.y[:10]
         cfg = self.cfg
-        x_adv = pgd(self.classifier, x, y, cfg.pgd_eps, steps=cfg.pgd_steps or 1, step_size=cfg.pgd_step_size)
+        x_adv = pgd(
+            self.classifier,
+            x,
+            y,
+            cfg.pgd_eps,
+            steps=cfg.pgd_steps or 1,
+            step_size=cfg.pgd_step_size,
+        )
         return {"pgd_examples": prediction_grid(x, x_adv, y, predict(self.classifier, x_adv))}
 
     def state_dict(self) -> dict[str, Any]:

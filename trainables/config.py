@@ -136,7 +136,7 @@ def _check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
     lo, hi = meta.get("lo"), meta.get("hi")
     values = value if isinstance(value, tuple) else (value,)
     for item in values:
-        if isinstance(item, tuple) or isinstance(item, bool) or item is None:
+        if isinstance(item, (tuple, bool)) or item is None:
             continue
         if isinstance(item, float) and not math.isfinite(item):
             raise ValueError(f"{name}={item!r} is not finite")

@@ -25,7 +25,9 @@ PERIODIC_FREQUENCY = 4.0
 PERIODIC_ANGLE_DEG = 45.0
 
 
-def gaussian_noise(x: torch.Tensor, sigma: float, *, generator: torch.Generator | None = None) -> torch.Tensor:
+def gaussian_noise(
+    x: torch.Tensor, sigma: float, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Add i.i.d. N(0, sigma^2) noise; ``sigma`` on the [0, 1] pixel scale."""
     if sigma < 0:
         raise ValueError(f"sigma={sigma} must be >= 0")
@@ -34,7 +36,9 @@ def gaussian_noise(x: torch.Tensor, sigma: float, *, generator: torch.Generator 
     return (x + to_model_scale(sigma) * noise).clamp(lo, hi)
 
 
-def salt_and_pepper(x: torch.Tensor, amount: float, *, generator: torch.Generator | None = None) -> torch.Tensor:
+def salt_and_pepper(
+    x: torch.Tensor, amount: float, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Set a fraction ``amount`` of pixel locations to white or black (half each), all
     channels of a location together."""
     if not 0 <= amount <= 1:

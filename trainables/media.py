@@ -31,7 +31,11 @@ def image_grid(x: torch.Tensor, nrow: int = 10, scale: int = 2) -> torch.Tensor:
 
 
 def prediction_grid(
-    clean: torch.Tensor, perturbed: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, scale: int = 3
+    clean: torch.Tensor,
+    perturbed: torch.Tensor,
+    labels: torch.Tensor,
+    predictions: torch.Tensor,
+    scale: int = 3,
 ) -> torch.Tensor:
     """Two rows: clean images over their perturbed versions, each perturbed image captioned
     with the model's prediction (green when right, red when wrong) and the true label."""
@@ -43,13 +47,19 @@ def prediction_grid(
     canvas = Image.new("RGB", (n * (size + pad) + pad, 2 * size + 3 * pad + caption), "white")
     draw = ImageDraw.Draw(canvas)
     for row, images in enumerate((clean, perturbed)):
-        tiles = to_uint8(F.interpolate(images.detach().float().cpu(), scale_factor=scale, mode="nearest"))
+        tiles = to_uint8(
+            F.interpolate(images.detach().float().cpu(), scale_factor=scale, mode="nearest")
+        )
         for i in range(n):
             tile = Image.fromarray(tiles[i].permute(1, 2, 0).numpy())
             canvas.paste(tile, (pad + i * (size + pad), pad + row * (size + pad)))
     for i in range(n):
         ok = int(predictions[i]) == int(labels[i])
         text = f"{int(predictions[i])} (y={int(labels[i])})"
-        draw.text((pad + i * (size + pad), 2 * size + 2 * pad), text, fill=(0, 128, 0) if ok else (200, 0, 0))
+        draw.text(
+            (pad + i * (size + pad), 2 * size + 2 * pad),
+            text,
+            fill=(0, 128, 0) if ok else (200, 0, 0),
+        )
     array = torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8)
     return array.view(canvas.height, canvas.width, 3).permute(2, 0, 1).contiguous()

@@ -31,7 +31,9 @@ class ClassicClassifier(nn.Module):
     """Two 3x3 convs of 32 channels (BatchNorm + ReLU), 2x2 max-pool, FC 128 (BatchNorm +
     ReLU), FC to the class logits."""
 
-    def __init__(self, channels: int = 1, num_classes: int = 10, width: int = 32, hidden: int = 128):
+    def __init__(
+        self, channels: int = 1, num_classes: int = 10, width: int = 32, hidden: int = 128
+    ):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(channels, width, 3, padding=1, bias=False),
@@ -71,7 +73,10 @@ class Critic(nn.Module):
         layers: list[nn.Module] = []
         c_in = channels
         for c_out in (64, 128, 256, 512):
-            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 4, stride=2, padding=1),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
             c_in = c_out
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.out = nn.Linear(512 * 2 * 2, 1)

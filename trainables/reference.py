@@ -25,7 +25,13 @@ RECIPE_VERSION = 1
 
 
 def reference_key(dataset: str, epochs: int, train_subset: int, val_size: int) -> str:
-    recipe = {"v": RECIPE_VERSION, "dataset": dataset, "epochs": epochs, "subset": train_subset, "val": val_size}
+    recipe = {
+        "v": RECIPE_VERSION,
+        "dataset": dataset,
+        "epochs": epochs,
+        "subset": train_subset,
+        "val": val_size,
+    }
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -55,7 +61,13 @@ def train_reference(data: Data, rt: Runtime, epochs: int) -> dict:
 
 
 def ensure_reference(
-    data: Data, rt: Runtime, *, epochs: int, train_subset: int, val_size: int, directory: Path | None = None
+    data: Data,
+    rt: Runtime,
+    *,
+    epochs: int,
+    train_subset: int,
+    val_size: int,
+    directory: Path | None = None,
 ) -> Path:
     """Path of the cached reference state dict, training it first if needed (under a lock)."""
     from filelock import FileLock

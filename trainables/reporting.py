@@ -115,13 +115,18 @@ class ConsoleReporter(Reporter):
 
     def start(self, runtime: Runtime, budget: int) -> None:
         self.budget = budget
-        amp = f", {str(runtime.amp_dtype).replace('torch.', '')} autocast" if runtime.amp_dtype else ""
+        amp = (
+            f", {str(runtime.amp_dtype).replace('torch.', '')} autocast"
+            if runtime.amp_dtype
+            else ""
+        )
         self.echo(f"{self.name}: device {runtime.device}{amp}")
 
     def load_checkpoint(self) -> dict | None:
         if self.checkpoint_dir and (self.checkpoint_dir / CHECKPOINT_FILE).exists():
             state = load_checkpoint_file(self.checkpoint_dir)
-            self.echo(f"{self.name}: resuming after {self.unit} {state['iteration']} from {self.checkpoint_dir}")
+            where = f"{self.unit} {state['iteration']} from {self.checkpoint_dir}"
+            self.echo(f"{self.name}: resuming after {where}")
             return state
         return None
 
@@ -133,7 +138,8 @@ class ConsoleReporter(Reporter):
             shown.append("DIVERGED (non-finite loss)")
         seconds = metrics.get("time/iteration_s")
         tail = f" | {seconds:.1f}s" if isinstance(seconds, float) else ""
-        self.echo(f"{self.name} {self.unit} {metrics['iteration']}/{self.budget} | {'  '.join(shown)}{tail}")
+        progress = f"{self.unit} {metrics['iteration']}/{self.budget}"
+        self.echo(f"{self.name} {progress} | {'  '.join(shown)}{tail}")
         if checkpoint is not None and self.checkpoint_dir is not None:
             save_checkpoint(checkpoint, self.checkpoint_dir)
 

@@ -94,7 +94,9 @@ def classifier_step(
     return out
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(
+    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     """WGAN-GP penalty E[(|grad D(x_hat)|_2 - 1)^2] at random interpolates of real and fake.
 
     Computed in fp32 (double backward under bf16 is too coarse for a unit-norm target).

@@ -32,12 +32,18 @@ class TrialConfig(Config):
 
     dataset: str = param("mnist", choices=tuple(DATASETS), doc="torchvision dataset")
     data_dir: str = param("", doc="dataset root ('' = $ORCHESTRATOR_DATA_DIR or the cache)")
-    val_size: int = param(0, lo=0, doc="validation images split off the training file (0 = dataset default)")
+    val_size: int = param(
+        0, lo=0, doc="validation images split off the training file (0 = dataset default)"
+    )
     train_subset: int = param(0, lo=0, doc="train on the first n training images (0 = all)")
     eval_subset: int = param(0, lo=0, doc="clean accuracy on a fixed subset of n images (0 = all)")
-    robust_n: int = param(1000, lo=0, doc="validation images attacked/corrupted per evaluation (0 = all)")
+    robust_n: int = param(
+        1000, lo=0, doc="validation images attacked/corrupted per evaluation (0 = all)"
+    )
     test_robust_n: int = param(0, lo=0, doc="test images attacked/corrupted at the end (0 = all)")
-    fgsm_eps: tuple[float, ...] = param((0.1, 0.2, 0.3), lo=0.0, hi=1.0, doc="FGSM eps grid, [0,1] pixel scale")
+    fgsm_eps: tuple[float, ...] = param(
+        (0.1, 0.2, 0.3), lo=0.0, hi=1.0, doc="FGSM eps grid, [0,1] pixel scale"
+    )
     pgd_eps: float = param(0.3, lo=0.0, hi=1.0, doc="PGD eps, [0,1] pixel scale")
     pgd_steps: int = param(40, lo=0, hi=1000, doc="PGD steps (0 disables PGD)")
     pgd_step_size: float = param(0.01, lo=1e-5, hi=1.0, doc="PGD step, [0,1] pixel scale")
@@ -46,8 +52,12 @@ class TrialConfig(Config):
     batch_size: int = param(128, lo=2, hi=8192, doc="training batch size")
     seed: int = param(0, lo=0, doc="seed of models, data order and noise")
     device: str = param("auto", choices=("auto", "cpu", "cuda"), doc="auto = CUDA when available")
-    precision: str = param("auto", choices=("auto", "fp32", "bf16"), doc="auto = bf16 autocast on CUDA")
-    channels_last: bool = param(True, doc="channels_last memory format (faster convs on CPU and GPU)")
+    precision: str = param(
+        "auto", choices=("auto", "fp32", "bf16"), doc="auto = bf16 autocast on CUDA"
+    )
+    channels_last: bool = param(
+        True, doc="channels_last memory format (faster convs on CPU and GPU)"
+    )
     checkpoint_every: int = param(1, lo=1, doc="checkpoint every n iterations (and at the end)")
     media_every: int = param(0, lo=0, doc="attach image grids every n iterations (0 = never)")
 
@@ -110,7 +120,9 @@ def _finite(values: Mapping[str, float]) -> bool:
     return all(math.isfinite(v) for v in values.values())
 
 
-def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, reporter: Reporter) -> dict:
+def run_trial(
+    spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, reporter: Reporter
+) -> dict:
     """Run (or resume) one trial of ``spec`` and return its last report."""
     cfg = config if isinstance(config, spec.config_cls) else spec.config_cls.from_dict(config)
     set_cpu_threads()

@@ -51,7 +51,9 @@ class WganGpConfig(TrialConfig):
     cls_rate: float = param(0.5, lo=0.0, hi=100.0, doc="classifier steps per generator step")
     latent_dim: int = param(128, lo=1, hi=4096, doc="generator latent size")
     conditional_critic: bool = param(True, doc="class projection in the critic")
-    stages: tuple[int, ...] = param((1000, 2000, 3000, 4000), lo=1, doc="generator steps of the snapshots")
+    stages: tuple[int, ...] = param(
+        (1000, 2000, 3000, 4000), lo=1, doc="generator steps of the snapshots"
+    )
     sample_n: int = param(1000, lo=10, hi=100_000, doc="generated samples per evaluation")
     ref_epochs: int = param(2, lo=1, hi=100, doc="epochs of the reference Classic Classifier")
     ref_classifier: str = param("", doc="reference state dict (path or URI; '' = train and cache)")
@@ -96,9 +98,17 @@ class WganGpProgram:
         for _ in range(cfg.gen_steps):
             for _ in range(cfg.n_critic):
                 x, y = self.stream.next()
-                meter.update(critic_step(self.critic, self.generator, self.critic_opt, rt, x, y, cfg.gp_lambda))
+                meter.update(
+                    critic_step(
+                        self.critic, self.generator, self.critic_opt, rt, x, y, cfg.gp_lambda
+                    )
+                )
                 self.images_seen += len(y)
-            meter.update(generator_step(self.generator, self.critic, self.gen_opt, rt, self._labels(cfg.batch_size)))
+            meter.update(
+                generator_step(
+                    self.generator, self.critic, self.gen_opt, rt, self._labels(cfg.batch_size)
+                )
+            )
             self.gen_step += 1
             self.cls_credit += cfg.cls_rate
             while self.cls_credit >= 1.0:
@@ -117,14 +127,19 @@ class WganGpProgram:
         return meter.means()
 
     @torch.no_grad()
-    def _generate(self, generator: torch.nn.Module, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _generate(
+        self, generator: torch.nn.Module, z: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
         with eval_mode(generator):
-            return torch.cat([generator(z[i : i + 500], y[i : i + 500]) for i in range(0, len(y), 500)]).float()
+            return torch.cat(
+                [generator(z[i : i + 500], y[i : i + 500]) for i in range(0, len(y), 500)]
+            ).float()
 
     def _snapshot(self) -> None:
         """Keep the generator of this stage and its samples (fixed latents) for the stage table."""
         self.snapshots[self.gen_step] = {
-            k: v.detach().to("cpu", torch.float16, copy=True) for k, v in self.generator.state_dict().items()
+            k: v.detach().to("cpu", torch.float16, copy=True)
+            for k, v in self.generator.state_dict().items()
         }
         samples = self._generate(self.generator, self.stage_z, self.stage_y)
         self.stage_samples[self.gen_step] = ((samples + 1) * 127.5).round().to(torch.uint8)
@@ -147,7 +162,9 @@ class WganGpProgram:
             tensors[f"stage/{step}/cls_acc"] = accuracy(self.classifier, images, self.stage_y)
             tensors[f"stage/{step}/ref_acc"] = accuracy(self.reference, images, self.stage_y)
         values = dict(zip(tensors, torch.stack(list(tensors.values())).tolist()))
-        values["gen/fid"] = frechet_distance(feature_stats(features(self.reference, samples)), self.real_stats)
+        values["gen/fid"] = frechet_distance(
+            feature_stats(features(self.reference, samples)), self.real_stats
+        )
         values["gen/steps"] = float(self.gen_step)
         return values
 
@@ -197,7 +214,15 @@ SPEC = TrainableSpec(
     name="wgan_gp",
     config_cls=WganGpConfig,
     build=WganGpProgram,
-    headline=("train/wasserstein", "train/gen_loss", "train/cls_loss", "val/acc", "gen/cls_acc", "gen/ref_acc", "gen/fid"),
+    headline=(
+        "train/wasserstein",
+        "train/gen_loss",
+        "train/cls_loss",
+        "val/acc",
+        "gen/cls_acc",
+        "gen/ref_acc",
+        "gen/fid",
+    ),
     unit="iteration",
 )
 

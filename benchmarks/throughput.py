@@ -1,0 +1,249 @@
+"""Training throughput of each trainable against a plain PyTorch loop of the same models.
+
+    python benchmarks/throughput.py --data-dir ../shared/data [--device cuda] [--seconds 20]
+
+"ours" runs the trainable's own program (``train_iteration``: tensors on the device, shuffled
+there, shared step functions, no per-step host sync, channels_last, bf16 autocast on CUDA).
+"plain" is what a notebook does with the same networks and the same step structure: a
+torchvision dataset with per-image transforms behind a ``DataLoader`` (``--workers``
+processes), ``.to(device)`` per batch, fp32, and ``loss.item()`` every step for logging. Both
+run in this process, one after the other, and the table prints images per second and the
+ratio. Images are the real training images consumed (critic, classifier and generator
+batches alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import torch
+import torch.nn.functional as F
+
+from trainables import get_spec
+from trainables.data import load_data, resolve_data_root
+from trainables.models import ClassicClassifier, Critic, Generator, PerturbationGenerator
+from trainables.runtime import Runtime, seed_everything
+from trainables.steps import run_steps
+
+CONFIGS = {
+    "classic": {"epochs": 1},
+    "wgan_gp": {"iterations": 1, "gen_steps": 1, "n_critic": 5, "cls_rate": 0.5},
+    "adaptive_ratio": {"cycles": 1, "k": 2, "cycle_steps": 10, "pretrain_epochs": 0},
+}
+
+
+def plain_loader(dataset: str, root, batch_size: int, workers: int):
+    import torchvision
+    import torchvision.transforms as T
+
+    transform = T.Compose([T.Pad(2), T.ToTensor(), T.Normalize((0.5,), (0.5,))])
+    if dataset == "synthetic":
+        data = load_data("synthetic", torch.device("cpu"))
+        ds = torch.utils.data.TensorDataset(data.train.x, data.train.y)
+    else:
+        cls = (
+            torchvision.datasets.MNIST if dataset == "mnist" else torchvision.datasets.FashionMNIST
+        )
+        ds = cls(str(root), train=True, download=True, transform=transform)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers
+    )
+
+
+def endless(loader):
+    while True:
+        yield from loader
+
+
+def plain_classic(device, batches, cfg):
+    model = ClassicClassifier().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+
+    def step():
+        x, y = next(batches)
+        x, y = x.to(device), y.to(device)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        step.log.append(loss.item())
+        return len(y)
+
+    step.log = []
+    return step
+
+
+def plain_wgan_gp(device, batches, cfg):
+    gen, critic, cls = Generator().to(device), Critic().to(device), ClassicClassifier().to(device)
+    g_opt = torch.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    d_opt = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    c_opt = torch.optim.Adam(cls.parameters(), lr=1e-3)
+    credit = [0.0]
+
+    def step():
+        n = 0
+        for _ in range(cfg["n_critic"]):
+            x, y = next(batches)
+            x, y = x.to(device), y.to(device)
+            fake = gen(torch.randn(len(y), 128, device=device), y).detach()
+            a = torch.rand(len(y), 1, 1, 1, device=device)
+            xh = (a * x + (1 - a) * fake).requires_grad_(True)
+            (g,) = torch.autograd.grad(critic(xh, y).sum(), xh, create_graph=True)
+            loss = (
+                critic(fake, y).mean()
+                - critic(x, y).mean()
+                + 10 * ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
+            )
+            d_opt.zero_grad()
+            loss.backward()
+            d_opt.step()
+            step.log.append(loss.item())
+            n += len(y)
+        y = torch.randint(0, 10, (len(y),), device=device)
+        g_loss = -critic(gen(torch.randn(len(y), 128, device=device), y), y).mean()
+        g_opt.zero_grad()
+        g_loss.backward()
+        g_opt.step()
+        step.log.append(g_loss.item())
+        credit[0] += cfg["cls_rate"]
+        while credit[0] >= 1:
+            credit[0] -= 1
+            x, y = next(batches)
+            x, y = x.to(device), y.to(device)
+            fake = gen(torch.randn(len(y), 128, device=device), y).detach()
+            c_loss = 0.5 * F.cross_entropy(cls(x), y) + 0.5 * F.cross_entropy(cls(fake), y)
+            c_opt.zero_grad()
+            c_loss.backward()
+            c_opt.step()
+            step.log.append(c_loss.item())
+            n += len(y)
+        return n
+
+    step.log = []
+    return step
+
+
+def plain_adaptive_ratio(device, batches, cfg):
+    cls, pert = ClassicClassifier().to(device), PerturbationGenerator().to(device)
+    c_opt = torch.optim.Adam(cls.parameters(), lr=1e-3)
+    p_opt = torch.optim.Adam(pert.parameters(), lr=1e-3)
+
+    def step():
+        n = 0
+        cls.eval()
+        for _ in range(cfg["k"] * cfg["cycle_steps"]):
+            x, y = next(batches)
+            x, y = x.to(device), y.to(device)
+            loss = F.softmax(cls(pert(x)), 1).gather(1, y[:, None]).mean()
+            p_opt.zero_grad()
+            loss.backward()
+            p_opt.step()
+            step.log.append(loss.item())
+            n += len(y)
+        cls.train()
+        for _ in range(cfg["cycle_steps"]):
+            x, y = next(batches)
+            x, y = x.to(device), y.to(device)
+            half = len(y) // 2
+            mixed = torch.cat([x[:half], pert(x[half:]).detach()])
+            loss = F.cross_entropy(cls(mixed), y)
+            c_opt.zero_grad()
+            loss.backward()
+            c_opt.step()
+            step.log.append(loss.item())
+            n += len(y)
+        return n
+
+    step.log = []
+    return step
+
+
+PLAIN = {"classic": plain_classic, "wgan_gp": plain_wgan_gp, "adaptive_ratio": plain_adaptive_ratio}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(run_once, device, seconds: float, warmup: int = 1) -> float:
+    """Images per second of ``run_once() -> images`` over about ``seconds`` after warm-up."""
+    for _ in range(warmup):
+        run_once()
+    sync(device)
+    images, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        images += run_once()
+    sync(device)
+    return images / (time.perf_counter() - start)
+
+
+def bench(name, args, data, device) -> tuple[float, float]:
+    spec = get_spec(name)
+    batch = 64 if name == "wgan_gp" else args.batch_size
+    values = {**CONFIGS[name], "dataset": args.dataset, "batch_size": batch, "device": device.type}
+    if name == "wgan_gp":
+        values["ref_epochs"] = 1
+    cfg = spec.config_cls.from_dict(values)
+    rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
+    seed_everything(0)
+    program = spec.build(cfg, rt, data)
+    iterations = itertools.count(1)
+
+    def ours_once():
+        before = program.images_seen
+        if name == "classic":  # an epoch is long on a CPU: time 20 of its steps, same path
+            out = run_steps((program.stream.next() for _ in range(20)), program.step)
+        else:
+            out = program.train_iteration(next(iterations))
+        torch.stack(list(out.values())).tolist()  # the trial loop's one sync per iteration
+        return program.images_seen - before
+
+    ours = timed(ours_once, device, args.seconds)
+    batches = endless(
+        plain_loader(args.dataset, resolve_data_root(args.data_dir), batch, args.workers)
+    )
+    plain_step = PLAIN[name](device, batches, CONFIGS[name])
+    plain = timed(plain_step, device, args.seconds, warmup=3)
+    batches.close()  # shut the DataLoader workers down before the next loader forks
+    return ours, plain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--dataset", default="mnist", choices=["mnist", "fashion_mnist", "synthetic"]
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seconds", type=float, default=15.0, help="timed seconds per measurement")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DataLoader workers of the plain loop"
+    )
+    parser.add_argument("--trainables", nargs="+", default=list(PLAIN), choices=list(PLAIN))
+    args = parser.parse_args()
+    rt = Runtime.create(args.device)
+    device = rt.device
+    torch.manual_seed(0)
+    data = load_data(args.dataset, device, data_dir=args.data_dir, channels_last=rt.channels_last)
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU x{torch.get_num_threads()} threads"
+    )
+    plain = f"DataLoader with {args.workers} workers, fp32"
+    print(f"device: {name}; plain loop: {plain}; {args.seconds:.0f}s per measurement")
+    print(f"{'trainable':<16}{'ours img/s':>12}{'plain img/s':>13}{'ratio':>8}")
+    for trainable in args.trainables:
+        ours, plain = bench(trainable, args, data, device)
+        print(f"{trainable:<16}{ours:>12.0f}{plain:>13.0f}{ours / plain:>7.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

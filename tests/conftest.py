@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated cache, W&B and Ray environment for every test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory):
+    """Caches, W&B files and Ray's auth token stay inside a temporary folder."""
+    root = tmp_path_factory.mktemp("env")
+    saved = dict(os.environ)
+    os.environ["ORCHESTRATOR_CACHE_DIR"] = str(root / "cache")
+    os.environ["WANDB_DIR"] = str(root / "wandb")
+    os.environ["WANDB_CACHE_DIR"] = str(root / "wandb-cache")
+    os.environ["WANDB_DATA_DIR"] = str(root / "wandb-data")
+    os.environ["WANDB_CONFIG_DIR"] = str(root / "wandb-config")
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    yield root
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The real MNIST files (ORCHESTRATOR_DATA_DIR); tests that need them skip without it."""
+    root = os.environ.get("ORCHESTRATOR_DATA_DIR")
+    if not root or not (Path(root) / "MNIST" / "raw").is_dir():
+        pytest.skip("ORCHESTRATOR_DATA_DIR does not hold MNIST/raw")
+    return Path(root)
+
+
+def synthetic(**overrides):
+    """A config for a fast run on the synthetic dataset (seconds on a CPU)."""
+    base = {
+        "dataset": "synthetic",
+        "device": "cpu",
+        "robust_n": 40,
+        "test_robust_n": 40,
+        "eval_subset": 100,
+        "pgd_steps": 3,
+        "pgd_step_size": 0.1,
+        "train_subset": 256,
+        "batch_size": 32,
+    }
+    base.update(overrides)
+    return base

@@ -1,0 +1,89 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.cli import cli
+
+FAST = [
+    "-s",
+    "dataset=synthetic",
+    "-s",
+    "robust_n=20",
+    "-s",
+    "test_robust_n=20",
+    "-s",
+    "pgd_steps=1",
+    "--train-subset",
+    "128",
+]
+
+
+def test_train_prints_a_line_per_epoch_and_final_json(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "-t", "classic", "--epochs", "2", *FAST, "--json"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert sum(line.startswith("classic epoch") for line in lines) == 2
+    final = json.loads(lines[-1])
+    assert final["iteration"] == 2 and 0 <= final["test/acc"] <= 1
+
+
+def test_train_resumes_from_checkpoint_dir(tmp_path):
+    runner = CliRunner()
+    args = [
+        "train",
+        "-t",
+        "adaptive_ratio",
+        *FAST,
+        "-s",
+        "cycle_steps=2",
+        "--checkpoint-dir",
+        str(tmp_path),
+    ]
+    first = runner.invoke(cli, [*args, "--cycles", "1"])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(cli, [*args, "--cycles", "2"])
+    assert second.exit_code == 0, second.output
+    assert "resuming after cycle 1" in second.output
+    assert "cycle 2/2" in second.output and "cycle 1/2" not in second.output
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "-t", "nope"], "'nope' is not one of"),
+        (["train", "-t", "classic", "-s", "lrr=0.1"], "did you mean 'lr'"),
+        (["train", "-t", "classic", "-s", "lr=-3"], "below its minimum"),
+        (["train", "-t", "classic", "-s", "lr"], "KEY=VALUE"),
+        (["train", "-t", "classic", "--epochs", "0"], "--epochs"),
+        (["train", "-t", "wgan_gp", "-s", "n_critic=0"], "n_critic"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args, needle):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_dataset_is_exit_code_2(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(
+        torchvision.datasets.MNIST,
+        "download",
+        lambda self: (_ for _ in ()).throw(RuntimeError("offline")),
+    )
+    result = CliRunner().invoke(
+        cli, ["train", "-t", "classic", "--data-dir", str(tmp_path / "none")]
+    )
+    assert result.exit_code == 2
+    assert "MNIST is not under" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_params_lists_every_field():
+    result = CliRunner().invoke(cli, ["params", "wgan_gp"])
+    assert result.exit_code == 0
+    for name in ("n_critic", "gp_lambda", "cls_rate", "stages"):
+        assert name in result.output

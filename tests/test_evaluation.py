@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+
+from trainables.data import Split
+from trainables.evaluation import EvalSpec, evaluate, feature_stats, frechet_distance, metric_keys
+from trainables.models import ClassicClassifier
+
+
+@pytest.fixture()
+def split():
+    g = torch.Generator().manual_seed(0)
+    return Split(
+        torch.rand(60, 1, 32, 32, generator=g) * 2 - 1, torch.randint(0, 10, (60,), generator=g)
+    )
+
+
+def test_evaluate_reports_every_key_in_range(split):
+    spec = EvalSpec(pgd_steps=2, robust_n=20, batch_size=16)
+    model = ClassicClassifier(1, 10)
+    model.train()
+    out = evaluate(model, split, spec, "val")
+    assert list(out) == metric_keys(spec, "val")
+    assert "val/fgsm_acc/eps0.3" in out and "val/pgd_acc" in out
+    assert "val/noise_acc/salt_pepper/high" in out
+    for key, value in out.items():
+        assert math.isfinite(value)
+        if "acc" in key:
+            assert 0.0 <= value <= 1.0
+    assert model.training, "evaluation restores the model's mode"
+
+
+def test_evaluate_is_deterministic(split):
+    spec = EvalSpec(pgd_steps=2, robust_n=20)
+    model = ClassicClassifier(1, 10)
+    assert evaluate(model, split, spec, "val") == evaluate(model, split, spec, "val")
+
+
+def test_perfect_model_has_clean_accuracy_one(split):
+    class Oracle(torch.nn.Module):
+        def __init__(self, labels_by_image):
+            super().__init__()
+            self.lookup = labels_by_image
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            # one-hot of the label of the nearest stored image, plus a differentiable term
+            d = torch.cdist(x.flatten(1), split.x.flatten(1))
+            return (
+                torch.nn.functional.one_hot(split.y[d.argmin(1)], 10).float() * 10
+                + self.w * x.mean()
+            )
+
+    out = evaluate(Oracle(None), split, EvalSpec(pgd_steps=0, fgsm_eps=(), noise=False), "test")
+    assert out == {"test/acc": 1.0, "test/loss": pytest.approx(out["test/loss"])}
+    assert out["test/loss"] < 1e-3
+
+
+def test_frechet_distance():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2000, 4, generator=g)
+    assert frechet_distance(feature_stats(a), feature_stats(a)) == pytest.approx(0.0, abs=1e-6)
+    shifted = a + torch.tensor([1.0, 0, 0, 0])
+    assert frechet_distance(feature_stats(a), feature_stats(shifted)) == pytest.approx(
+        1.0, abs=1e-6
+    )
+    scaled = a * 2  # cov I vs 4I: tr(I + 4I - 2*2I) = 4 * 1 = 4 dims -> 4
+    assert frechet_distance(feature_stats(a), feature_stats(scaled)) == pytest.approx(4.0, rel=0.1)

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from trainables.models import ClassicClassifier, Critic, Generator, PerturbationGenerator
+
+
+@pytest.mark.parametrize("channels,classes", [(1, 10), (3, 43)])
+def test_classifier_shapes(channels, classes):
+    model = ClassicClassifier(channels, classes)
+    x = torch.randn(4, channels, 32, 32)
+    assert model(x).shape == (4, classes)
+    assert model.embed(x).shape == (4, 128)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 32] and all(
+        c.kernel_size == (3, 3) for c in convs
+    )
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 2
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == 1
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_critic_shapes_and_no_batchnorm(conditional):
+    critic = Critic(3, 43 if conditional else None)
+    out = critic(torch.randn(5, 3, 32, 32), torch.randint(0, 43, (5,)))
+    assert out.shape == (5,)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in critic.modules())
+    convs = [m for m in critic.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512]
+
+
+def test_generator_shapes_and_range():
+    gen = Generator(1, 10, latent_dim=16)
+    assert gen.fc.out_features == 8192
+    img = gen(torch.randn(6, 16), torch.arange(6))
+    assert img.shape == (6, 1, 32, 32)
+    assert img.min() >= -1 and img.max() <= 1
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in gen.modules())
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.3])
+def test_perturbation_generator_is_bounded(eps):
+    gen = PerturbationGenerator(1, eps=eps)
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.mul_(50)  # saturate tanh: the bound must still hold
+    x = torch.rand(8, 1, 32, 32) * 2 - 1
+    out = gen(x)
+    assert out.shape == x.shape
+    assert (out - x).abs().max() <= 2 * eps + 1e-6  # eps on [0,1] is 2*eps in [-1,1] units
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_perturbation_generator_rejects_bad_eps():
+    with pytest.raises(ValueError):
+        PerturbationGenerator(1, eps=0.0)

@@ -1,0 +1,162 @@
+"""Each trainable end to end for a few iterations on small synthetic data."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from tests.conftest import synthetic
+from trainables import get_spec, get_trainable
+from trainables.config import param
+from trainables.reporting import MemoryReporter
+from trainables.trial import TrainableSpec, TrialConfig, run_trial
+
+CASES = {
+    "classic": synthetic(epochs=2, adv_train="pgd", adv_steps=2, media_every=1),
+    "wgan_gp": synthetic(
+        iterations=2,
+        gen_steps=2,
+        n_critic=2,
+        stages=(1, 3),
+        sample_n=50,
+        ref_epochs=1,
+        media_every=2,
+    ),
+    "adaptive_ratio": synthetic(
+        cycles=2, schedule="adaptive", k=2, cycle_steps=3, pretrain_epochs=1, media_every=2
+    ),
+}
+
+EXPECTED = {
+    "classic": ["train/loss", "train/acc", "train/adv_loss", "train/clean_loss"],
+    "wgan_gp": [
+        "train/wasserstein",
+        "train/gen_loss",
+        "train/gp",
+        "train/critic_loss",
+        "train/cls_real_loss",
+        "train/cls_fake_loss",
+        "gen/cls_acc",
+        "gen/ref_acc",
+        "gen/fid",
+        "stage/1/cls_acc",
+        "stage/1/ref_acc",
+        "stage/3/ref_acc",
+    ],
+    "adaptive_ratio": ["ratio/k", "train/gen_loss", "train/cls_loss", "pretrain/acc"],
+}
+COMMON = [
+    "iteration",
+    "diverged",
+    "val/acc",
+    "val/pgd_acc",
+    "val/fgsm_acc/eps0.1",
+    "val/noise_acc/periodic/high",
+]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_trainable_reports_its_keys(name):
+    reporter = MemoryReporter()
+    run_trial(get_spec(name), CASES[name], reporter)
+    reports = reporter.reports
+    assert [r["iteration"] for r in reports] == [1, 2]
+    keys = set().union(*reports)
+    for key in EXPECTED[name] + COMMON:
+        assert key in keys, key
+    last = reports[-1]
+    assert "test/acc" in last and "test/pgd_acc" in last, "the test split is evaluated at the end"
+    assert not any(k.startswith("test/") for k in reports[0]), "and only at the end"
+    assert last["diverged"] == 0
+    assert any(
+        k.startswith("media/") and isinstance(v, bytes) and v[:4] == b"\x89PNG"
+        for k, v in last.items()
+    )
+    assert all(math.isfinite(v) for k, v in last.items() if isinstance(v, float))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_resume_continues_where_it_stopped(name):
+    """Two iterations straight == one iteration, checkpoint, a fresh resume, one more."""
+    config = {**CASES[name], "media_every": 0}
+    straight = MemoryReporter()
+    run_trial(get_spec(name), config, straight)
+
+    budget_key = get_spec(name).config_cls.budget_key
+    first = MemoryReporter()
+    run_trial(get_spec(name), {**config, budget_key: 1, "checkpoint_every": 1}, first)
+    torch.manual_seed(12345)  # the resumed run must not depend on the process's RNG
+    resumed = MemoryReporter(resume_from=first.checkpoint)
+    run_trial(get_spec(name), config, resumed)
+    assert [r["iteration"] for r in resumed.reports] == [2]
+    a, b = straight.reports[-1], resumed.reports[-1]
+    for key in a:
+        if key.startswith("train/") or key in ("val/acc", "val/loss", "ratio/k"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+
+
+def test_adaptive_ratio_schedules_drive_k():
+    fixed = MemoryReporter()
+    run_trial(
+        get_spec("adaptive_ratio"),
+        synthetic(cycles=2, k=3, cycle_steps=2, pretrain_epochs=0),
+        fixed,
+    )
+    assert [r["ratio/k"] for r in fixed.reports] == [3.0, 3.0]
+    stepped = MemoryReporter()
+    cfg = synthetic(
+        cycles=3, schedule="stepped", k_steps="1:1,3:4", cycle_steps=2, pretrain_epochs=0
+    )
+    run_trial(get_spec("adaptive_ratio"), cfg, stepped)
+    assert [r["ratio/k"] for r in stepped.reports] == [1.0, 1.0, 4.0]
+    adaptive = MemoryReporter()
+    cfg = synthetic(
+        cycles=3, schedule="adaptive", k=2, target_gen_loss=0.0, k_factor=2.0, cycle_steps=2
+    )
+    run_trial(get_spec("adaptive_ratio"), cfg, adaptive)
+    # Nothing gets the loss under a 0.0 target: k grows every cycle.
+    assert [r["ratio/k"] for r in adaptive.reports] == [2.0, 4.0, 8.0]
+
+
+class _NaNProgram:
+    def __init__(self, cfg, rt, data):
+        self.classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1024, 10))
+        self.images_seen = 0
+
+    def train_iteration(self, iteration):
+        value = float("nan") if iteration == 2 else 1.0
+        return {"loss": torch.tensor(value)}
+
+    def extra_metrics(self, iteration, final):
+        return {}
+
+    def media(self, iteration):
+        return {}
+
+    def state_dict(self):
+        return {"classifier": self.classifier.state_dict()}
+
+    def load_state_dict(self, state):
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class _FiveIterations(TrialConfig):
+    iterations: int = param(5, lo=1)
+
+
+def test_non_finite_loss_ends_the_trial_with_diverged_flag():
+    spec = TrainableSpec("nan", _FiveIterations, _NaNProgram, ("train/loss",), "iteration")
+    reporter = MemoryReporter()
+    last = run_trial(spec, synthetic(pgd_steps=1), reporter)
+    assert [r["iteration"] for r in reporter.reports] == [1, 2], "the trial stops at the divergence"
+    assert last["diverged"] == 1 and reporter.reports[0]["diverged"] == 0
+    assert last["val/acc"] == 0.0 and last["val/pgd_acc"] == 0.0, "finite worst-case sentinels"
+    assert math.isnan(last["train/loss"])
+
+
+def test_train_function_outside_tune_prints_progress(capsys):
+    get_trainable("classic")(synthetic(epochs=1, pgd_steps=1, noise_eval=False))
+    out = capsys.readouterr().out
+    assert "classic epoch 1/1" in out
