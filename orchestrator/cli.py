@@ -9,7 +9,9 @@ import sys
 
 import click
 
+from orchestrator.choices import SCHEDULERS, SEARCHERS
 from orchestrator.errors import UserError
+from search_spaces import SPACES
 from trainables import TRAINABLES
 
 
@@ -138,6 +140,327 @@ def params(trainable):
     for r in rows:
         default = r["default"]
         click.echo(f"  {r['name']:<{width}}  {default!s:<22} {r['valid']:<24} {r['doc']}")
+
+
+def _parse_range(items) -> dict[str, tuple[str, str]]:
+    out = {}
+    for item in items:
+        name, sep, bounds = item.partition("=")
+        low, colon, high = bounds.partition(":")
+        if not sep or not colon or not name.strip():
+            raise UserError(f"--range expects NAME=LOW:HIGH, got {item!r}")
+        out[name.strip()] = (low.strip(), high.strip())
+    return out
+
+
+def _parse_duration(value: str | None) -> float:
+    """Seconds from '90', '90s', '15m' or '2h'."""
+    if not value:
+        return 0.0
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = value.strip().lower()
+    scale = units.get(text[-1])
+    try:
+        seconds = float(text[:-1]) * scale if scale else float(text)
+    except ValueError:
+        raise UserError(
+            f"--time-budget {value!r}: expected seconds or a number with s, m or h"
+        ) from None
+    if seconds <= 0:
+        raise UserError("--time-budget must be positive")
+    return seconds
+
+
+def _print_outcome(outcome, fmt: str = "table") -> None:
+    from orchestrator.results import display_columns, format_rows
+
+    rows = outcome.leaderboard
+    click.echo("")
+    click.echo(
+        format_rows(rows, display_columns(rows, outcome.objectives), fmt) if rows else "no trials"
+    )
+    click.echo("")
+    click.echo(f"trials:  {outcome.trials_path}")
+    click.echo(f"history: {outcome.history_path}")
+    if outcome.wandb_runs:
+        root = outcome.experiment_uri
+        click.echo(
+            f"W&B runs ({len(outcome.wandb_runs)}): {root}/*/wandb/"
+            f"  (upload: wandb sync {root}/*/wandb/offline-run-*)"
+        )
+    if outcome.errors:
+        click.echo(f"{outcome.errors} trial(s) failed; see the error column of the trials table")
+
+
+def storage_option(f):
+    return click.option(
+        "--storage",
+        envvar="ORCHESTRATOR_STORAGE",
+        help="Experiment root: a path or a pyarrow URI such as s3://bucket/prefix "
+        "(default ~/ray_results).",
+    )(f)
+
+
+@cli.command()
+@click.option(
+    "--space",
+    required=True,
+    type=click.Choice(list(SPACES)),
+    help="Search space (see `orchestrator spaces`).",
+)
+@click.option(
+    "--num-samples", "-n", type=click.IntRange(min=1), help="Trials to run (default: the space's)."
+)
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(min=1),
+    help="Trials running at once (default: as resources allow).",
+)
+@click.option("--searcher", type=click.Choice(SEARCHERS), default="tpe", show_default=True)
+@click.option(
+    "--objective",
+    type=click.Choice(["single", "pareto"]),
+    default="single",
+    show_default=True,
+    help="single: the space's metric; pareto: clean vs PGD validation accuracy.",
+)
+@click.option(
+    "--scheduler", type=click.Choice(SCHEDULERS), help="Default: asha (single), fifo (pareto)."
+)
+@click.option(
+    "--max-iterations",
+    type=click.IntRange(min=1),
+    help="Budget per trial in epochs / cycles / iterations.",
+)
+@click.option("--time-budget", help="Stop starting trials after this long: 3600, 90m, 2h.")
+@click.option(
+    "--grace-period",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="ASHA's first rung.",
+)
+@click.option(
+    "--reduction-factor",
+    type=click.IntRange(min=2),
+    default=3,
+    show_default=True,
+    help="ASHA's eta.",
+)
+@click.option(
+    "--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+)
+@click.option(
+    "--gpus-per-trial",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Fractions pack trials onto a GPU (0.25: four per GPU, each capped to a quarter "
+    "of its memory).",
+)
+@click.option(
+    "--address", help="Join a running Ray cluster (HOST:PORT or auto) instead of a local Ray."
+)
+@click.option(
+    "--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray instance (default: all)."
+)
+@storage_option
+@click.option("--name", help="Experiment name (default: SPACE-DATE-TIME).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Optuna sampler.")
+@data_dir_option
+@click.option(
+    "--train-subset", type=click.IntRange(min=0), help="Every trial trains on the first n images."
+)
+@click.option(
+    "--set",
+    "-s",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Fix a searched parameter, or set any other trainable parameter for every trial.",
+)
+@click.option(
+    "--range",
+    "ranges",
+    multiple=True,
+    metavar="NAME=LOW:HIGH",
+    help="Narrow a searched numeric range.",
+)
+@click.option(
+    "--media-every",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Log image grids to W&B every n iterations and at the end (0: never).",
+)
+@click.option("--wandb-project", default="robust-orchestrator", show_default=True)
+@click.option(
+    "--wandb-mode",
+    type=click.Choice(["online", "offline", "disabled"]),
+    help="Default: online with an API key and a reachable server, else offline.",
+)
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Retries of a failed trial, from its last checkpoint.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Trials in the final table.",
+)
+def search(
+    space,
+    num_samples,
+    max_concurrent,
+    searcher,
+    objective,
+    scheduler,
+    max_iterations,
+    time_budget,
+    grace_period,
+    reduction_factor,
+    cpus_per_trial,
+    gpus_per_trial,
+    address,
+    num_cpus,
+    storage,
+    name,
+    seed,
+    data_dir,
+    train_subset,
+    overrides,
+    ranges,
+    media_every,
+    wandb_project,
+    wandb_mode,
+    max_failures,
+    top,
+):
+    """Search a space with Optuna through Ray Tune; log to W&B; write Parquet results.
+
+    \b
+    Examples:
+      orchestrator search --space adaptive_ratio
+      orchestrator search --space classic --objective pareto --searcher nsga2 -n 24
+      orchestrator search --space wgan_gp --address auto --gpus-per-trial 0.25 --storage s3://bucket/runs
+    """
+    from orchestrator.experiment import SearchSettings, plan_search, run_search
+    from orchestrator.training import parse_overrides
+    from search_spaces.introspect import explore
+
+    values = parse_overrides(overrides)
+    searched = {p.name for p in explore(SPACES[space].space)}
+    fixed = {k: v for k, v in values.items() if k in searched}
+    trial_config = {k: v for k, v in values.items() if k not in searched}
+    if train_subset is not None:
+        trial_config["train_subset"] = train_subset
+    trial_config.setdefault("media_every", media_every)
+    settings = SearchSettings(
+        space=space,
+        name=name or "",
+        storage=storage or "",
+        num_samples=num_samples or 0,
+        max_concurrent=max_concurrent or 0,
+        searcher=searcher,
+        objective=objective,
+        scheduler=scheduler or "",
+        max_iterations=max_iterations or 0,
+        time_budget_s=_parse_duration(time_budget),
+        grace_period=grace_period,
+        reduction_factor=reduction_factor,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        address=address or "",
+        num_cpus=num_cpus or 0,
+        seed=seed,
+        fixed=fixed,
+        ranges=_parse_range(ranges),
+        trial_config=trial_config,
+        data_dir=data_dir or "",
+        wandb_project=wandb_project,
+        wandb_mode=wandb_mode or "",
+        max_failures=max_failures,
+    )
+    plan = plan_search(settings)
+    outcome = run_search(plan, echo=click.echo)
+    outcome.leaderboard = outcome.leaderboard[:top]
+    _print_outcome(outcome)
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@click.option("--address", help="Join a running Ray cluster instead of a local Ray.")
+def resume(name, storage, address):
+    """Continue an interrupted search: unfinished and errored trials resume from their last
+    checkpoints, finished ones stay, the Optuna study is kept.
+
+    Example: orchestrator resume adaptive_ratio-20261121-101500
+    """
+    from orchestrator.experiment import resume_search
+
+    _print_outcome(resume_search(name, storage, address, echo=click.echo))
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@click.option("--top", type=click.IntRange(min=1), help="Show the best N trials only.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--all-columns", is_flag=True, help="Every column of trials.parquet, not just the summary."
+)
+def results(name, storage, top, fmt, all_columns):
+    """Show an experiment's trials from its Parquet files (Ray need not run).
+
+    Example: orchestrator results adaptive_ratio-20261121-101500 --top 5 --format csv
+    """
+    from orchestrator.experiment import load_settings
+    from orchestrator.results import display_columns, format_rows, leaderboard, load_results
+    from orchestrator.storage import Location
+
+    record = load_settings(name, storage)
+    loc = Location.parse(record["experiment_uri"])
+    try:
+        trials, _ = load_results(loc)
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    objectives = [tuple(o) for o in record["objectives"]]
+    rows = leaderboard(trials.to_pylist(), objectives, top)
+    columns = list(trials.column_names) if all_columns else display_columns(rows, objectives)
+    click.echo(format_rows(rows, columns, fmt))
+
+
+@cli.command()
+def spaces():
+    """List every search space: trainable, objective, default budget, parameters and ranges."""
+    from search_spaces.introspect import explore
+
+    for spec in SPACES.values():
+        click.echo(f"{spec.name}: {spec.description}")
+        click.echo(
+            f"  trainable {spec.trainable}; objective {spec.objective.metric} "
+            f"({spec.objective.mode}); pareto "
+            + " & ".join(f"{o.metric} ({o.mode})" for o in spec.pareto)
+        )
+        click.echo(
+            f"  default budget: {spec.num_samples} trials x {spec.max_iterations} iterations"
+        )
+        params = explore(spec.space)
+        width = max(len(p.name) for p in params)
+        for p in params:
+            click.echo(f"    {p.name:<{width}}  {p.describe()}")
 
 
 def main() -> None:

@@ -145,7 +145,14 @@ class ConsoleReporter(Reporter):
 
 
 class TuneReporter(Reporter):
-    """Reports to Ray Tune; checkpoints are persisted by Tune to the experiment's storage."""
+    """Reports to Ray Tune; checkpoints are persisted by Tune to the experiment's storage.
+
+    Keys are ordered clean and PGD validation accuracy first, then the trainable's headline
+    metrics: Tune's progress table shows the first few metrics of a report.
+    """
+
+    def __init__(self, headline: tuple[str, ...] = ()):
+        self.order = ("val/acc", "val/pgd_acc", *headline)
 
     def start(self, runtime: Runtime, budget: int) -> None:
         import ray
@@ -167,7 +174,8 @@ class TuneReporter(Reporter):
     def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
         from ray import tune
 
-        metrics = {**metrics, "node_id": getattr(self, "node_id", "")}
+        first = {k: metrics[k] for k in self.order if k in metrics}
+        metrics = {**first, **metrics, "node_id": getattr(self, "node_id", "")}
         if checkpoint is None:
             tune.report(metrics)
             return
@@ -190,7 +198,7 @@ def in_tune_session() -> bool:
 def default_reporter(spec) -> Reporter:
     """Tune inside a Tune session, otherwise progress lines on stdout."""
     if in_tune_session():
-        return TuneReporter()
+        return TuneReporter(tuple(k for k in spec.headline if not k.startswith("val/")))
     return ConsoleReporter(spec.name, 0, spec.unit, spec.headline)
 
 

@@ -1,0 +1,121 @@
+"""Starting or joining Ray for a search.
+
+A local run starts a private Ray instance (``address="local"``: never attaches to some other
+instance found through ``/tmp/ray``), without the dashboard, with token authentication off
+(``RAY_AUTH_MODE=disabled``, unless the user set it) and a bounded object store. ``--address``
+joins a running cluster after a quick reachability check, so a wrong address fails in a
+second with one line instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from orchestrator.errors import UserError
+
+#: Environment handed to every Ray worker of the job (never the W&B API key).
+PASS_THROUGH = (
+    "ORCHESTRATOR_CACHE_DIR",
+    "ORCHESTRATOR_DATA_DIR",
+    "WANDB_DIR",
+    "WANDB_CACHE_DIR",
+    "WANDB_DATA_DIR",
+    "WANDB_CONFIG_DIR",
+    "WANDB_BASE_URL",
+)
+TUNE_ENV = {
+    # Our trials checkpoint every iteration on purpose; the warning about it is noise.
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # Tune's default loggers would write PNG payloads into result.json / progress.csv; we add
+    # JSON and CSV loggers that skip media (orchestrator.experiment).
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}
+
+
+def worker_env(wandb_mode: str) -> dict[str, str]:
+    env = {"WANDB_MODE": wandb_mode, "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    for key in PASS_THROUGH:
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    return env
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    bare = address.split("://", 1)[-1]
+    host, sep, port = bare.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"--address {address!r} is not HOST:PORT, ray://HOST:PORT or 'auto'")
+    return host, int(port)
+
+
+def resolve_address(address: str) -> str:
+    """``auto`` -> the address of the cluster running on this machine (or ``$RAY_ADDRESS``)."""
+    if address != "auto":
+        return address
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    current = Path("/tmp/ray/ray_current_cluster")
+    if current.exists() and current.read_text().strip():
+        return current.read_text().strip()
+    raise UserError(
+        "--address auto: no running Ray cluster found here; "
+        "start one with `ray start --head` or drop --address"
+    )
+
+
+def check_address(address: str, timeout: float = 3.0) -> str:
+    """The resolved address if something listens there; one-line :class:`UserError` if not."""
+    resolved = resolve_address(address)
+    host, port = _host_port(resolved)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"--address {address}: cannot reach a Ray cluster at {host}:{port} "
+            f"({exc.strerror or exc})"
+        ) from None
+    return resolved
+
+
+def start(
+    address: str | None,
+    env: dict[str, str],
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+) -> bool:
+    """Start a local Ray or join ``address``; returns True when this process started Ray."""
+    import ray
+
+    os.environ.update(TUNE_ENV)
+    for key, value in env.items():  # the driver's own W&B logging actors read these too
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return False
+    runtime_env = {"env_vars": env}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        return True
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        include_dashboard=False,
+        runtime_env=runtime_env,
+        object_store_memory=512 * 1024**2,
+        log_to_driver=True,
+        configure_logging=True,
+        logging_level="warning",
+    )
+    return True
+
+
+def stop(started: bool) -> None:
+    import ray
+
+    if started and ray.is_initialized():
+        ray.shutdown()

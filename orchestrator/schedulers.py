@@ -1,0 +1,182 @@
+"""Trial schedulers: ASHA, a multi-objective ASHA, FIFO; and Pareto-front helpers.
+
+For a Pareto search, plain ASHA would rank trials by one objective and kill exactly the
+trials that trade it for the other. :class:`ParetoASHA` keeps ASHA's asynchronous rungs but
+ranks a trial arriving at a rung by non-dominated sorting (NSGA-II's rank, then crowding
+distance) among the trials recorded there, and lets it continue only if it lies in the top
+``1 / reduction_factor`` (the MO-ASHA rule of Schmucker et al., 2021, with NSGA-II selection).
+Trials it stops are told to Optuna as pruned (see ``orchestrator.searchers``) and are never on
+the reported front.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Sequence
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from orchestrator.choices import SCHEDULERS
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` is at least as good everywhere and better somewhere (all objectives maximised)."""
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+def pareto_ranks(points: Sequence[Sequence[float]]) -> list[int]:
+    """Non-dominated sorting: 0 for the front, 1 for the front without it, ... (maximising)."""
+    n = len(points)
+    dominated_by = [0] * n
+    dominating: list[list[int]] = [[] for _ in range(n)]
+    for i in range(n):
+        for j in range(n):
+            if i != j and dominates(points[i], points[j]):
+                dominating[i].append(j)
+            elif i != j and dominates(points[j], points[i]):
+                dominated_by[i] += 1
+    ranks = [0] * n
+    front = [i for i in range(n) if dominated_by[i] == 0]
+    level = 0
+    while front:
+        nxt = []
+        for i in front:
+            ranks[i] = level
+            for j in dominating[i]:
+                dominated_by[j] -= 1
+                if dominated_by[j] == 0:
+                    nxt.append(j)
+        front, level = nxt, level + 1
+    return ranks
+
+
+def crowding(points: Sequence[Sequence[float]]) -> list[float]:
+    """NSGA-II crowding distance within one set of points (boundary points: infinite)."""
+    n = len(points)
+    if n <= 2:
+        return [math.inf] * n
+    dist = [0.0] * n
+    for m in range(len(points[0])):
+        order = sorted(range(n), key=lambda i: points[i][m])
+        lo, hi = points[order[0]][m], points[order[-1]][m]
+        dist[order[0]] = dist[order[-1]] = math.inf
+        if hi == lo:
+            continue
+        for k in range(1, n - 1):
+            dist[order[k]] += (points[order[k + 1]][m] - points[order[k - 1]][m]) / (hi - lo)
+    return dist
+
+
+def pareto_front(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the non-dominated points."""
+    return [i for i, r in enumerate(pareto_ranks(points)) if r == 0]
+
+
+class ParetoASHA(FIFOScheduler):
+    """Asynchronous successive halving on several objectives (see module docstring)."""
+
+    def __init__(
+        self,
+        metrics: Sequence[str],
+        modes: Sequence[str],
+        *,
+        max_t: int,
+        grace_period: int = 1,
+        reduction_factor: float = 3,
+        time_attr: str = "training_iteration",
+    ):
+        super().__init__()
+        if grace_period < 1 or max_t < grace_period or reduction_factor <= 1:
+            raise ValueError("need 1 <= grace_period <= max_t and reduction_factor > 1")
+        self._metrics = list(metrics)
+        self._signs = [1.0 if m == "max" else -1.0 for m in modes]
+        self._time_attr = time_attr
+        self._max_t = max_t
+        self._rf = reduction_factor
+        n_rungs = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1e-9) + 1
+        milestones = [grace_period * reduction_factor**k for k in range(n_rungs)]
+        self._rungs: dict[float, dict[str, list[float]]] = {m: {} for m in milestones if m < max_t}
+        self.num_stopped = 0
+
+    @property
+    def metric(self):  # several metrics: Tune's single-metric check does not apply
+        return None
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True
+
+    def _point(self, result: dict) -> list[float] | None:
+        try:
+            values = [s * float(result[m]) for m, s in zip(self._metrics, self._signs)]
+        except (KeyError, TypeError, ValueError):
+            return None
+        return [v if math.isfinite(v) else -math.inf for v in values]
+
+    def decide(self, trial_id: str, t: float, point: list[float]) -> str:
+        """CONTINUE or STOP for a trial reaching ``t`` with objective vector ``point``."""
+        for milestone in sorted(self._rungs, reverse=True):
+            recorded = self._rungs[milestone]
+            if t < milestone or trial_id in recorded:
+                continue
+            recorded[trial_id] = point
+            ids = list(recorded)
+            points = [recorded[i] for i in ids]
+            ranks, crowd = pareto_ranks(points), crowding(points)
+            order = sorted(range(len(ids)), key=lambda i: (ranks[i], -crowd[i]))
+            keep = max(1, int(len(ids) / self._rf))
+            position = order.index(ids.index(trial_id))
+            return TrialScheduler.CONTINUE if position < keep else TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        point = self._point(result)
+        if point is None or self._time_attr not in result:
+            return TrialScheduler.CONTINUE
+        if result[self._time_attr] >= self._max_t:
+            return TrialScheduler.CONTINUE  # the trainable ends itself at its budget
+        action = self.decide(trial.trial_id, result[self._time_attr], point)
+        if action == TrialScheduler.STOP:
+            self.num_stopped += 1
+        return action
+
+    def debug_string(self) -> str:
+        sizes = ", ".join(f"t={m:g}: {len(r)}" for m, r in sorted(self._rungs.items()))
+        return f"ParetoASHA: stopped {self.num_stopped}; recorded per rung: {sizes}"
+
+    def save(self, checkpoint_path: str):
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str):
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+def make_scheduler(
+    name: str,
+    metrics: Sequence[str],
+    modes: Sequence[str],
+    *,
+    max_t: int,
+    grace_period: int = 1,
+    reduction_factor: float = 3,
+) -> TrialScheduler:
+    """``asha`` (one metric: Ray's ASHA; several: :class:`ParetoASHA`) or ``fifo``."""
+    if name == "fifo":
+        return FIFOScheduler()
+    if name != "asha":
+        raise ValueError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
+    grace = min(grace_period, max_t)
+    if len(metrics) > 1:
+        return ParetoASHA(
+            metrics, modes, max_t=max_t, grace_period=grace, reduction_factor=reduction_factor
+        )
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=metrics[0],
+        mode=modes[0],
+        max_t=max_t,
+        grace_period=grace,
+        reduction_factor=reduction_factor,
+    )

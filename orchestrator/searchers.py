@@ -1,0 +1,107 @@
+"""Optuna samplers behind Ray Tune's ``OptunaSearch``, and how finished trials are told to Optuna.
+
+Ray Tune's ``OptunaSearch`` tells Optuna that every trial ended ``COMPLETE`` with its last
+values, including trials that ASHA stopped after a fraction of their budget. Those partial
+values are not comparable with full-budget ones: in a multi-objective study they would join
+the Pareto front, and in a single-objective study TPE would treat an early, unfinished score as
+final. :class:`BudgetAwareOptunaSearch` tells Optuna such trials were ``PRUNED`` instead (with
+their intermediate values, which TPE uses for pruned trials), so every ``COMPLETE`` trial ran
+its full budget. A diverged trial ran its course and is told ``COMPLETE`` with its reported
+worst-case values, which teaches the sampler to avoid that region.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, SEARCHERS
+
+logger = logging.getLogger(__name__)
+
+
+def make_sampler(name: str, seed: int, multi_objective: bool) -> optuna.samplers.BaseSampler:
+    """``tpe`` (default; multivariate, grouped for conditional spaces, constant liar for
+    parallel trials), ``cmaes``, ``random`` or ``nsga2``."""
+    if multi_objective and name not in MULTI_OBJECTIVE_SEARCHERS:
+        raise ValueError(
+            f"searcher {name!r} is single-objective; "
+            f"use one of {', '.join(MULTI_OBJECTIVE_SEARCHERS)}"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
+            )
+        if name == "cmaes":
+            # Conditional and categorical parameters fall back to independent TPE sampling.
+            return optuna.samplers.CmaEsSampler(
+                seed=seed,
+                warn_independent_sampling=False,
+                independent_sampler=optuna.samplers.TPESampler(seed=seed),
+            )
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    raise ValueError(f"unknown searcher {name!r}; choose from {', '.join(SEARCHERS)}")
+
+
+class BudgetAwareOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that reports partial-budget trials to Optuna as pruned (see module)."""
+
+    def __init__(self, *args, budget_key: str, budget: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.budget_key = budget_key
+        self.budget = int(budget)
+
+    def _full_budget(self, result: dict[str, Any]) -> bool:
+        budget = result.get("config", {}).get(self.budget_key, self.budget)
+        return int(result.get("iteration", result.get("training_iteration", 0))) >= int(budget)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        if error or not result or result.get("diverged") or self._full_budget(result):
+            return super().on_trial_complete(trial_id, result, error)
+        ot_trial = self._ot_trials[trial_id]
+        try:
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        except Exception as exc:  # Optuna refuses e.g. a trial it already finished
+            logger.warning("could not tell Optuna trial %s was pruned: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+
+def make_searcher(
+    space: Callable[[Any], dict],
+    metrics: Sequence[str],
+    modes: Sequence[str],
+    *,
+    searcher: str,
+    seed: int,
+    budget_key: str,
+    budget: int,
+) -> BudgetAwareOptunaSearch:
+    """The Optuna searcher of a search: one metric, or several for a Pareto search."""
+    multi = len(metrics) > 1
+    sampler = make_sampler(searcher, seed, multi)
+    return BudgetAwareOptunaSearch(
+        space=space,
+        metric=list(metrics) if multi else metrics[0],
+        mode=list(modes) if multi else modes[0],
+        sampler=sampler,
+        budget_key=budget_key,
+        budget=budget,
+    )
+
+
+def optuna_study(searcher: OptunaSearch) -> optuna.Study:
+    """The searcher's Optuna study (restored with the searcher on resume)."""
+    return searcher._ot_study

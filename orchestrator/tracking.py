@@ -1,0 +1,203 @@
+"""Weights & Biases logging: one W&B run per trial, grouped by experiment.
+
+Built on Ray's ``WandbLoggerCallback`` (its logging actors run on the driver's node, so offline
+runs land in the trial directories of the experiment). On top of it:
+
+- the mode is chosen up front: ``online`` only with an API key and a reachable server,
+  ``offline`` otherwise (``wandb sync`` uploads the run folders later), or ``disabled``;
+- the API key never travels in a Ray runtime environment, a config, a callback pickled into the
+  experiment state, or a log line: logging actors find it where W&B itself looks (the
+  environment the Ray node was started with, or ``~/.netrc`` after ``wandb login``);
+- ``media/*`` PNG payloads of a report become ``wandb.Image`` panels;
+- the objective metric(s) get a best-value summary, so W&B's parallel-coordinates and
+  parameter-importance panels rank trials like the search does;
+- a trial resumed after a failure continues its W&B run (``resume="allow"``; offline, the
+  second run folder carries the same run id and ``wandb sync`` appends it).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from collections.abc import Sequence
+from urllib.parse import urlparse
+
+import pyarrow.fs
+from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+from orchestrator.choices import WANDB_MODES
+
+API_KEY_ENV = "WANDB_API_KEY"
+
+
+def _has_api_key() -> bool:
+    if os.environ.get(API_KEY_ENV):
+        return True
+    netrc = os.path.expanduser("~/.netrc")
+    if os.path.exists(netrc):
+        try:
+            with open(netrc) as f:
+                return "api.wandb.ai" in f.read() or bool(os.environ.get("WANDB_BASE_URL"))
+        except OSError:
+            return False
+    return False
+
+
+def _server_reachable(timeout: float = 3.0) -> bool:
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_mode(requested: str | None = None) -> tuple[str, str]:
+    """The W&B mode to use and why: explicit, ``$WANDB_MODE``, else online only when a key
+    is set and the server answers, offline otherwise."""
+    if requested:
+        if requested not in WANDB_MODES:
+            raise ValueError(
+                f"unknown W&B mode {requested!r}; choose from {', '.join(WANDB_MODES)}"
+            )
+        return requested, "requested"
+    env = os.environ.get("WANDB_MODE")
+    if env in WANDB_MODES:
+        return env, "from WANDB_MODE"
+    if env == "dryrun":
+        return "offline", "from WANDB_MODE"
+    if not _has_api_key():
+        return "offline", "no API key"
+    if not _server_reachable():
+        return "offline", "W&B server unreachable"
+    return "online", "API key set"
+
+
+def run_dir(trial) -> str:
+    """Where a trial's W&B run folder goes: straight into the trial's directory in the
+    experiment's storage when that is a local disk (Ray would otherwise copy its staging folder
+    there before W&B has finished writing), else the trial's local staging folder, which
+    :func:`copy_runs_to_storage` uploads at the end."""
+    if isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        path = trial.path
+    else:
+        path = trial.local_path
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def copy_runs_to_storage(staging_root: str, fs, experiment_path: str) -> int:
+    """Upload the W&B folders of locally staged trials to a remote experiment folder."""
+    copied = 0
+    if not os.path.isdir(staging_root):
+        return 0
+    for trial_dir in sorted(os.listdir(staging_root)):
+        source = os.path.join(staging_root, trial_dir, "wandb")
+        if os.path.isdir(source):
+            target = f"{experiment_path}/{trial_dir}/wandb"
+            pyarrow.fs.copy_files(source, target, destination_filesystem=fs)
+            copied += 1
+    return copied
+
+
+def _decode_png(png: bytes):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+class _LoggingActor(_WandbLoggingActor):
+    """Summarises the objectives by their best value (W&B's importance panels read it)."""
+
+    def __init__(self, *args, objectives: Sequence[tuple[str, str]] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self._objectives = list(objectives)
+        self._defined = False
+
+    def _handle_result(self, result: dict):
+        log, config_update = super()._handle_result(result)
+        if not self._defined:
+            for metric, mode in self._objectives:
+                self._wandb.define_metric(metric, summary=mode)
+            self._defined = True
+        return log, config_update
+
+
+class WandbCallback(WandbLoggerCallback):
+    """One W&B run per trial: group = experiment, job type = space, flat config, every
+    report's metrics, media images, best-value summaries of the objective(s)."""
+
+    _logger_actor_cls = _LoggingActor
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        group: str,
+        job_type: str,
+        mode: str,
+        objectives: Sequence[tuple[str, str]],
+        tags: Sequence[str] = (),
+        upload_timeout: int | None = None,
+    ):
+        if mode not in WANDB_MODES:
+            raise ValueError(f"unknown W&B mode {mode!r}")
+        super().__init__(
+            project=project,
+            group=group,
+            job_type=job_type,
+            tags=list(tags),
+            mode=mode,
+            resume="allow",
+            # Offline runs finish at once; online uploads get a bounded wait at the end.
+            upload_timeout=upload_timeout or (60 if mode != "online" else 600),
+            excludes=["node_id", "done", "should_checkpoint"],
+        )
+        self.objectives = [tuple(o) for o in objectives]
+        self.wandb_mode = mode
+
+    def setup(self, *args, **kwargs):
+        if self.wandb_mode != "online":
+            # Ray's setup insists on an API key unless WANDB_MODE says otherwise.
+            os.environ.setdefault("WANDB_MODE", self.wandb_mode)
+        super().setup(*args, **kwargs)
+
+    def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+        # Ray would copy WANDB_API_KEY into the actor's runtime environment, which Ray keeps
+        # and may log. Hide it while the actor class is made; the actor runs on this node and
+        # finds the key in the node's environment or ~/.netrc, as W&B does everywhere.
+        key = os.environ.pop(API_KEY_ENV, None)
+        try:
+            storage = trial.storage
+            if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+                self._remote = (
+                    storage.experiment_driver_staging_path,
+                    storage.storage_filesystem,
+                    storage.experiment_fs_path,
+                )
+            wandb_init_kwargs["dir"] = run_dir(trial)
+            super()._start_logging_actor(
+                trial, exclude_results, objectives=self.objectives, **wandb_init_kwargs
+            )
+        finally:
+            if key is not None:
+                os.environ[API_KEY_ENV] = key
+
+    def log_trial_result(self, iteration, trial, result):
+        # PNG payloads -> HxWxC arrays, which Ray turns into wandb.Image panels.
+        decoded = {
+            k: _decode_png(v)
+            for k, v in result.items()
+            if k.startswith("media/") and isinstance(v, bytes)
+        }
+        super().log_trial_result(iteration, trial, {**result, **decoded})
+
+    def on_experiment_end(self, trials, **info):
+        super().on_experiment_end(trials, **info)  # waits for the runs to finish writing
+        remote = getattr(self, "_remote", None)
+        if remote:
+            copy_runs_to_storage(*remote)

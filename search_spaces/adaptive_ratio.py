@@ -1,0 +1,30 @@
+"""Search space of ``adaptive_ratio``: the perturbation GAN and its training-ratio schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Stepped schedules to choose from, as ``first_cycle:k`` steps (the first is seed 001's 6-8-12).
+STEPPED = ("1:6,8:8,15:12", "1:2,6:4,12:8", "1:4,6:8,12:16", "1:2,8:6,15:12")
+
+
+def space(trial) -> dict[str, Any]:
+    """Learning rates (log), the ratio schedule with its own parameters (conditional), the
+    generator-loss target of the adaptive schedule, k bounds, perturbation eps ([0, 1] scale)
+    and the clean / perturbed mix of classifier batches."""
+    trial.suggest_float("cls_lr", 1e-4, 1e-2, log=True)
+    trial.suggest_float("gen_lr", 1e-4, 1e-2, log=True)
+    trial.suggest_float("gen_eps", 0.1, 0.4)
+    trial.suggest_float("clean_frac", 0.2, 0.8)
+    constants: dict[str, Any] = {}
+    schedule = trial.suggest_categorical("schedule", ["fixed", "stepped", "adaptive"])
+    if schedule == "fixed":
+        trial.suggest_int("k", 1, 8)
+    elif schedule == "stepped":
+        trial.suggest_categorical("k_steps", list(STEPPED))
+    else:
+        trial.suggest_float("target_gen_loss", 0.3, 0.9)
+        k_min = trial.suggest_int("k_min", 1, 4)
+        trial.suggest_int("k_max", 16, 1024, log=True)
+        constants["k"] = k_min  # the adaptive schedule starts at its lower bound
+    return constants

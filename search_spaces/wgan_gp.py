@@ -1,0 +1,18 @@
+"""Search space of ``wgan_gp``: the WGAN-GP and the classifier trained alongside it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def space(trial) -> dict[str, Any]:
+    """Generator, critic and classifier learning rates (log), critic iterations, gradient
+    penalty weight, classifier rate, Adam beta1."""
+    trial.suggest_float("gen_lr", 1e-5, 1e-3, log=True)
+    trial.suggest_float("critic_lr", 1e-5, 1e-3, log=True)
+    trial.suggest_float("cls_lr", 1e-4, 1e-2, log=True)
+    trial.suggest_int("n_critic", 1, 10)
+    trial.suggest_float("gp_lambda", 1.0, 50.0, log=True)
+    trial.suggest_float("cls_rate", 0.1, 2.0, log=True)
+    trial.suggest_float("beta1", 0.0, 0.9)
+    return {}
