@@ -48,9 +48,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option(
-    "--trainable", "-t", required=True, type=click.Choice(TRAINABLES), help="What to train."
-)
+@click.option("--trainable", "-t", required=True, type=click.Choice(TRAINABLES), help="What to train.")
 @click.option(
     "--epochs",
     "--cycles",
@@ -59,30 +57,22 @@ def cli() -> None:
     type=click.IntRange(min=1),
     help="Budget: epochs (classic), cycles (adaptive_ratio) or iterations (wgan_gp).",
 )
-@click.option(
-    "--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Any trainable parameter."
-)
+@click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Any trainable parameter.")
 @click.option(
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False),
     help="JSON/YAML of parameters.",
 )
-@click.option(
-    "--train-subset", type=click.IntRange(min=0), help="Train on the first n training images."
-)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: CUDA when available."
-)
+@click.option("--train-subset", type=click.IntRange(min=0), help="Train on the first n training images.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: CUDA when available.")
 @data_dir_option
 @click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False),
     help="Checkpoint here; resume if one exists.",
 )
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the final report as one JSON line at the end."
-)
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as one JSON line at the end.")
 def train(
     trainable,
     budget,
@@ -113,9 +103,7 @@ def train(
         values["train_subset"] = train_subset
     if device is not None:
         values["device"] = device
-    final = train_once(
-        trainable, values, data_dir=data_dir, checkpoint_dir=checkpoint_dir, echo=click.echo
-    )
+    final = train_once(trainable, values, data_dir=data_dir, checkpoint_dir=checkpoint_dir, echo=click.echo)
     if as_json:
         click.echo(final_json(final))
         return
@@ -163,9 +151,7 @@ def _parse_duration(value: str | None) -> float:
     try:
         seconds = float(text[:-1]) * scale if scale else float(text)
     except ValueError:
-        raise UserError(
-            f"--time-budget {value!r}: expected seconds or a number with s, m or h"
-        ) from None
+        raise UserError(f"--time-budget {value!r}: expected seconds or a number with s, m or h") from None
     if seconds <= 0:
         raise UserError("--time-budget must be positive")
     return seconds
@@ -176,9 +162,7 @@ def _print_outcome(outcome, fmt: str = "table") -> None:
 
     rows = outcome.leaderboard
     click.echo("")
-    click.echo(
-        format_rows(rows, display_columns(rows, outcome.objectives), fmt) if rows else "no trials"
-    )
+    click.echo(format_rows(rows, display_columns(rows, outcome.objectives), fmt) if rows else "no trials")
     click.echo("")
     click.echo(f"trials:  {outcome.trials_path}")
     click.echo(f"history: {outcome.history_path}")
@@ -196,8 +180,7 @@ def storage_option(f):
     return click.option(
         "--storage",
         envvar="ORCHESTRATOR_STORAGE",
-        help="Experiment root: a path or a pyarrow URI such as s3://bucket/prefix "
-        "(default ~/ray_results).",
+        help="Experiment root: a path or a pyarrow URI such as s3://bucket/prefix (default ~/ray_results).",
     )(f)
 
 
@@ -208,9 +191,7 @@ def storage_option(f):
     type=click.Choice(list(SPACES)),
     help="Search space (see `orchestrator spaces`).",
 )
-@click.option(
-    "--num-samples", "-n", type=click.IntRange(min=1), help="Trials to run (default: the space's)."
-)
+@click.option("--num-samples", "-n", type=click.IntRange(min=1), help="Trials to run (default: the space's).")
 @click.option(
     "--max-concurrent",
     type=click.IntRange(min=1),
@@ -224,9 +205,7 @@ def storage_option(f):
     show_default=True,
     help="single: the space's metric; pareto: clean vs PGD validation accuracy.",
 )
-@click.option(
-    "--scheduler", type=click.Choice(SCHEDULERS), help="Default: asha (single), fifo (pareto)."
-)
+@click.option("--scheduler", type=click.Choice(SCHEDULERS), help="Default: asha (single), fifo (pareto).")
 @click.option(
     "--max-iterations",
     type=click.IntRange(min=1),
@@ -247,30 +226,21 @@ def storage_option(f):
     show_default=True,
     help="ASHA's eta.",
 )
-@click.option(
-    "--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
-)
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
 @click.option(
     "--gpus-per-trial",
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Fractions pack trials onto a GPU (0.25: four per GPU, each capped to a quarter "
-    "of its memory).",
+    help="Fractions pack trials onto a GPU (0.25: four per GPU, each capped to a quarter of its memory).",
 )
-@click.option(
-    "--address", help="Join a running Ray cluster (HOST:PORT or auto) instead of a local Ray."
-)
-@click.option(
-    "--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray instance (default: all)."
-)
+@click.option("--address", help="Join a running Ray cluster (HOST:PORT or auto) instead of a local Ray.")
+@click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray instance (default: all).")
 @storage_option
 @click.option("--name", help="Experiment name (default: SPACE-DATE-TIME).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Optuna sampler.")
 @data_dir_option
-@click.option(
-    "--train-subset", type=click.IntRange(min=0), help="Every trial trains on the first n images."
-)
+@click.option("--train-subset", type=click.IntRange(min=0), help="Every trial trains on the first n images.")
 @click.option(
     "--set",
     "-s",
@@ -418,9 +388,7 @@ def resume(name, storage, address):
     default="table",
     show_default=True,
 )
-@click.option(
-    "--all-columns", is_flag=True, help="Every column of trials.parquet, not just the summary."
-)
+@click.option("--all-columns", is_flag=True, help="Every column of trials.parquet, not just the summary.")
 def results(name, storage, top, fmt, all_columns):
     """Show an experiment's trials from its Parquet files (Ray need not run).
 
@@ -451,16 +419,40 @@ def spaces():
         click.echo(f"{spec.name}: {spec.description}")
         click.echo(
             f"  trainable {spec.trainable}; objective {spec.objective.metric} "
-            f"({spec.objective.mode}); pareto "
-            + " & ".join(f"{o.metric} ({o.mode})" for o in spec.pareto)
+            f"({spec.objective.mode}); pareto " + " & ".join(f"{o.metric} ({o.mode})" for o in spec.pareto)
         )
-        click.echo(
-            f"  default budget: {spec.num_samples} trials x {spec.max_iterations} iterations"
-        )
+        click.echo(f"  default budget: {spec.num_samples} trials x {spec.max_iterations} iterations")
         params = explore(spec.space)
         width = max(len(p.name) for p in params)
         for p in params:
             click.echo(f"    {p.name:<{width}}  {p.describe()}")
+
+
+@cli.group()
+def cluster():
+    """Ray cluster configs: check an edited cluster.yaml before `ray up`."""
+
+
+@cluster.command("validate")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False), default="cluster.yaml")
+def cluster_validate(config):
+    """Run a cluster launcher config through Ray's own preparation and schema validation and
+    the project's rules (pinned Ray image, GPU workers, shared storage, no secrets).
+
+    Example: orchestrator cluster validate my-cluster.yaml
+    """
+    from orchestrator.cluster import validate_cluster_config
+
+    check = validate_cluster_config(config)
+    for line in check.summary:
+        click.echo(f"  {line}")
+    for warning in check.warnings:
+        click.echo(f"warning: {warning}")
+    for error in check.errors:
+        click.echo(f"error: {error}", err=True)
+    if not check.ok:
+        raise SystemExit(2)
+    click.echo(f"{config}: valid")
 
 
 def main() -> None:
@@ -468,3 +460,7 @@ def main() -> None:
 
 
 __all__ = ["UserError", "cli", "main"]
+
+
+if __name__ == "__main__":
+    main()

@@ -103,9 +103,7 @@ def _check_ranges(space: SpaceSpec, trainable: TrainableSpec, ranges: Mapping[st
     checked = {}
     for name, bounds in ranges.items():
         if name not in params:
-            raise UserError(
-                f"--range {name}: not a parameter of space {space.name} ({', '.join(params)})"
-            )
+            raise UserError(f"--range {name}: not a parameter of space {space.name} ({', '.join(params)})")
         dist = params[name]
         if not hasattr(dist, "low"):
             raise UserError(f"--range {name}: categorical; fix it with --fix instead")
@@ -122,13 +120,10 @@ def _check_ranges(space: SpaceSpec, trainable: TrainableSpec, ranges: Mapping[st
             meta.get("hi") is not None and high > meta["hi"]
         ):
             raise UserError(
-                f"--range {name}={low:g}:{high:g} leaves the valid range "
-                f"[{meta.get('lo')}, {meta.get('hi')}]"
+                f"--range {name}={low:g}:{high:g} leaves the valid range [{meta.get('lo')}, {meta.get('hi')}]"
             )
         if isinstance(dist.low, int) and not (low.is_integer() and high.is_integer()):
-            raise UserError(
-                f"--range {name}={low:g}:{high:g}: an integer parameter needs integer bounds"
-            )
+            raise UserError(f"--range {name}={low:g}:{high:g}: an integer parameter needs integer bounds")
         checked[name] = (int(low), int(high)) if isinstance(dist.low, int) else (low, high)
     return checked
 
@@ -137,9 +132,7 @@ def default_name(space: str) -> str:
     return f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def plan_search(
-    settings: SearchSettings, *, check_dataset: bool = True, check_storage: bool = True
-) -> Plan:
+def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_storage: bool = True) -> Plan:
     """Validate ``settings`` (one-line :class:`UserError` for anything wrong) into a plan."""
     _check_choice(settings.space, SPACES, "space")
     _check_choice(settings.searcher, SEARCHERS, "searcher")
@@ -155,9 +148,7 @@ def plan_search(
             f"{', '.join(MULTI_OBJECTIVE_SEARCHERS)}"
         )
     if settings.wandb_mode and settings.wandb_mode not in WANDB_MODES:
-        raise UserError(
-            f"unknown W&B mode {settings.wandb_mode!r}; choose from {', '.join(WANDB_MODES)}"
-        )
+        raise UserError(f"unknown W&B mode {settings.wandb_mode!r}; choose from {', '.join(WANDB_MODES)}")
     if settings.num_samples < 0 or settings.max_iterations < 0 or settings.max_concurrent < 0:
         raise UserError("--num-samples, --max-iterations and --max-concurrent must not be negative")
     if settings.cpus_per_trial <= 0:
@@ -189,11 +180,7 @@ def plan_search(
     name = settings.name or default_name(settings.space)
     if "/" in name or name.startswith("."):
         raise UserError(f"--name {name!r}: a plain folder name, please")
-    experiment = (
-        check_writable(storage).child(name)
-        if check_storage
-        else Location.parse(storage).child(name)
-    )
+    experiment = check_writable(storage).child(name) if check_storage else Location.parse(storage).child(name)
     if check_dataset:
         cfg = trainable.config_cls.from_dict(constants)
         try:
@@ -352,9 +339,7 @@ def load_settings(name: str, storage: str | None = None) -> dict[str, Any]:
     loc = Location.parse(storage or default_storage()).child(name)
     path = loc.child(SETTINGS_FILE)
     if not path.exists():
-        raise UserError(
-            f"no experiment {name!r} under {loc.uri.rsplit('/', 1)[0]} (no {SETTINGS_FILE})"
-        )
+        raise UserError(f"no experiment {name!r} under {loc.uri.rsplit('/', 1)[0]} (no {SETTINGS_FILE})")
     record = path.read_json()
     record["experiment_uri"] = loc.uri
     return record
@@ -376,10 +361,7 @@ def prepare_reference(plan: Plan, echo: Callable[[str], None]) -> None:
     from trainables.runtime import Runtime
 
     cfg = plan.trainable.config_cls.from_dict(plan.constants)
-    echo(
-        f"reference classifier for {cfg.dataset}: {cfg.ref_epochs} epoch(s), "
-        "cached after the first time"
-    )
+    echo(f"reference classifier for {cfg.dataset}: {cfg.ref_epochs} epoch(s), cached after the first time")
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     data = load_data(
         cfg.dataset,

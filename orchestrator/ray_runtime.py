@@ -74,8 +74,7 @@ def check_address(address: str, timeout: float = 3.0) -> str:
             pass
     except OSError as exc:
         raise UserError(
-            f"--address {address}: cannot reach a Ray cluster at {host}:{port} "
-            f"({exc.strerror or exc})"
+            f"--address {address}: cannot reach a Ray cluster at {host}:{port} ({exc.strerror or exc})"
         ) from None
     return resolved
 

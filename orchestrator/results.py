@@ -63,11 +63,7 @@ def history_row(trial_id: str, result: dict) -> dict[str, Any]:
             continue
         if key.startswith("media/") and not isinstance(value, bytes):
             continue
-        if (
-            key in TUNE_KEYS
-            or isinstance(value, (int, float, bool, bytes, np.generic))
-            or key == "node_id"
-        ):
+        if key in TUNE_KEYS or isinstance(value, (int, float, bool, bytes, np.generic)) or key == "node_id":
             row[key] = _value(value)
     row.setdefault("iteration", row.get("training_iteration"))
     return row
@@ -162,11 +158,7 @@ def trial_row(
     for key in {k for r in history for k in r}:
         if not key.startswith("val/"):
             continue
-        values = [
-            r[key]
-            for r in history
-            if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
-        ]
+        values = [r[key] for r in history if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
         if values:
             row[f"best/{key}"] = max(values) if _is_accuracy(key) else min(values)
     return row
@@ -335,9 +327,7 @@ def leaderboard(
     return rows[:top] if top else rows
 
 
-def display_columns(
-    rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]
-) -> list[str]:
+def display_columns(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> list[str]:
     """Trial, outcome, objectives, clean/robust accuracy, and the config keys that vary."""
     columns = ["trial_id", "outcome", "iterations"]
     for key in [f"last/{m}" for m, _ in objectives] + [
@@ -375,14 +365,12 @@ def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str
         def clean(v):
             return None if isinstance(v, float) and not math.isfinite(v) else v
 
-        return json.dumps(
-            [{c: clean(r.get(c)) for c in columns} for r in rows], indent=1, default=str
-        )
+        return json.dumps([{c: clean(r.get(c)) for c in columns} for r in rows], indent=1, default=str)
     if fmt == "csv":
         import csv
 
         out = io.StringIO()
-        writer = csv.writer(out)
+        writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for r in rows:
             writer.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
@@ -390,8 +378,7 @@ def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str
     headers = [c.replace("config/", "").replace("last/", "") for c in columns]
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [
-        max(len(h), *(len(row[i]) for row in cells)) if cells else len(h)
-        for i, h in enumerate(headers)
+        max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(headers)
     ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
     lines.append("  ".join("-" * w for w in widths))

@@ -169,9 +169,7 @@ def make_scheduler(
         raise ValueError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
     grace = min(grace_period, max_t)
     if len(metrics) > 1:
-        return ParetoASHA(
-            metrics, modes, max_t=max_t, grace_period=grace, reduction_factor=reduction_factor
-        )
+        return ParetoASHA(metrics, modes, max_t=max_t, grace_period=grace, reduction_factor=reduction_factor)
     return ASHAScheduler(
         time_attr="training_iteration",
         metric=metrics[0],

@@ -31,8 +31,7 @@ def make_sampler(name: str, seed: int, multi_objective: bool) -> optuna.samplers
     parallel trials), ``cmaes``, ``random`` or ``nsga2``."""
     if multi_objective and name not in MULTI_OBJECTIVE_SEARCHERS:
         raise ValueError(
-            f"searcher {name!r} is single-objective; "
-            f"use one of {', '.join(MULTI_OBJECTIVE_SEARCHERS)}"
+            f"searcher {name!r} is single-objective; use one of {', '.join(MULTI_OBJECTIVE_SEARCHERS)}"
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -91,6 +90,7 @@ def make_searcher(
 ) -> BudgetAwareOptunaSearch:
     """The Optuna searcher of a search: one metric, or several for a Pareto search."""
     multi = len(metrics) > 1
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler(searcher, seed, multi)
     return BudgetAwareOptunaSearch(
         space=space,

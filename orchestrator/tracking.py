@@ -59,9 +59,7 @@ def resolve_mode(requested: str | None = None) -> tuple[str, str]:
     is set and the server answers, offline otherwise."""
     if requested:
         if requested not in WANDB_MODES:
-            raise ValueError(
-                f"unknown W&B mode {requested!r}; choose from {', '.join(WANDB_MODES)}"
-            )
+            raise ValueError(f"unknown W&B mode {requested!r}; choose from {', '.join(WANDB_MODES)}")
         return requested, "requested"
     env = os.environ.get("WANDB_MODE")
     if env in WANDB_MODES:
@@ -190,9 +188,7 @@ class WandbCallback(WandbLoggerCallback):
     def log_trial_result(self, iteration, trial, result):
         # PNG payloads -> HxWxC arrays, which Ray turns into wandb.Image panels.
         decoded = {
-            k: _decode_png(v)
-            for k, v in result.items()
-            if k.startswith("media/") and isinstance(v, bytes)
+            k: _decode_png(v) for k, v in result.items() if k.startswith("media/") and isinstance(v, bytes)
         }
         super().log_trial_result(iteration, trial, {**result, **decoded})
 

@@ -71,7 +71,5 @@ def train_once(
 ) -> dict[str, Any]:
     """Run one trial with a progress line per iteration; resumes from ``checkpoint_dir``."""
     spec, cfg = prepare_train_config(trainable, values, data_dir)
-    reporter = ConsoleReporter(
-        spec.name, cfg.budget, spec.unit, spec.headline, checkpoint_dir, echo
-    )
+    reporter = ConsoleReporter(spec.name, cfg.budget, spec.unit, spec.headline, checkpoint_dir, echo)
     return run_trial(spec, cfg, reporter)

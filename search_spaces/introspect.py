@@ -100,9 +100,7 @@ def explore(space: Callable[[Any], dict]) -> list[ParamInfo]:
 def _common_condition(name: str, branches: list[str], all_branches: list[str]) -> list[str]:
     """The categorical assignments that select ``branches`` (shortest description)."""
     parts = [dict(p.split("=", 1) for p in b.split(", ") if p) for b in branches]
-    others = [
-        dict(p.split("=", 1) for p in b.split(", ") if p) for b in all_branches if b not in branches
-    ]
+    others = [dict(p.split("=", 1) for p in b.split(", ") if p) for b in all_branches if b not in branches]
     keys = set.intersection(*(set(p) for p in parts)) - {name}
     for key in sorted(keys):
         values = {p[key] for p in parts}
@@ -111,9 +109,7 @@ def _common_condition(name: str, branches: list[str], all_branches: list[str]) -
     return branches
 
 
-def distributions_for(
-    space: Callable[[Any], dict], params: Mapping[str, Any]
-) -> dict[str, BaseDistribution]:
+def distributions_for(space: Callable[[Any], dict], params: Mapping[str, Any]) -> dict[str, BaseDistribution]:
     """The distributions ``space`` draws ``params`` from (the branch they select)."""
     rec = _Recorder(params)
     space(rec)

@@ -52,3 +52,55 @@ def synthetic(**overrides):
     }
     base.update(overrides)
     return base
+
+
+def short_tmpdir() -> str:
+    """A private Ray temp dir with a short path (Ray's socket paths must stay under 107 bytes)."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="ray", dir="/tmp")
+
+
+#: A fake W&B key present in the environment of every Ray worker: tests assert it never lands
+#: in a file.
+FAKE_WANDB_KEY = "feedc0de" * 5
+
+
+@pytest.fixture(scope="session")
+def local_ray(isolated_environment):
+    """One local Ray instance (2 CPUs) shared by the in-process search tests."""
+    from orchestrator import ray_runtime
+
+    os.environ["WANDB_API_KEY"] = FAKE_WANDB_KEY
+    os.environ["RAY_TMPDIR"] = short_tmpdir()
+    started = ray_runtime.start(None, ray_runtime.worker_env("offline"), num_cpus=2)
+    yield
+    ray_runtime.stop(started)
+
+
+#: Per-space settings that keep a trial to a few seconds on a CPU.
+TINY = {
+    "classic": {"adv_steps": 2},
+    "wgan_gp": {
+        "gen_steps": 2,
+        "batch_size": 16,
+        "stages": [1, 3],
+        "sample_n": 40,
+        "ref_epochs": 1,
+    },
+    "adaptive_ratio": {"cycle_steps": 2, "pretrain_epochs": 1},
+}
+
+
+def tiny_trial_config(space: str) -> dict:
+    return {
+        "dataset": "synthetic",
+        "train_subset": 256,
+        "eval_subset": 100,
+        "robust_n": 32,
+        "test_robust_n": 32,
+        "pgd_steps": 2,
+        "pgd_step_size": 0.1,
+        "media_every": 1,
+        **TINY[space],
+    }

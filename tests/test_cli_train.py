@@ -75,9 +75,7 @@ def test_missing_dataset_is_exit_code_2(tmp_path, monkeypatch):
         "download",
         lambda self: (_ for _ in ()).throw(RuntimeError("offline")),
     )
-    result = CliRunner().invoke(
-        cli, ["train", "-t", "classic", "--data-dir", str(tmp_path / "none")]
-    )
+    result = CliRunner().invoke(cli, ["train", "-t", "classic", "--data-dir", str(tmp_path / "none")])
     assert result.exit_code == 2
     assert "MNIST is not under" in result.output and len(result.output.strip().splitlines()) == 1
 

@@ -29,10 +29,7 @@ def test_corruption_properties(x, kind, level):
 @pytest.mark.parametrize("kind", list(NOISE_LEVELS))
 def test_levels_are_ordered(x, kind):
     distances = [
-        (corrupt(x, kind, level, generator=torch.Generator().manual_seed(1)) - x)
-        .abs()
-        .mean()
-        .item()
+        (corrupt(x, kind, level, generator=torch.Generator().manual_seed(1)) - x).abs().mean().item()
         for level in ("low", "medium", "high")
     ]
     assert distances == sorted(distances)

@@ -11,9 +11,7 @@ from trainables.models import ClassicClassifier
 @pytest.fixture()
 def split():
     g = torch.Generator().manual_seed(0)
-    return Split(
-        torch.rand(60, 1, 32, 32, generator=g) * 2 - 1, torch.randint(0, 10, (60,), generator=g)
-    )
+    return Split(torch.rand(60, 1, 32, 32, generator=g) * 2 - 1, torch.randint(0, 10, (60,), generator=g))
 
 
 def test_evaluate_reports_every_key_in_range(split):
@@ -47,10 +45,7 @@ def test_perfect_model_has_clean_accuracy_one(split):
         def forward(self, x):
             # one-hot of the label of the nearest stored image, plus a differentiable term
             d = torch.cdist(x.flatten(1), split.x.flatten(1))
-            return (
-                torch.nn.functional.one_hot(split.y[d.argmin(1)], 10).float() * 10
-                + self.w * x.mean()
-            )
+            return torch.nn.functional.one_hot(split.y[d.argmin(1)], 10).float() * 10 + self.w * x.mean()
 
     out = evaluate(Oracle(None), split, EvalSpec(pgd_steps=0, fgsm_eps=(), noise=False), "test")
     assert out == {"test/acc": 1.0, "test/loss": pytest.approx(out["test/loss"])}
@@ -62,8 +57,6 @@ def test_frechet_distance():
     a = torch.randn(2000, 4, generator=g)
     assert frechet_distance(feature_stats(a), feature_stats(a)) == pytest.approx(0.0, abs=1e-6)
     shifted = a + torch.tensor([1.0, 0, 0, 0])
-    assert frechet_distance(feature_stats(a), feature_stats(shifted)) == pytest.approx(
-        1.0, abs=1e-6
-    )
+    assert frechet_distance(feature_stats(a), feature_stats(shifted)) == pytest.approx(1.0, abs=1e-6)
     scaled = a * 2  # cov I vs 4I: tr(I + 4I - 2*2I) = 4 * 1 = 4 dims -> 4
     assert frechet_distance(feature_stats(a), feature_stats(scaled)) == pytest.approx(4.0, rel=0.1)

@@ -11,9 +11,7 @@ def test_classifier_shapes(channels, classes):
     assert model(x).shape == (4, classes)
     assert model.embed(x).shape == (4, 128)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [c.out_channels for c in convs] == [32, 32] and all(
-        c.kernel_size == (3, 3) for c in convs
-    )
+    assert [c.out_channels for c in convs] == [32, 32] and all(c.kernel_size == (3, 3) for c in convs)
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 2
     assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == 1
 

@@ -70,8 +70,7 @@ def test_trainable_reports_its_keys(name):
     assert not any(k.startswith("test/") for k in reports[0]), "and only at the end"
     assert last["diverged"] == 0
     assert any(
-        k.startswith("media/") and isinstance(v, bytes) and v[:4] == b"\x89PNG"
-        for k, v in last.items()
+        k.startswith("media/") and isinstance(v, bytes) and v[:4] == b"\x89PNG" for k, v in last.items()
     )
     assert all(math.isfinite(v) for k, v in last.items() if isinstance(v, float))
 
@@ -105,15 +104,11 @@ def test_adaptive_ratio_schedules_drive_k():
     )
     assert [r["ratio/k"] for r in fixed.reports] == [3.0, 3.0]
     stepped = MemoryReporter()
-    cfg = synthetic(
-        cycles=3, schedule="stepped", k_steps="1:1,3:4", cycle_steps=2, pretrain_epochs=0
-    )
+    cfg = synthetic(cycles=3, schedule="stepped", k_steps="1:1,3:4", cycle_steps=2, pretrain_epochs=0)
     run_trial(get_spec("adaptive_ratio"), cfg, stepped)
     assert [r["ratio/k"] for r in stepped.reports] == [1.0, 1.0, 4.0]
     adaptive = MemoryReporter()
-    cfg = synthetic(
-        cycles=3, schedule="adaptive", k=2, target_gen_loss=0.0, k_factor=2.0, cycle_steps=2
-    )
+    cfg = synthetic(cycles=3, schedule="adaptive", k=2, target_gen_loss=0.0, k_factor=2.0, cycle_steps=2)
     run_trial(get_spec("adaptive_ratio"), cfg, adaptive)
     # Nothing gets the loss under a 0.0 target: k grows every cycle.
     assert [r["ratio/k"] for r in adaptive.reports] == [2.0, 4.0, 8.0]

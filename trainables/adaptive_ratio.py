@@ -50,18 +50,14 @@ class AdaptiveRatioConfig(TrialConfig):
     k_steps: tuple[tuple[int, int], ...] = param(
         ((1, 6), (8, 8), (15, 12)), doc="stepped schedule as 'cycle:k,...' (seed: 6 -> 8 -> 12)"
     )
-    target_gen_loss: float = param(
-        0.6, lo=0.0, hi=1.0, doc="adaptive: keep the generator loss under this"
-    )
+    target_gen_loss: float = param(0.6, lo=0.0, hi=1.0, doc="adaptive: keep the generator loss under this")
     k_min: int = param(1, lo=1, hi=100_000, doc="adaptive: smallest k")
     k_max: int = param(1000, lo=1, hi=100_000, doc="adaptive: largest k (seed saw k > 700)")
     k_factor: float = param(1.5, lo=1.01, hi=10.0, doc="adaptive: multiplicative change of k")
     cycle_steps: int = param(
         50, lo=1, hi=1_000_000, doc="classifier steps per cycle (generator: k times as many)"
     )
-    clean_frac: float = param(
-        0.5, lo=0.0, hi=1.0, doc="fraction of clean images in classifier batches"
-    )
+    clean_frac: float = param(0.5, lo=0.0, hi=1.0, doc="fraction of clean images in classifier batches")
 
     def validate(self) -> None:
         super().validate()
@@ -70,9 +66,7 @@ class AdaptiveRatioConfig(TrialConfig):
         if self.k_min > self.k_max:
             raise ValueError(f"k_min={self.k_min} is above k_max={self.k_max}")
         if self.schedule == "adaptive" and not self.k_min <= self.k <= self.k_max:
-            raise ValueError(
-                f"k={self.k} must lie within [k_min, k_max] = [{self.k_min}, {self.k_max}]"
-            )
+            raise ValueError(f"k={self.k} must lie within [k_min, k_max] = [{self.k_min}, {self.k_max}]")
 
 
 class AdaptiveRatioProgram:
@@ -157,9 +151,7 @@ class AdaptiveRatioProgram:
         x, y = self.data.val.x[:10], self.data.val.y[:10]
         with torch.no_grad():
             perturbed = self.perturber(x).float()
-        return {
-            "perturbations": prediction_grid(x, perturbed, y, predict(self.classifier, perturbed))
-        }
+        return {"perturbations": prediction_grid(x, perturbed, y, predict(self.classifier, perturbed))}
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -38,9 +38,7 @@ def _check(eps: float, name: str = "eps") -> None:
         raise ValueError(f"{name}={eps} must be in [0, 1] (the [0, 1] pixel scale)")
 
 
-def _input_gradient(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example cross-entropy at ``x`` and its gradient w.r.t. ``x`` (no parameter grads)."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():

@@ -114,19 +114,13 @@ def _torchvision_arrays(spec: DatasetSpec, root: Path, train: bool):
     import torchvision
 
     if spec.name in ("mnist", "fashion_mnist"):
-        cls = (
-            torchvision.datasets.MNIST
-            if spec.name == "mnist"
-            else torchvision.datasets.FashionMNIST
-        )
+        cls = torchvision.datasets.MNIST if spec.name == "mnist" else torchvision.datasets.FashionMNIST
         ds = cls(str(root), train=train, download=True)
         images = ds.data.unsqueeze(1)  # N,1,28,28 uint8
         images = F.pad(images, (2, 2, 2, 2), value=0)  # 28 -> 32, background stays 0
         return images.contiguous(), ds.targets.long()
     if spec.name == "gtsrb":
-        ds = torchvision.datasets.GTSRB(
-            str(root), split="train" if train else "test", download=True
-        )
+        ds = torchvision.datasets.GTSRB(str(root), split="train" if train else "test", download=True)
         images, labels = [], []
         for path, label in ds._samples:  # decode once; the cache makes later loads instant
             from PIL import Image
@@ -273,9 +267,7 @@ class BatchStream:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.perm is None or self.pos + self.batch_size > len(self.split):
-            self.perm = torch.randperm(
-                len(self.split), generator=self.generator, device=self.split.y.device
-            )
+            self.perm = torch.randperm(len(self.split), generator=self.generator, device=self.split.y.device)
             self.pos = 0
         idx = self.perm[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size

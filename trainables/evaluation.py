@@ -110,9 +110,7 @@ def evaluate(model: nn.Module, split: Split, spec: EvalSpec, prefix: str) -> dic
 
 
 @torch.no_grad()
-def accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500
-) -> torch.Tensor:
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Accuracy as a 0-d device tensor (no host sync)."""
     correct = torch.zeros((), device=y.device)
     with eval_mode(model):
@@ -132,9 +130,7 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def features(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Penultimate-layer features of a classifier with an ``embed`` method."""
     with eval_mode(model):
-        return torch.cat(
-            [model.embed(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)]
-        )
+        return torch.cat([model.embed(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
 
 
 def feature_stats(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,9 +47,7 @@ def prediction_grid(
     canvas = Image.new("RGB", (n * (size + pad) + pad, 2 * size + 3 * pad + caption), "white")
     draw = ImageDraw.Draw(canvas)
     for row, images in enumerate((clean, perturbed)):
-        tiles = to_uint8(
-            F.interpolate(images.detach().float().cpu(), scale_factor=scale, mode="nearest")
-        )
+        tiles = to_uint8(F.interpolate(images.detach().float().cpu(), scale_factor=scale, mode="nearest"))
         for i in range(n):
             tile = Image.fromarray(tiles[i].permute(1, 2, 0).numpy())
             canvas.paste(tile, (pad + i * (size + pad), pad + row * (size + pad)))

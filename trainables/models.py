@@ -31,9 +31,7 @@ class ClassicClassifier(nn.Module):
     """Two 3x3 convs of 32 channels (BatchNorm + ReLU), 2x2 max-pool, FC 128 (BatchNorm +
     ReLU), FC to the class logits."""
 
-    def __init__(
-        self, channels: int = 1, num_classes: int = 10, width: int = 32, hidden: int = 128
-    ):
+    def __init__(self, channels: int = 1, num_classes: int = 10, width: int = 32, hidden: int = 128):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(channels, width, 3, padding=1, bias=False),

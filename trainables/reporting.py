@@ -115,11 +115,7 @@ class ConsoleReporter(Reporter):
 
     def start(self, runtime: Runtime, budget: int) -> None:
         self.budget = budget
-        amp = (
-            f", {str(runtime.amp_dtype).replace('torch.', '')} autocast"
-            if runtime.amp_dtype
-            else ""
-        )
+        amp = f", {str(runtime.amp_dtype).replace('torch.', '')} autocast" if runtime.amp_dtype else ""
         self.echo(f"{self.name}: device {runtime.device}{amp}")
 
     def load_checkpoint(self) -> dict | None:

@@ -27,9 +27,7 @@ def stepped_k(cycle: int, steps: Sequence[tuple[int, int]]) -> int:
     return k
 
 
-def adaptive_k(
-    k: int, gen_loss: float, target: float, *, factor: float, k_min: int, k_max: int
-) -> int:
+def adaptive_k(k: int, gen_loss: float, target: float, *, factor: float, k_min: int, k_max: int) -> int:
     """Next k: more generator training while its loss is above ``target``, less once under."""
     if factor <= 1:
         raise ValueError(f"factor={factor} must be > 1")

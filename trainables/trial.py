@@ -21,7 +21,14 @@ from trainables.config import Config, param
 from trainables.data import DATASETS, Data, load_data
 from trainables.evaluation import EvalSpec, evaluate, metric_keys
 from trainables.reporting import Reporter, encode_png
-from trainables.runtime import Runtime, rng_state, seed_everything, set_cpu_threads, set_rng_state
+from trainables.runtime import (
+    Runtime,
+    keep_freed_memory,
+    rng_state,
+    seed_everything,
+    set_cpu_threads,
+    set_rng_state,
+)
 
 
 @dataclass(frozen=True)
@@ -32,14 +39,10 @@ class TrialConfig(Config):
 
     dataset: str = param("mnist", choices=tuple(DATASETS), doc="torchvision dataset")
     data_dir: str = param("", doc="dataset root ('' = $ORCHESTRATOR_DATA_DIR or the cache)")
-    val_size: int = param(
-        0, lo=0, doc="validation images split off the training file (0 = dataset default)"
-    )
+    val_size: int = param(0, lo=0, doc="validation images split off the training file (0 = dataset default)")
     train_subset: int = param(0, lo=0, doc="train on the first n training images (0 = all)")
     eval_subset: int = param(0, lo=0, doc="clean accuracy on a fixed subset of n images (0 = all)")
-    robust_n: int = param(
-        1000, lo=0, doc="validation images attacked/corrupted per evaluation (0 = all)"
-    )
+    robust_n: int = param(1000, lo=0, doc="validation images attacked/corrupted per evaluation (0 = all)")
     test_robust_n: int = param(0, lo=0, doc="test images attacked/corrupted at the end (0 = all)")
     fgsm_eps: tuple[float, ...] = param(
         (0.1, 0.2, 0.3), lo=0.0, hi=1.0, doc="FGSM eps grid, [0,1] pixel scale"
@@ -52,12 +55,8 @@ class TrialConfig(Config):
     batch_size: int = param(128, lo=2, hi=8192, doc="training batch size")
     seed: int = param(0, lo=0, doc="seed of models, data order and noise")
     device: str = param("auto", choices=("auto", "cpu", "cuda"), doc="auto = CUDA when available")
-    precision: str = param(
-        "auto", choices=("auto", "fp32", "bf16"), doc="auto = bf16 autocast on CUDA"
-    )
-    channels_last: bool = param(
-        True, doc="channels_last memory format (faster convs on CPU and GPU)"
-    )
+    precision: str = param("auto", choices=("auto", "fp32", "bf16"), doc="auto = bf16 autocast on CUDA")
+    channels_last: bool = param(True, doc="channels_last memory format (faster convs on CPU and GPU)")
     checkpoint_every: int = param(1, lo=1, doc="checkpoint every n iterations (and at the end)")
     media_every: int = param(0, lo=0, doc="attach image grids every n iterations (0 = never)")
 
@@ -120,12 +119,11 @@ def _finite(values: Mapping[str, float]) -> bool:
     return all(math.isfinite(v) for v in values.values())
 
 
-def run_trial(
-    spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, reporter: Reporter
-) -> dict:
+def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, reporter: Reporter) -> dict:
     """Run (or resume) one trial of ``spec`` and return its last report."""
     cfg = config if isinstance(config, spec.config_cls) else spec.config_cls.from_dict(config)
     set_cpu_threads()
+    keep_freed_memory()
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     reporter.start(rt, cfg.budget)
     seed_everything(cfg.seed)

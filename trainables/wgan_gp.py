@@ -51,9 +51,7 @@ class WganGpConfig(TrialConfig):
     cls_rate: float = param(0.5, lo=0.0, hi=100.0, doc="classifier steps per generator step")
     latent_dim: int = param(128, lo=1, hi=4096, doc="generator latent size")
     conditional_critic: bool = param(True, doc="class projection in the critic")
-    stages: tuple[int, ...] = param(
-        (1000, 2000, 3000, 4000), lo=1, doc="generator steps of the snapshots"
-    )
+    stages: tuple[int, ...] = param((1000, 2000, 3000, 4000), lo=1, doc="generator steps of the snapshots")
     sample_n: int = param(1000, lo=10, hi=100_000, doc="generated samples per evaluation")
     ref_epochs: int = param(2, lo=1, hi=100, doc="epochs of the reference Classic Classifier")
     ref_classifier: str = param("", doc="reference state dict (path or URI; '' = train and cache)")
@@ -99,15 +97,11 @@ class WganGpProgram:
             for _ in range(cfg.n_critic):
                 x, y = self.stream.next()
                 meter.update(
-                    critic_step(
-                        self.critic, self.generator, self.critic_opt, rt, x, y, cfg.gp_lambda
-                    )
+                    critic_step(self.critic, self.generator, self.critic_opt, rt, x, y, cfg.gp_lambda)
                 )
                 self.images_seen += len(y)
             meter.update(
-                generator_step(
-                    self.generator, self.critic, self.gen_opt, rt, self._labels(cfg.batch_size)
-                )
+                generator_step(self.generator, self.critic, self.gen_opt, rt, self._labels(cfg.batch_size))
             )
             self.gen_step += 1
             self.cls_credit += cfg.cls_rate
@@ -127,9 +121,7 @@ class WganGpProgram:
         return meter.means()
 
     @torch.no_grad()
-    def _generate(
-        self, generator: torch.nn.Module, z: torch.Tensor, y: torch.Tensor
-    ) -> torch.Tensor:
+    def _generate(self, generator: torch.nn.Module, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with eval_mode(generator):
             return torch.cat(
                 [generator(z[i : i + 500], y[i : i + 500]) for i in range(0, len(y), 500)]
@@ -138,8 +130,7 @@ class WganGpProgram:
     def _snapshot(self) -> None:
         """Keep the generator of this stage and its samples (fixed latents) for the stage table."""
         self.snapshots[self.gen_step] = {
-            k: v.detach().to("cpu", torch.float16, copy=True)
-            for k, v in self.generator.state_dict().items()
+            k: v.detach().to("cpu", torch.float16, copy=True) for k, v in self.generator.state_dict().items()
         }
         samples = self._generate(self.generator, self.stage_z, self.stage_y)
         self.stage_samples[self.gen_step] = ((samples + 1) * 127.5).round().to(torch.uint8)

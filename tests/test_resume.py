@@ -1,0 +1,103 @@
+"""A search whose driver is SIGKILLed mid-run is finished by `orchestrator resume`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.cli import cli
+from tests.conftest import short_tmpdir, tiny_trial_config
+
+pytestmark = pytest.mark.slow
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL what the killed driver left behind: its Ray processes (raylet, GCS, workers,
+    agents) run in the process session the driver was started in."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            if os.getsid(int(pid)) == sid:
+                os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _completed(experiment: Path) -> list[dict]:
+    try:
+        trials = pq.read_table(experiment / "trials.parquet").to_pylist()
+    except (OSError, ValueError):
+        return []
+    return [t for t in trials if t["outcome"] == "completed"]
+
+
+def test_resume_after_sigkill(local_ray, tmp_path, isolated_environment):
+    storage, name = tmp_path / "store", "killed"
+    experiment = storage / name
+    ray_tmp = Path(short_tmpdir())
+    config = tiny_trial_config("classic")
+    sets = [arg for key, value in config.items() for arg in ("-s", f"{key}={json.dumps(value)}")]
+    args = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "search",
+        "--space",
+        "classic",
+        "-n",
+        "4",
+        "--max-iterations",
+        "3",
+        "--max-concurrent",
+        "1",
+        "--scheduler",
+        "fifo",
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        "--wandb-mode",
+        "offline",
+        "--num-cpus",
+        "2",
+        *sets,
+    ]
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    log = open(tmp_path / "driver.log", "wb")  # noqa: SIM115 - closed with the driver
+    driver = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not _completed(experiment):
+            tail = (tmp_path / "driver.log").read_text()[-3000:]
+            assert driver.poll() is None, f"the search ended before it could be killed:\n{tail}"
+            time.sleep(1)
+        before = {t["trial_id"]: t for t in _completed(experiment)}
+        assert before, "no trial finished in time"
+        assert len(before) < 4, "the search finished before it could be killed"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        _kill_session(driver.pid)
+
+    result = CliRunner().invoke(cli, ["resume", name, "--storage", str(storage)])
+    assert result.exit_code == 0, result.output
+    trials = pq.read_table(experiment / "trials.parquet").to_pylist()
+    assert len(trials) == 4
+    assert all(t["outcome"] == "completed" and t["iterations"] == 3 for t in trials), trials
+    after = {t["trial_id"]: t for t in trials}
+    for tid, trial in before.items():
+        assert tid in after, "a trial finished before the kill is still there"
+        assert after[tid]["last/val/acc"] == trial["last/val/acc"]
+        assert after[tid]["config/lr"] == trial["config/lr"]
+    history = pq.read_table(experiment / "history.parquet").to_pylist()
+    assert len({(h["trial_id"], h["iteration"]) for h in history}) == 12 == len(history)
+    listing = CliRunner().invoke(cli, ["results", name, "--storage", str(storage), "--format", "json"])
+    assert listing.exit_code == 0 and len(json.loads(listing.output)) == 4

@@ -1,0 +1,162 @@
+"""Real searches: real Ray Tune, real Optuna, real W&B offline files, real Parquet."""
+
+import glob
+import pickle
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from orchestrator.experiment import SearchSettings, plan_search, run_search
+from search_spaces import SPACES, Objective, SpaceSpec
+from search_spaces.introspect import distributions_for
+from tests.conftest import FAKE_WANDB_KEY, tiny_trial_config
+from tests.wandb_records import summarize
+
+pytestmark = pytest.mark.slow
+
+
+def search(tmp_path, space, name, **kw):
+    settings = SearchSettings(
+        space=space,
+        name=name,
+        storage=str(tmp_path),
+        trial_config=tiny_trial_config(SPACES[space].trainable),
+        wandb_mode="offline",
+        **kw,
+    )
+    plan = plan_search(settings)
+    return plan, run_search(plan, echo=lambda line: None)
+
+
+def optuna_study(experiment: Path):
+    path = sorted(experiment.glob("searcher-state-*.pkl"))[-1]
+    state = pickle.loads(path.read_bytes())
+    return state["_ot_study"], state["_ot_trials"]
+
+
+@pytest.mark.parametrize("space", ["classic", "wgan_gp", "adaptive_ratio"])
+def test_each_space_runs_a_real_search(local_ray, tmp_path, space):
+    plan, outcome = search(tmp_path, space, f"e2e-{space}", num_samples=3, max_iterations=2, scheduler="fifo")
+    experiment = Path(plan.experiment.path)
+    trials = pq.read_table(experiment / "trials.parquet").to_pylist()
+    history = pq.read_table(experiment / "history.parquet").to_pylist()
+    assert len(trials) == 3
+    assert all(t["status"] == "TERMINATED" and t["outcome"] == "completed" for t in trials)
+    assert len(history) == sum(t["iterations"] for t in trials) == 6, "one history row per report"
+    assert {h["trial_id"] for h in history} == {t["trial_id"] for t in trials}
+    assert all(t["checkpoint_path"] for t in trials)
+    assert all("last/test/acc" in t for t in trials)
+
+    # Optuna proposed every configuration, inside the space's ranges.
+    study, ot_trials = optuna_study(experiment)
+    for t in trials:
+        params = study.trials[ot_trials[t["trial_id"]].number].params
+        assert params, "the trial's parameters came from the Optuna study"
+        config = {k[len("config/") :]: v for k, v in t.items() if k.startswith("config/") and v is not None}
+        for name, dist in distributions_for(SPACES[space].space, config).items():
+            assert (
+                config[name] == pytest.approx(params[name])
+                if not isinstance(params[name], str)
+                else params[name]
+            )
+            if isinstance(dist, CategoricalDistribution):
+                assert config[name] in dist.choices
+            else:
+                assert dist.low <= config[name] <= dist.high
+
+    # One offline W&B run per trial with its config, metrics and images; no API key anywhere.
+    runs = sorted(glob.glob(str(experiment / "*" / "wandb" / "offline-run-*" / "run-*.wandb")))
+    assert len(runs) == 3
+    for path in runs:
+        run = summarize(path)
+        trial = next(t for t in trials if t["trial_id"] == run["run"]["id"])
+        assert run["run"]["group"] == f"e2e-{space}" and run["run"]["job_type"] == space
+        for key, value in trial.items():
+            if key.startswith("config/") and value is not None and not isinstance(value, list):
+                assert (
+                    run["config"][key[len("config/") :]] == pytest.approx(value)
+                    if isinstance(value, float)
+                    else value
+                )
+        logged = set().union(*run["history"])
+        assert {"val/acc", "val/pgd_acc", "iteration"} <= logged
+        assert any(k.startswith("media/") for k in logged)
+        objective = SPACES[space].objective.metric
+        assert run["summary"][objective] == {
+            "max": pytest.approx(max(h[objective] for h in run["history"] if objective in h))
+        }
+        assert list(Path(path).parent.glob("files/media/images/**/*.png"))
+    for file in Path(tmp_path).rglob("*"):
+        if file.is_file():
+            assert FAKE_WANDB_KEY.encode() not in file.read_bytes(), file
+    assert outcome.wandb_runs and len(outcome.leaderboard) == 3
+
+
+def good_or_bad(trial):
+    """A learning rate that learns (1e-3) or cannot (1e-6): ASHA must stop the latter."""
+    trial.suggest_categorical("lr", [1e-3, 1e-6])
+    return {}
+
+
+DEMO = SpaceSpec(
+    "asha_demo",
+    "classic",
+    good_or_bad,
+    Objective("val/acc", "max"),
+    max_iterations=3,
+    num_samples=6,
+    description="test",
+)
+
+
+def test_asha_stops_bad_trials_early(local_ray, tmp_path, monkeypatch):
+    monkeypatch.setitem(SPACES, "asha_demo", DEMO)
+    plan, _ = search(
+        tmp_path,
+        "asha_demo",
+        "asha",
+        searcher="random",
+        seed=0,
+        max_concurrent=1,
+        grace_period=1,
+        reduction_factor=3,
+    )
+    trials = pq.read_table(Path(plan.experiment.path) / "trials.parquet").to_pylist()
+    bad = [t for t in trials if t["config/lr"] == 1e-6]
+    good = [t for t in trials if t["config/lr"] == 1e-3]
+    assert bad and good, "the seed samples both learning rates"
+    stopped = [t for t in trials if t["outcome"] == "early_stopped"]
+    assert stopped, "ASHA stopped at least one trial"
+    assert all(t["config/lr"] == 1e-6 and t["iterations"] == 1 for t in stopped)
+    assert all(t["outcome"] == "completed" and t["iterations"] == 3 for t in good)
+
+
+def test_pareto_front_holds_only_full_budget_trials(local_ray, tmp_path, monkeypatch):
+    monkeypatch.setitem(SPACES, "asha_demo", DEMO)
+    plan, outcome = search(
+        tmp_path,
+        "asha_demo",
+        "pareto",
+        searcher="random",
+        seed=0,
+        max_concurrent=1,
+        objective="pareto",
+        scheduler="asha",
+        reduction_factor=2,
+    )
+    experiment = Path(plan.experiment.path)
+    trials = pq.read_table(experiment / "trials.parquet").to_pylist()
+    assert any(t["outcome"] == "early_stopped" for t in trials), "the multi-objective ASHA stopped trials"
+    front = [t for t in trials if t["pareto"]]
+    assert front and all(t["outcome"] == "completed" and t["iterations"] == 3 for t in front)
+    study, ot_trials = optuna_study(experiment)
+    by_tune = {tid: study.trials[ot.number] for tid, ot in ot_trials.items()}
+    for t in trials:
+        expected = TrialState.PRUNED if t["outcome"] == "early_stopped" else TrialState.COMPLETE
+        assert by_tune[t["trial_id"]].state == expected
+    optuna_front = {ft.number for ft in study.best_trials}
+    assert optuna_front <= {by_tune[t["trial_id"]].number for t in trials if t["outcome"] == "completed"}
+    assert outcome.leaderboard[0]["pareto"]

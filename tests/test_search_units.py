@@ -1,0 +1,200 @@
+"""Searcher, scheduler, results and settings logic, without running Ray."""
+
+import math
+
+import pytest
+from optuna.trial import TrialState
+from ray.tune.schedulers import TrialScheduler
+
+from orchestrator.errors import UserError
+from orchestrator.experiment import SearchSettings, build_tuner, plan_search
+from orchestrator.results import format_rows, leaderboard, mark_pareto, to_table, trial_row
+from orchestrator.schedulers import ParetoASHA, crowding, make_scheduler, pareto_front, pareto_ranks
+from orchestrator.searchers import BudgetAwareOptunaSearch, make_sampler
+from orchestrator.storage import Location, check_writable
+from orchestrator.tracking import resolve_mode
+from search_spaces import get_space
+
+
+def test_pareto_ranks_and_front():
+    points = [(1, 0), (0, 1), (0.5, 0.5), (0.4, 0.4), (0, 0)]
+    assert pareto_ranks(points) == [0, 0, 0, 1, 2]
+    assert pareto_front(points) == [0, 1, 2]
+    assert crowding(points[:3])[2] < math.inf and crowding(points[:3])[0] == math.inf
+
+
+def test_pareto_asha_keeps_the_top_fraction_of_a_rung():
+    sched = ParetoASHA(["a", "b"], ["max", "max"], max_t=9, grace_period=1, reduction_factor=3)
+    assert sorted(sched._rungs) == [1, 3]
+    assert sched.decide("t1", 1, [0.5, 0.5]) == TrialScheduler.CONTINUE  # first at the rung
+    assert sched.decide("t2", 1, [0.1, 0.1]) == TrialScheduler.STOP  # dominated
+    assert sched.decide("t3", 1, [0.9, 0.9]) == TrialScheduler.CONTINUE  # dominates everyone
+    assert sched.decide("t4", 1, [0.2, 0.2]) == TrialScheduler.STOP
+    assert sched.decide("t1", 3, [0.6, 0.6]) == TrialScheduler.CONTINUE
+    # min-mode objectives are negated: lower is better
+    low = ParetoASHA(["loss"], ["min"], max_t=3, grace_period=1, reduction_factor=2)
+    assert low.decide("x", 1, low._point({"loss": 1.0})) == TrialScheduler.CONTINUE
+    assert low.decide("y", 1, low._point({"loss": 2.0})) == TrialScheduler.STOP
+
+
+def test_make_scheduler_choices():
+    assert type(make_scheduler("asha", ["val/acc"], ["max"], max_t=4)).__name__ == "AsyncHyperBandScheduler"
+    assert isinstance(make_scheduler("asha", ["a", "b"], ["max", "max"], max_t=4), ParetoASHA)
+    assert type(make_scheduler("fifo", ["a", "b"], ["max", "max"], max_t=4)).__name__ == "FIFOScheduler"
+    with pytest.raises(ValueError):
+        make_scheduler("hyperband", ["a"], ["max"], max_t=4)
+    with pytest.raises(ValueError, match="single-objective"):
+        make_sampler("cmaes", 0, multi_objective=True)
+
+
+def _searcher(metrics, modes):
+    multi = len(metrics) > 1
+    return BudgetAwareOptunaSearch(
+        space=get_space("classic").space,
+        metric=list(metrics) if multi else metrics[0],
+        mode=list(modes) if multi else modes[0],
+        sampler=make_sampler("random", 0, multi),
+        budget_key="epochs",
+        budget=3,
+    )
+
+
+@pytest.mark.parametrize("metrics", [["val/acc"], ["val/acc", "val/pgd_acc"]])
+def test_partial_budget_trials_are_told_pruned(metrics):
+    searcher = _searcher(metrics, ["max"] * len(metrics))
+    for tid in ("full", "partial", "diverged", "failed"):
+        searcher.suggest(tid)
+    values = {m: 0.5 for m in metrics}
+    searcher.on_trial_result("partial", {**values, "iteration": 1, "training_iteration": 1})
+    searcher.on_trial_complete("full", {**values, "iteration": 3, "config": {"epochs": 3}})
+    searcher.on_trial_complete("partial", {**values, "iteration": 1, "config": {"epochs": 3}})
+    searcher.on_trial_complete("diverged", {**{m: 0.0 for m in metrics}, "iteration": 2, "diverged": 1})
+    searcher.on_trial_complete("failed", None, error=True)
+    states = [t.state for t in searcher._ot_study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL]
+    if len(metrics) > 1:
+        front = {t.number for t in searcher._ot_study.best_trials}
+        assert 1 not in front, "a pruned (partial-budget) trial is never on the Pareto front"
+
+
+def _row(tid, status, iters, budget=3, diverged=0, **last):
+    history = [{"iteration": i, "diverged": 0} for i in range(1, iters)]
+    history.append({"iteration": iters, "diverged": diverged, **last})
+    return trial_row(
+        trial_id=tid,
+        status=status,
+        config={"epochs": budget, "lr": 0.1},
+        history=history,
+        space="classic",
+        trainable="classic",
+        budget_key="epochs",
+        checkpoint_path=None,
+    )
+
+
+def test_trial_rows_outcomes_and_front():
+    rows = [
+        _row("a", "TERMINATED", 3, **{"val/acc": 0.9, "val/pgd_acc": 0.1}),
+        _row("b", "TERMINATED", 3, **{"val/acc": 0.5, "val/pgd_acc": 0.6}),
+        _row("c", "TERMINATED", 1, **{"val/acc": 0.99, "val/pgd_acc": 0.9}),  # early-stopped
+        _row("d", "TERMINATED", 2, diverged=1, **{"val/acc": 0.0, "val/pgd_acc": 0.0}),
+        _row("e", "ERROR", 1),
+        _row("f", "TERMINATED", 3, **{"val/acc": 0.4, "val/pgd_acc": 0.5}),
+    ]
+    assert [r["outcome"] for r in rows] == [
+        "completed",
+        "completed",
+        "early_stopped",
+        "diverged",
+        "error",
+        "completed",
+    ]
+    mark_pareto(rows, [("val/acc", "max"), ("val/pgd_acc", "max")])
+    assert [r["trial_id"] for r in rows if r["pareto"]] == ["a", "b"], "partial trial c is kept off"
+    ranked = leaderboard(rows, [("val/acc", "max"), ("val/pgd_acc", "max")])
+    assert [r["trial_id"] for r in ranked][:3] == ["a", "b", "f"]
+    table = to_table(rows)
+    assert table.num_rows == 6 and "config/lr" in table.column_names and "best/val/acc" in table.column_names
+    assert "a" in format_rows(ranked, ["trial_id", "outcome"], "table")
+    assert format_rows(ranked[:1], ["trial_id", "last/val/acc"], "csv") == "trial_id,last/val/acc\na,0.9"
+    assert '"trial_id": "a"' in format_rows(ranked[:1], ["trial_id"], "json")
+
+
+def test_to_table_types_heterogeneous_rows():
+    table = to_table([{"a": 1, "b": None}, {"a": 2.5, "c": b"\x89PNG", "d": [0.1, 0.2]}])
+    assert table.schema.field("b").type == "string"  # all-null column typed
+    assert table.column("a").to_pylist() == [1.0, 2.5]
+    assert table.column("c").to_pylist() == [None, b"\x89PNG"]
+
+
+def test_resolve_wandb_mode(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_mode(None) == ("offline", "no API key")
+    assert resolve_mode("disabled")[0] == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert resolve_mode(None) == ("offline", "from WANDB_MODE")
+    with pytest.raises(ValueError):
+        resolve_mode("sometimes")
+
+
+def test_storage_round_trip_and_unwritable(tmp_path):
+    loc = check_writable(str(tmp_path / "store")).child("exp", "x.json")
+    loc.write_json({"a": 1})
+    assert Location.parse(str(tmp_path / "store")).child("exp", "x.json").read_json() == {"a": 1}
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="not writable"):
+        check_writable(str(blocker / "sub"))
+
+
+def _settings(tmp_path, **kw):
+    base = dict(space="classic", storage=str(tmp_path), name="x", trial_config={"dataset": "synthetic"})
+    base.update(kw)
+    return SearchSettings(**base)
+
+
+@pytest.mark.parametrize(
+    "changes,needle",
+    [
+        ({"space": "nope"}, "unknown space"),
+        ({"searcher": "grid"}, "unknown searcher"),
+        ({"scheduler": "pbt"}, "unknown scheduler"),
+        ({"objective": "pareto", "searcher": "cmaes"}, "single-objective"),
+        ({"ranges": {"lr": (0.1, 0.01)}}, "LOW must be below HIGH"),
+        ({"ranges": {"lr": (-1, 0.01)}}, "positive"),
+        ({"ranges": {"lr": (1e-3, 5.0)}}, "valid range"),
+        ({"ranges": {"nope": (1, 2)}}, "not a parameter"),
+        ({"ranges": {"adv_train": (1, 2)}}, "categorical"),
+        ({"fixed": {"lr": -1.0}}, "below its minimum"),
+        ({"fixed": {"epochs": 3}}, "--max-iterations"),
+        ({"trial_config": {"dataset": "synthetic", "lrr": 1}}, "did you mean 'lr'"),
+        ({"gpus_per_trial": 1.5}, "fraction"),
+        ({"address": "127.0.0.1:1"}, "cannot reach"),
+        ({"name": "a/b"}, "plain folder name"),
+        ({"wandb_mode": "sometimes"}, "unknown W&B mode"),
+    ],
+)
+def test_plan_rejects_bad_input_with_one_line(tmp_path, changes, needle):
+    with pytest.raises(UserError) as info:
+        plan_search(_settings(tmp_path, **changes))
+    assert needle in str(info.value.message)
+    assert "\n" not in info.value.message
+
+
+def test_build_tuner_without_starting_ray(tmp_path):
+    import ray
+
+    plan = plan_search(
+        _settings(tmp_path, objective="pareto", scheduler="asha", max_iterations=4, num_samples=5)
+    )
+    tuner = build_tuner(plan)
+    assert not ray.is_initialized()
+    tune_config = tuner._local_tuner._tune_config
+    assert isinstance(tune_config.scheduler, ParetoASHA)
+    assert isinstance(tune_config.search_alg, BudgetAwareOptunaSearch)
+    assert tune_config.search_alg.metric == ["val/acc", "val/pgd_acc"]
+    assert tune_config.num_samples == 5
+    assert tuner._local_tuner._param_space["epochs"] == 4
+    assert plan.wandb_mode in ("offline", "disabled", "online")
