@@ -428,6 +428,73 @@ def spaces():
             click.echo(f"    {p.name:<{width}}  {p.describe()}")
 
 
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@storage_option
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Folder (default: <experiment>/report, or ./report-NAME)."
+)
+@click.option("--title", default="", help="Title of the Markdown summary.")
+def report(names, storage, out, title):
+    """Figures (PNG) and a Markdown summary from experiments' Parquet files (no Ray needed).
+
+    With several experiments the noise grid compares their best trials.
+
+    Example: orchestrator report adaptive_ratio-20261121-101500 classic-20261121-093000
+    """
+    from pathlib import Path
+
+    from orchestrator.report import build_report, load_experiment
+    from orchestrator.storage import Location, default_storage
+
+    root = Location.parse(storage or default_storage())
+    experiments = [load_experiment(root.child(name)) for name in names]
+    if out is None:
+        first = root.child(names[0])
+        out = first.path + "/report" if "://" not in first.uri else f"report-{names[0]}"
+    path = build_report(experiments, Path(out), title)
+    click.echo(f"report: {path}")
+
+
+@cli.command("export")
+@click.argument("name")
+@storage_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write (model.pt).")
+@click.option("--trial", "trial_id", help="Trial id (default: the leaderboard's best completed trial).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["state_dict", "exported"]),
+    default="state_dict",
+    show_default=True,
+    help="state_dict (+ loader) or a torch.export program (plain PyTorch).",
+)
+def export_cmd(name, storage, out, trial_id, fmt):
+    """Export the best classifier of an experiment.
+
+    \b
+    Load it back:
+      from orchestrator.export import load_classifier, preprocess
+      model, meta = load_classifier("model.pt"); logits = model(preprocess(uint8_images))
+    or, for --format exported, with plain PyTorch: torch.export.load("model.pt2").module()
+
+    Example: orchestrator export classic-20261121-093000 --out model.pt
+    """
+    from orchestrator.export import export_classifier
+    from orchestrator.storage import Location, default_storage
+
+    meta = export_classifier(
+        Location.parse(storage or default_storage()).child(name), out, trial_id=trial_id, fmt=fmt
+    )
+    metrics = meta["metrics"]
+    shown = "  ".join(
+        f"{k} {metrics[k]:.4f}"
+        for k in ("val/acc", "val/pgd_acc", "test/acc", "test/pgd_acc")
+        if k in metrics
+    )
+    click.echo(f"{out}: trial {meta['trial_id']} ({meta['trainable']}, {meta['dataset']}) {shown}")
+
+
 @cli.group()
 def cluster():
     """Ray cluster configs: check an edited cluster.yaml before `ray up`."""

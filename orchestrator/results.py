@@ -16,6 +16,7 @@ and nothing of a finished trial. Reading them back needs pyarrow only, not Ray.
 from __future__ import annotations
 
 import io
+import json
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -96,7 +97,9 @@ def to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=names)
 
 
-def write_table(table: pa.Table, location: Location) -> None:
+def write_table(table: pa.Table, location: Location, metadata: dict[str, str] | None = None) -> None:
+    if metadata:
+        table = table.replace_schema_metadata({f"orchestrator.{k}": v for k, v in metadata.items()})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     location.write_bytes(buffer.getvalue())
@@ -104,6 +107,19 @@ def write_table(table: pa.Table, location: Location) -> None:
 
 def read_table(location: Location) -> pa.Table:
     return pq.read_table(io.BytesIO(location.read_bytes()))
+
+
+def table_metadata(table: pa.Table) -> dict[str, Any]:
+    """The ``orchestrator.*`` schema metadata of a results table (objectives decoded)."""
+    raw = table.schema.metadata or {}
+    meta = {
+        k.decode()[len("orchestrator.") :]: v.decode()
+        for k, v in raw.items()
+        if k.startswith(b"orchestrator.")
+    }
+    if "objectives" in meta:
+        meta["objectives"] = [tuple(o) for o in json.loads(meta["objectives"])]
+    return meta
 
 
 def outcome(status: str, iterations: int, budget: int, diverged: bool) -> str:
@@ -284,10 +300,20 @@ class ParquetCallback(Callback):
         mark_pareto(out, self.objectives)
         return out
 
+    def metadata(self) -> dict[str, str]:
+        """What a reader needs besides the rows (``orchestrator report`` uses nothing else)."""
+        return {
+            "space": self.space,
+            "trainable": self.trainable,
+            "budget_key": self.budget_key,
+            "objectives": json.dumps(self.objectives),
+        }
+
     def flush(self) -> None:
         self._last_flush = time.monotonic()
-        write_table(to_table(self.history_rows()), self.location.child(HISTORY_FILE))
-        write_table(to_table(self.trial_rows()), self.location.child(TRIALS_FILE))
+        meta = self.metadata()
+        write_table(to_table(self.history_rows()), self.location.child(HISTORY_FILE), meta)
+        write_table(to_table(self.trial_rows()), self.location.child(TRIALS_FILE), meta)
 
 
 def _first_line_of_error(trial) -> str | None:

@@ -104,3 +104,33 @@ def tiny_trial_config(space: str) -> dict:
         "media_every": 1,
         **TINY[space],
     }
+
+
+def search(tmp_path, space, name, **kw):
+    """A real search, in process, on the shared local Ray (W&B offline)."""
+    from orchestrator.experiment import SearchSettings, plan_search, run_search
+    from search_spaces import SPACES
+
+    settings = SearchSettings(
+        space=space,
+        name=name,
+        storage=str(tmp_path),
+        trial_config=tiny_trial_config(SPACES[space].trainable),
+        wandb_mode="offline",
+        **kw,
+    )
+    plan = plan_search(settings)
+    return plan, run_search(plan, echo=lambda line: None)
+
+
+SPACE_NAMES = ["classic", "wgan_gp", "adaptive_ratio"]
+
+
+@pytest.fixture(scope="session")
+def space_runs(local_ray, tmp_path_factory):
+    """One real search per space (3 trials x 2 iterations), shared by the tests below."""
+    root = tmp_path_factory.mktemp("spaces")
+    runs = {}
+    for space in SPACE_NAMES:
+        runs[space] = search(root, space, f"e2e-{space}", num_samples=3, max_iterations=2, scheduler="fifo")
+    return root, runs

@@ -9,26 +9,12 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from orchestrator.experiment import SearchSettings, plan_search, run_search
 from search_spaces import SPACES, Objective, SpaceSpec
 from search_spaces.introspect import distributions_for
-from tests.conftest import FAKE_WANDB_KEY, tiny_trial_config
+from tests.conftest import FAKE_WANDB_KEY, SPACE_NAMES, search
 from tests.wandb_records import summarize
 
 pytestmark = pytest.mark.slow
-
-
-def search(tmp_path, space, name, **kw):
-    settings = SearchSettings(
-        space=space,
-        name=name,
-        storage=str(tmp_path),
-        trial_config=tiny_trial_config(SPACES[space].trainable),
-        wandb_mode="offline",
-        **kw,
-    )
-    plan = plan_search(settings)
-    return plan, run_search(plan, echo=lambda line: None)
 
 
 def optuna_study(experiment: Path):
@@ -37,9 +23,10 @@ def optuna_study(experiment: Path):
     return state["_ot_study"], state["_ot_trials"]
 
 
-@pytest.mark.parametrize("space", ["classic", "wgan_gp", "adaptive_ratio"])
-def test_each_space_runs_a_real_search(local_ray, tmp_path, space):
-    plan, outcome = search(tmp_path, space, f"e2e-{space}", num_samples=3, max_iterations=2, scheduler="fifo")
+@pytest.mark.parametrize("space", SPACE_NAMES)
+def test_each_space_runs_a_real_search(space_runs, space):
+    _, runs = space_runs
+    plan, outcome = runs[space]
     experiment = Path(plan.experiment.path)
     trials = pq.read_table(experiment / "trials.parquet").to_pylist()
     history = pq.read_table(experiment / "history.parquet").to_pylist()
@@ -57,11 +44,8 @@ def test_each_space_runs_a_real_search(local_ray, tmp_path, space):
         assert params, "the trial's parameters came from the Optuna study"
         config = {k[len("config/") :]: v for k, v in t.items() if k.startswith("config/") and v is not None}
         for name, dist in distributions_for(SPACES[space].space, config).items():
-            assert (
-                config[name] == pytest.approx(params[name])
-                if not isinstance(params[name], str)
-                else params[name]
-            )
+            expected = params[name] if isinstance(params[name], str) else pytest.approx(params[name])
+            assert config[name] == expected
             if isinstance(dist, CategoricalDistribution):
                 assert config[name] in dist.choices
             else:
@@ -76,11 +60,8 @@ def test_each_space_runs_a_real_search(local_ray, tmp_path, space):
         assert run["run"]["group"] == f"e2e-{space}" and run["run"]["job_type"] == space
         for key, value in trial.items():
             if key.startswith("config/") and value is not None and not isinstance(value, list):
-                assert (
-                    run["config"][key[len("config/") :]] == pytest.approx(value)
-                    if isinstance(value, float)
-                    else value
-                )
+                expected = pytest.approx(value) if isinstance(value, float) else value
+                assert run["config"][key[len("config/") :]] == expected
         logged = set().union(*run["history"])
         assert {"val/acc", "val/pgd_acc", "iteration"} <= logged
         assert any(k.startswith("media/") for k in logged)
@@ -89,7 +70,7 @@ def test_each_space_runs_a_real_search(local_ray, tmp_path, space):
             "max": pytest.approx(max(h[objective] for h in run["history"] if objective in h))
         }
         assert list(Path(path).parent.glob("files/media/images/**/*.png"))
-    for file in Path(tmp_path).rglob("*"):
+    for file in Path(experiment).rglob("*"):
         if file.is_file():
             assert FAKE_WANDB_KEY.encode() not in file.read_bytes(), file
     assert outcome.wandb_runs and len(outcome.leaderboard) == 3
@@ -157,6 +138,10 @@ def test_pareto_front_holds_only_full_budget_trials(local_ray, tmp_path, monkeyp
     for t in trials:
         expected = TrialState.PRUNED if t["outcome"] == "early_stopped" else TrialState.COMPLETE
         assert by_tune[t["trial_id"]].state == expected
+    from orchestrator.report import build_report, load_experiment
+
+    md = build_report([load_experiment(plan.experiment)], tmp_path / "report")
+    assert (tmp_path / "report" / "pareto_pareto.png").exists() and "pareto_pareto.png" in md.read_text()
     optuna_front = {ft.number for ft in study.best_trials}
     assert optuna_front <= {by_tune[t["trial_id"]].number for t in trials if t["outcome"] == "completed"}
     assert outcome.leaderboard[0]["pareto"]

@@ -1,0 +1,156 @@
+"""Export the best classifier of an experiment, and load it back anywhere.
+
+Two formats:
+
+- ``state_dict`` (default): a ``torch.save`` file with the classifier's weights and everything
+  needed to rebuild and feed it (architecture, channels, classes, dataset, input size, pixel
+  range, the trial's config and metrics). :func:`load_classifier` rebuilds the model; it needs
+  this project installed.
+- ``exported``: a ``torch.export`` program (the successor of TorchScript, which PyTorch now
+  deprecates) with a dynamic batch size and the same metadata as ``metadata.json``; load it
+  with plain PyTorch: ``torch.export.load(path).module()``.
+
+Inputs are 32x32 images scaled to [-1, 1] (MNIST: padded 28 -> 32); :func:`preprocess` does it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from orchestrator.errors import UserError
+from orchestrator.results import leaderboard, load_results, table_metadata
+from orchestrator.storage import Location
+from trainables.data import DATASETS, PIXEL_RANGE
+from trainables.models import ClassicClassifier
+from trainables.reporting import CHECKPOINT_FILE
+
+FORMAT = "robust-orchestrator/classifier/v1"
+FORMATS = ("state_dict", "exported")
+
+
+def pick_trial(experiment: Location, trial_id: str | None = None) -> dict[str, Any]:
+    """The requested trial, or the leaderboard's first (best objective among completed trials)."""
+    try:
+        trials, _ = load_results(experiment)
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    rows = trials.to_pylist()
+    if trial_id:
+        matches = [r for r in rows if r["trial_id"] == trial_id]
+        if not matches:
+            raise UserError(f"no trial {trial_id!r} in {experiment.uri}")
+        row = matches[0]
+    else:
+        completed = [r for r in rows if r["outcome"] == "completed" and r.get("checkpoint_path")]
+        if not completed:
+            raise UserError(f"{experiment.uri} has no completed trial with a checkpoint to export")
+        row = leaderboard(completed, table_metadata(trials)["objectives"])[0]
+    if not row.get("checkpoint_path"):
+        raise UserError(f"trial {row['trial_id']} has no checkpoint")
+    return row
+
+
+def read_checkpoint(experiment: Location, checkpoint_path: str) -> dict[str, Any]:
+    where = Location(experiment.fs, checkpoint_path.rstrip("/") + "/" + CHECKPOINT_FILE, checkpoint_path)
+    return torch.load(io.BytesIO(where.read_bytes()), map_location="cpu", weights_only=False)
+
+
+def export_classifier(
+    experiment: Location, out: str | Path, *, trial_id: str | None = None, fmt: str = "state_dict"
+) -> dict[str, Any]:
+    """Write the chosen trial's classifier to ``out``; returns the metadata written."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    row = pick_trial(experiment, trial_id)
+    state = read_checkpoint(experiment, row["checkpoint_path"])
+    config = state["config"]
+    spec = DATASETS[config["dataset"]]
+    meta = {
+        "format": FORMAT,
+        "architecture": "ClassicClassifier",
+        "channels": spec.channels,
+        "num_classes": spec.num_classes,
+        "dataset": spec.name,
+        "input_size": 32,
+        "pixel_range": list(PIXEL_RANGE),
+        "trainable": state["trainable"],
+        "experiment": experiment.uri,
+        "trial_id": row["trial_id"],
+        "iteration": state["iteration"],
+        "config": config,
+        "metrics": {k[len("last/") :]: v for k, v in row.items() if k.startswith("last/") and v is not None},
+    }
+    weights = state["program"]["classifier"]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "state_dict":
+        torch.save({**meta, "state_dict": weights}, out)
+        return meta
+    model = build_classifier(meta, weights)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    example = torch.zeros(2, spec.channels, 32, 32)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, out, extra_files={"metadata.json": json.dumps(meta, default=str)})
+    return meta
+
+
+class _Frozen(nn.Module):
+    """An exported program (captured in eval mode) that tolerates ``.eval()`` / ``.train()``,
+    which torch.export's modules refuse."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def build_classifier(meta: dict[str, Any], weights: dict[str, torch.Tensor]) -> nn.Module:
+    if meta.get("architecture") != "ClassicClassifier":
+        raise ValueError(f"unknown architecture {meta.get('architecture')!r}")
+    model = ClassicClassifier(meta["channels"], meta["num_classes"])
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild an exported classifier (either format) in eval mode, with its metadata."""
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # not a torch.save file: a torch.export program
+        extra = {"metadata.json": ""}
+        program = torch.export.load(path, extra_files=extra)
+        return _Frozen(program.module()), json.loads(extra["metadata.json"] or "{}")
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a classifier exported by robust-orchestrator")
+    meta = {k: v for k, v in blob.items() if k != "state_dict"}
+    return build_classifier(meta, blob["state_dict"]), meta
+
+
+def preprocess(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, H, W) or (N, C, H, W) in [0, 255] -> model input: 32x32, [-1, 1].
+
+    28x28 images are padded by 2 pixels of background, as in training; others are resized.
+    """
+    x = images.float()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    x = x / 255.0
+    if x.shape[-1] == 28 and x.shape[-2] == 28:
+        x = nn.functional.pad(x, (2, 2, 2, 2), value=0.0)
+    elif x.shape[-2:] != (32, 32):
+        x = nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    lo, hi = PIXEL_RANGE
+    return x * (hi - lo) + lo
