@@ -435,7 +435,8 @@ def spaces():
     "--out", type=click.Path(file_okay=False), help="Folder (default: <experiment>/report, or ./report-NAME)."
 )
 @click.option("--title", default="", help="Title of the Markdown summary.")
-def report(names, storage, out, title):
+@click.option("--noise-only", is_flag=True, help="Only the noise grid of the experiments' best trials.")
+def report(names, storage, out, title, noise_only):
     """Figures (PNG) and a Markdown summary from experiments' Parquet files (no Ray needed).
 
     With several experiments the noise grid compares their best trials.
@@ -452,7 +453,7 @@ def report(names, storage, out, title):
     if out is None:
         first = root.child(names[0])
         out = first.path + "/report" if "://" not in first.uri else f"report-{names[0]}"
-    path = build_report(experiments, Path(out), title)
+    path = build_report(experiments, Path(out), title, noise_only=noise_only)
     click.echo(f"report: {path}")
 
 

@@ -390,11 +390,16 @@ def _md_table(labels, grid) -> str:
     return "\n".join(lines)
 
 
-def build_report(experiments: Sequence[Experiment], out: Path, title: str = "") -> Path:
-    """Write every figure and ``report.md`` into ``out``; returns the Markdown path."""
+def build_report(
+    experiments: Sequence[Experiment], out: Path, title: str = "", noise_only: bool = False
+) -> Path:
+    """Write every figure and ``report.md`` into ``out``; returns the Markdown path.
+
+    ``noise_only``: just the noise grid of the experiments' best trials.
+    """
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title or 'Report: ' + ', '.join(e.name for e in experiments)}", ""]
-    for exp in experiments:
+    for exp in [] if noise_only else experiments:
         ranked = exp.ranked()
         counts = {}
         for t in exp.trials:
