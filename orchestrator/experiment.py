@@ -356,21 +356,14 @@ def prepare_reference(plan: Plan, echo: Callable[[str], None]) -> None:
         return
     import torch
 
-    from trainables.data import load_data
     from trainables.reference import ensure_reference
     from trainables.runtime import Runtime
+    from trainables.trial import load_trial_data
 
     cfg = plan.trainable.config_cls.from_dict(plan.constants)
     echo(f"reference classifier for {cfg.dataset}: {cfg.ref_epochs} epoch(s), cached after the first time")
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
-    data = load_data(
-        cfg.dataset,
-        rt.device,
-        data_dir=cfg.data_dir or None,
-        val_size=cfg.val_size or None,
-        train_subset=cfg.train_subset,
-        channels_last=rt.channels_last,
-    )
+    data = load_trial_data(cfg, rt)
     path = ensure_reference(
         data, rt, epochs=cfg.ref_epochs, train_subset=cfg.train_subset, val_size=len(data.val)
     )

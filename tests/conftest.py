@@ -134,3 +134,33 @@ def space_runs(local_ray, tmp_path_factory):
     for space in SPACE_NAMES:
         runs[space] = search(root, space, f"e2e-{space}", num_samples=3, max_iterations=2, scheduler="fifo")
     return root, runs
+
+
+def search_command(space: str, name: str, storage, *extra: str, n: int = 4, iterations: int = 3) -> list[str]:
+    """``orchestrator search`` as a subprocess command line with the tiny trial settings."""
+    import json
+    import sys
+
+    sets = [
+        a for key, value in tiny_trial_config(space).items() for a in ("-s", f"{key}={json.dumps(value)}")
+    ]
+    return [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "search",
+        "--space",
+        space,
+        "-n",
+        str(n),
+        "--max-iterations",
+        str(iterations),
+        "--scheduler",
+        "fifo",
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        *sets,
+        *extra,
+    ]

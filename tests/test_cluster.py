@@ -4,7 +4,6 @@ import copy
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli import cli
 from orchestrator.cluster import prepare_and_validate, validate_cluster_config
-from tests.conftest import tiny_trial_config
+from tests.conftest import search_command
 from trainables.runtime import Runtime, cap_gpu_memory, gpu_memory_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,32 +120,18 @@ def cluster(isolated_environment):
 
 
 def _search(cluster, tmp_path, name, *extra, n=4, iterations=4):
-    config = tiny_trial_config("classic")
-    sets = [arg for key, value in config.items() for arg in ("-s", f"{key}={json.dumps(value)}")]
-    args = [
-        sys.executable,
-        "-m",
-        "orchestrator.cli",
-        "search",
-        "--space",
+    args = search_command(
         "classic",
-        "-n",
-        str(n),
-        "--max-iterations",
-        str(iterations),
-        "--scheduler",
-        "fifo",
+        name,
+        tmp_path,
         "--address",
         cluster.address,
-        "--storage",
-        str(tmp_path),
-        "--name",
-        name,
         "--wandb-mode",
         "disabled",
-        *sets,
         *extra,
-    ]
+        n=n,
+        iterations=iterations,
+    )
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed when the driver exits
     return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
 

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
-from tests.conftest import short_tmpdir, tiny_trial_config
+from tests.conftest import search_command, short_tmpdir
 
 pytestmark = pytest.mark.slow
 
@@ -43,33 +42,19 @@ def test_resume_after_sigkill(local_ray, tmp_path, isolated_environment):
     storage, name = tmp_path / "store", "killed"
     experiment = storage / name
     ray_tmp = Path(short_tmpdir())
-    config = tiny_trial_config("classic")
-    sets = [arg for key, value in config.items() for arg in ("-s", f"{key}={json.dumps(value)}")]
-    args = [
-        sys.executable,
-        "-m",
-        "orchestrator.cli",
-        "search",
-        "--space",
+    args = search_command(
         "classic",
-        "-n",
-        "4",
-        "--max-iterations",
-        "3",
+        name,
+        storage,
         "--max-concurrent",
         "1",
-        "--scheduler",
-        "fifo",
-        "--storage",
-        str(storage),
-        "--name",
-        name,
         "--wandb-mode",
         "offline",
         "--num-cpus",
         "2",
-        *sets,
-    ]
+        n=4,
+        iterations=3,
+    )
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
     log = open(tmp_path / "driver.log", "wb")  # noqa: SIM115 - closed with the driver
     driver = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -201,3 +201,22 @@ def test_build_tuner_without_starting_ray(tmp_path, monkeypatch):
     assert tune_config.num_samples == 5
     assert tuner._local_tuner._param_space["epochs"] == 4
     assert plan.wandb_mode in ("offline", "disabled", "online")
+
+
+@pytest.mark.parametrize("name", ["tpe", "cmaes", "random", "nsga2"])
+def test_every_searcher_suggests_valid_configs(name):
+    from trainables.classic import ClassicConfig
+
+    searcher = BudgetAwareOptunaSearch(
+        space=get_space("classic").space,
+        metric="val/acc",
+        mode="max",
+        sampler=make_sampler(name, 0, False),
+        budget_key="epochs",
+        budget=2,
+    )
+    for i in range(8):
+        config = searcher.suggest(str(i))
+        ClassicConfig.from_dict(config)
+        searcher.on_trial_complete(str(i), {"val/acc": 0.1 * i, "iteration": 2, "config": {"epochs": 2}})
+    assert len(searcher._ot_study.trials) == 8

@@ -19,7 +19,7 @@ erase the digit; the default is the evaluation radius 0.3.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -32,7 +32,7 @@ from trainables.reporting import default_reporter
 from trainables.runtime import Runtime
 from trainables.schedules import SCHEDULES, adaptive_k, stepped_k, validate_steps
 from trainables.steps import Meter, classifier_step, perturbation_step, run_steps
-from trainables.trial import TrainableSpec, TrialConfig, run_trial
+from trainables.trial import StatefulProgram, TrainableSpec, TrialConfig, run_trial
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,10 @@ class AdaptiveRatioConfig(TrialConfig):
             raise ValueError(f"k={self.k} must lie within [k_min, k_max] = [{self.k_min}, {self.k_max}]")
 
 
-class AdaptiveRatioProgram:
+class AdaptiveRatioProgram(StatefulProgram):
+    state_objects = ("classifier", "perturber", "cls_opt", "gen_opt", "stream")
+    state_values = ("pretrained", "k", "images_seen")
+
     def __init__(self, cfg: AdaptiveRatioConfig, rt: Runtime, data: Data):
         self.cfg, self.rt, self.data = cfg, rt, data
         self.classifier = rt.module(ClassicClassifier(data.spec.channels, data.spec.num_classes))
@@ -143,37 +146,12 @@ class AdaptiveRatioProgram:
         )
         return out
 
-    def extra_metrics(self, iteration: int, final: bool) -> dict[str, float]:
-        return {}
-
     def media(self, iteration: int) -> dict[str, torch.Tensor]:
         """Validation images perturbed by the generator, with the classifier's predictions."""
         x, y = self.data.val.x[:10], self.data.val.y[:10]
         with torch.no_grad():
             perturbed = self.perturber(x).float()
         return {"perturbations": prediction_grid(x, perturbed, y, predict(self.classifier, perturbed))}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "classifier": self.classifier.state_dict(),
-            "perturber": self.perturber.state_dict(),
-            "cls_opt": self.cls_opt.state_dict(),
-            "gen_opt": self.gen_opt.state_dict(),
-            "stream": self.stream.state_dict(),
-            "pretrained": self.pretrained,
-            "k": self.k,
-            "images_seen": self.images_seen,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.classifier.load_state_dict(state["classifier"])
-        self.perturber.load_state_dict(state["perturber"])
-        self.cls_opt.load_state_dict(state["cls_opt"])
-        self.gen_opt.load_state_dict(state["gen_opt"])
-        self.stream.load_state_dict(state["stream"])
-        self.pretrained = state["pretrained"]
-        self.k = state["k"]
-        self.images_seen = state["images_seen"]
 
 
 SPEC = TrainableSpec(

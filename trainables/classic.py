@@ -9,7 +9,7 @@ adversarial-retraining baseline seed 001 compares against.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -22,7 +22,7 @@ from trainables.models import ClassicClassifier
 from trainables.reporting import default_reporter
 from trainables.runtime import Runtime
 from trainables.steps import classifier_step, run_steps
-from trainables.trial import TrainableSpec, TrialConfig, run_trial
+from trainables.trial import StatefulProgram, TrainableSpec, TrialConfig, run_trial
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,10 @@ class ClassicConfig(TrialConfig):
     adv_weight: float = param(0.5, lo=0.0, hi=1.0, doc="weight of the adversarial loss (1 - it on clean)")
 
 
-class ClassicProgram:
+class ClassicProgram(StatefulProgram):
+    state_objects = ("classifier", "optimizer", "stream", "attack_rng")
+    state_values = ("images_seen",)
+
     def __init__(self, cfg: ClassicConfig, rt: Runtime, data: Data):
         self.cfg, self.rt, self.data = cfg, rt, data
         self.classifier = rt.module(ClassicClassifier(data.spec.channels, data.spec.num_classes))
@@ -75,9 +78,6 @@ class ClassicProgram:
     def train_iteration(self, iteration: int) -> dict[str, torch.Tensor]:
         return run_steps(self.stream.epoch(), self.step)
 
-    def extra_metrics(self, iteration: int, final: bool) -> dict[str, float]:
-        return {}
-
     def media(self, iteration: int) -> dict[str, torch.Tensor]:
         """PGD examples (the evaluation attack) with the model's predictions."""
         x, y = self.data.val.x[:10], self.data.val.y[:10]
@@ -91,22 +91,6 @@ class ClassicProgram:
             step_size=cfg.pgd_step_size,
         )
         return {"pgd_examples": prediction_grid(x, x_adv, y, predict(self.classifier, x_adv))}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "classifier": self.classifier.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "stream": self.stream.state_dict(),
-            "attack_rng": self.attack_rng.get_state(),
-            "images_seen": self.images_seen,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.classifier.load_state_dict(state["classifier"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.stream.load_state_dict(state["stream"])
-        self.attack_rng.set_state(state["attack_rng"])
-        self.images_seen = state["images_seen"]
 
 
 SPEC = TrainableSpec(

@@ -99,6 +99,39 @@ class Program(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class StatefulProgram:
+    """Checkpointing for programs: the objects named in ``state_objects`` (modules,
+    optimisers, batch streams, ``torch.Generator`` RNGs) and the plain values named in
+    ``state_values`` go into ``state_dict`` and come back with ``load_state_dict``."""
+
+    state_objects: ClassVar[tuple[str, ...]] = ()
+    state_values: ClassVar[tuple[str, ...]] = ()
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        for name in self.state_objects:
+            obj = getattr(self, name)
+            state[name] = obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+        state.update({name: getattr(self, name) for name in self.state_values})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self.state_objects:
+            obj = getattr(self, name)
+            if isinstance(obj, torch.Generator):
+                obj.set_state(state[name])
+            else:
+                obj.load_state_dict(state[name])
+        for name in self.state_values:
+            setattr(self, name, state[name])
+
+    def extra_metrics(self, iteration: int, final: bool) -> dict[str, float]:
+        return {}
+
+    def media(self, iteration: int) -> dict[str, torch.Tensor]:
+        return {}
+
+
 @dataclass(frozen=True)
 class TrainableSpec:
     name: str
@@ -119,6 +152,18 @@ def _finite(values: Mapping[str, float]) -> bool:
     return all(math.isfinite(v) for v in values.values())
 
 
+def load_trial_data(cfg: TrialConfig, rt: Runtime) -> Data:
+    """The splits a trial with config ``cfg`` trains and evaluates on, on its device."""
+    return load_data(
+        cfg.dataset,
+        rt.device,
+        data_dir=cfg.data_dir or None,
+        val_size=cfg.val_size or None,
+        train_subset=cfg.train_subset,
+        channels_last=rt.channels_last,
+    )
+
+
 def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, reporter: Reporter) -> dict:
     """Run (or resume) one trial of ``spec`` and return its last report."""
     cfg = config if isinstance(config, spec.config_cls) else spec.config_cls.from_dict(config)
@@ -127,14 +172,7 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     reporter.start(rt, cfg.budget)
     seed_everything(cfg.seed)
-    data = load_data(
-        cfg.dataset,
-        rt.device,
-        data_dir=cfg.data_dir or None,
-        val_size=cfg.val_size or None,
-        train_subset=cfg.train_subset,
-        channels_last=rt.channels_last,
-    )
+    data = load_trial_data(cfg, rt)
     program = spec.build(cfg, rt, data)
     start = 0
     state = reporter.load_checkpoint()

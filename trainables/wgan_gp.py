@@ -15,7 +15,6 @@ generator steps listed in ``stages``.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,7 +30,7 @@ from trainables.reference import ensure_reference, load_reference
 from trainables.reporting import default_reporter
 from trainables.runtime import Runtime
 from trainables.steps import Meter, classifier_step, critic_step, generator_step
-from trainables.trial import TrainableSpec, TrialConfig, run_trial
+from trainables.trial import StatefulProgram, TrainableSpec, TrialConfig, run_trial
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,10 @@ class WganGpConfig(TrialConfig):
     batch_size: int = param(64, lo=2, hi=8192, doc="batch size of critic, generator and classifier")
 
 
-class WganGpProgram:
+class WganGpProgram(StatefulProgram):
+    state_objects = ("classifier", "generator", "critic", "gen_opt", "critic_opt", "cls_opt", "stream")
+    state_values = ("gen_step", "cls_credit", "images_seen", "snapshots")
+
     def __init__(self, cfg: WganGpConfig, rt: Runtime, data: Data):
         self.cfg, self.rt, self.data = cfg, rt, data
         c, k = data.spec.channels, data.spec.num_classes
@@ -171,33 +173,11 @@ class WganGpProgram:
         return grids
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "classifier": self.classifier.state_dict(),
-            "generator": self.generator.state_dict(),
-            "critic": self.critic.state_dict(),
-            "gen_opt": self.gen_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "cls_opt": self.cls_opt.state_dict(),
-            "stream": self.stream.state_dict(),
-            "gen_step": self.gen_step,
-            "cls_credit": self.cls_credit,
-            "images_seen": self.images_seen,
-            "snapshots": copy.copy(self.snapshots),
-            "stage_samples": {k: v.cpu() for k, v in self.stage_samples.items()},
-        }
+        return {**super().state_dict(), "stage_samples": {k: v.cpu() for k, v in self.stage_samples.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.classifier.load_state_dict(state["classifier"])
-        self.generator.load_state_dict(state["generator"])
-        self.critic.load_state_dict(state["critic"])
-        self.gen_opt.load_state_dict(state["gen_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.cls_opt.load_state_dict(state["cls_opt"])
-        self.stream.load_state_dict(state["stream"])
-        self.gen_step = state["gen_step"]
-        self.cls_credit = state["cls_credit"]
-        self.images_seen = state["images_seen"]
-        self.snapshots = dict(state["snapshots"])
+        super().load_state_dict(state)
+        self.snapshots = dict(self.snapshots)
         self.stage_samples = {k: v.to(self.rt.device) for k, v in state["stage_samples"].items()}
 
 
