@@ -175,6 +175,9 @@ def run(seed: str, storage: Path, data_dir: str | None) -> None:
                 "offline",
                 "--media-every",
                 str(r.iterations),
+                # One trial at a time: give it every core (Ray sets its thread count from this).
+                "--cpus-per-trial",
+                str(os.cpu_count() or 1),
                 *sets,
             ]
             if data_dir:
