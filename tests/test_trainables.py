@@ -95,6 +95,18 @@ def test_resume_continues_where_it_stopped(name):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_drawing_media_does_not_change_training(name):
+    runs = []
+    for every in (0, 1):
+        reporter = MemoryReporter()
+        run_trial(get_spec(name), {**CASES[name], "media_every": every}, reporter)
+        runs.append(reporter.reports[-1])
+    for key in runs[0]:
+        if key.startswith("train/") or key == "val/acc":
+            assert runs[0][key] == pytest.approx(runs[1][key], rel=1e-6), key
+
+
 def test_adaptive_ratio_schedules_drive_k():
     fixed = MemoryReporter()
     run_trial(

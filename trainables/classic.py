@@ -89,6 +89,8 @@ class ClassicProgram(StatefulProgram):
             cfg.pgd_eps,
             steps=cfg.pgd_steps or 1,
             step_size=cfg.pgd_step_size,
+            # Its own RNG: drawing images must not shift the training random stream.
+            generator=torch.Generator(device=self.rt.device).manual_seed(0),
         )
         return {"pgd_examples": prediction_grid(x, x_adv, y, predict(self.classifier, x_adv))}
 
