@@ -72,3 +72,36 @@ def test_read_only_root_is_mirrored_not_written(tmp_path, mnist_root, monkeypatc
     assert (len(data.train), len(data.val), len(data.test)) == (55_000, 5_000, 10_000)
     assert data.train.x.shape[1:] == (1, 32, 32)
     assert data.train.x[:, :, :2].max() == -1.0, "2-pixel padding at the background value"
+
+
+def test_gtsrb_is_resized_to_32x32_rgb(tmp_path, monkeypatch):
+    """A miniature GTSRB tree as torchvision lays it out (PPM files of varying sizes)."""
+    from PIL import Image
+
+    monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", str(tmp_path / "cache"))
+    base = tmp_path / "root" / "gtsrb" / "GTSRB"
+    rng = torch.Generator().manual_seed(0)
+    for label in range(3):
+        folder = base / "Training" / f"{label:05d}"
+        folder.mkdir(parents=True)
+        for i in range(4):
+            size = 25 + 7 * i
+            pixels = torch.randint(0, 256, (size, size + 3, 3), generator=rng, dtype=torch.uint8)
+            Image.fromarray(pixels.numpy()).save(folder / f"{i:05d}_00000.ppm")
+    test_images = base / "Final_Test" / "Images"
+    test_images.mkdir(parents=True)
+    rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    for i in range(5):
+        Image.fromarray(torch.full((40, 30, 3), 50 * i, dtype=torch.uint8).numpy()).save(
+            test_images / f"{i:05d}.ppm"
+        )
+        rows.append(f"{i:05d}.ppm;30;40;0;0;29;39;{i % 3}")
+    (tmp_path / "root" / "gtsrb" / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
+
+    data = load_data("gtsrb", torch.device("cpu"), data_dir=tmp_path / "root", val_size=2)
+    assert data.spec.channels == 3 and data.spec.num_classes == 43
+    assert data.train.x.shape == (10, 3, 32, 32) and data.test.x.shape == (5, 3, 32, 32)
+    assert data.test.y.tolist() == [0, 1, 2, 0, 1]
+    assert data.train.x.min() >= -1 and data.train.x.max() <= 1
+    # uniform grey test images stay uniform after the resize; 50 * i / 255 on the [0, 1] scale
+    assert torch.allclose(data.test.x[2], torch.full((3, 32, 32), 100 / 127.5 - 1), atol=1e-6)
