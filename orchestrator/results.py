@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from ray.tune import Callback
 from orchestrator.schedulers import pareto_front
 from orchestrator.storage import Location
 
+FLUSH_ENV = "ORCHESTRATOR_PARQUET_FLUSH_S"
 HISTORY_FILE = "history.parquet"
 TRIALS_FILE = "trials.parquet"
 #: Ray Tune bookkeeping kept in the history (the rest of Tune's result keys are dropped).
@@ -209,12 +211,13 @@ class ParquetCallback(Callback):
         trainable: str,
         budget_key: str,
         objectives: Sequence[tuple[str, str]],
-        flush_s: float = 10.0,
+        flush_s: float | None = None,
     ):
         self.experiment_uri = experiment_uri
         self.space, self.trainable, self.budget_key = space, trainable, budget_key
         self.objectives = [tuple(o) for o in objectives]
-        self.flush_s = flush_s
+        # Seconds between rewrites while trials run (finished trials are always written at once).
+        self.flush_s = flush_s if flush_s is not None else float(os.environ.get(FLUSH_ENV, 10.0))
         self._init_state()
 
     def _init_state(self) -> None:

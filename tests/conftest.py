@@ -22,6 +22,7 @@ def isolated_environment(tmp_path_factory):
     os.environ["WANDB_DATA_DIR"] = str(root / "wandb-data")
     os.environ["WANDB_CONFIG_DIR"] = str(root / "wandb-config")
     os.environ["WANDB_SILENT"] = "true"
+    os.environ["WANDB_MODE"] = "offline"  # never probe a W&B server from tests
     os.environ["RAY_AUTH_MODE"] = "disabled"
     yield root
     os.environ.clear()

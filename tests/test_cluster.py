@@ -133,7 +133,8 @@ def _search(cluster, tmp_path, name, *extra, n=4, iterations=4):
         iterations=iterations,
     )
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed when the driver exits
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    env = {**os.environ, "ORCHESTRATOR_PARQUET_FLUSH_S": "1"}  # see trials move as they report
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def _history(experiment: Path) -> list[dict]:

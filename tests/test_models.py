@@ -26,11 +26,12 @@ def test_critic_shapes_and_no_batchnorm(conditional):
     assert [c.out_channels for c in convs] == [64, 128, 256, 512]
 
 
-def test_generator_shapes_and_range():
-    gen = Generator(1, 10, latent_dim=16)
+@pytest.mark.parametrize("channels,classes", [(1, 10), (3, 43)])
+def test_generator_shapes_and_range(channels, classes):
+    gen = Generator(channels, classes, latent_dim=16)
     assert gen.fc.out_features == 8192
     img = gen(torch.randn(6, 16), torch.arange(6))
-    assert img.shape == (6, 1, 32, 32)
+    assert img.shape == (6, channels, 32, 32)
     assert img.min() >= -1 and img.max() <= 1
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in gen.modules())
 
