@@ -36,7 +36,7 @@ from orchestrator.results import (
 from orchestrator.schedulers import make_scheduler
 from orchestrator.searchers import make_searcher
 from orchestrator.storage import SETTINGS_FILE, Location, check_writable, default_storage, normalize
-from orchestrator.tracking import WandbCallback, resolve_mode
+from orchestrator.tracking import WandbCallback, has_api_key, resolve_mode
 from search_spaces import SPACES, SpaceSpec, get_space
 from search_spaces.introspect import ConstrainedSpace, explore
 from trainables import get_spec, get_trainable
@@ -176,6 +176,10 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
     if overlap:
         raise UserError(f"{', '.join(sorted(overlap))}: both fixed and given a range")
     wandb_mode, reason = resolve_mode(settings.wandb_mode or None)
+    if wandb_mode == "online" and not has_api_key():
+        raise UserError(
+            "W&B online mode needs an API key: `wandb login` or WANDB_API_KEY, or --wandb-mode offline"
+        )
     storage = normalize(settings.storage or default_storage())
     name = settings.name or default_name(settings.space)
     if "/" in name or name.startswith("."):

@@ -31,7 +31,7 @@ from orchestrator.choices import WANDB_MODES
 API_KEY_ENV = "WANDB_API_KEY"
 
 
-def _has_api_key() -> bool:
+def has_api_key() -> bool:
     if os.environ.get(API_KEY_ENV):
         return True
     netrc = os.path.expanduser("~/.netrc")
@@ -66,7 +66,7 @@ def resolve_mode(requested: str | None = None) -> tuple[str, str]:
         return env, "from WANDB_MODE"
     if env == "dryrun":
         return "offline", "from WANDB_MODE"
-    if not _has_api_key():
+    if not has_api_key():
         return "offline", "no API key"
     if not _server_reachable():
         return "offline", "W&B server unreachable"

@@ -183,6 +183,13 @@ def test_plan_rejects_bad_input_with_one_line(tmp_path, changes, needle):
     assert "\n" not in info.value.message
 
 
+def test_online_wandb_without_a_key_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(UserError, match="API key"):
+        plan_search(_settings(tmp_path, wandb_mode="online"))
+
+
 def test_build_tuner_without_starting_ray(tmp_path, monkeypatch):
     import ray
 
