@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from trainables.models import ClassicClassifier, Critic, Generator, PerturbationGenerator
+from trainables.models import ClassicClassifier, Critic, Generator, PerturbationGenerator, PixelNorm
 
 
 @pytest.mark.parametrize("channels,classes", [(1, 10), (3, 43)])
@@ -34,6 +34,29 @@ def test_generator_shapes_and_range(channels, classes):
     assert img.shape == (6, channels, 32, 32)
     assert img.min() >= -1 and img.max() <= 1
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in gen.modules())
+
+
+def test_generator_features_are_normalised_per_sample():
+    """PixelNorm bounds every hidden feature map (unit RMS over channels) and mixes no samples:
+    an image does not depend on the rest of its batch."""
+    gen = Generator(1, 10, latent_dim=16)
+    z, y = torch.randn(5, 16), torch.arange(5)
+    seen = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: seen.append(out.clone()))
+        for m in gen.modules()
+        if isinstance(m, PixelNorm)
+    ]
+    with torch.no_grad():
+        batch = gen(z, y)
+        single = gen(z[2:3], y[2:3])
+    for h in hooks:
+        h.remove()
+    assert len(seen) == 8  # four normalised layers, two forward passes
+    for out in seen:
+        rms = out.pow(2).mean(dim=1).sqrt()
+        assert torch.allclose(rms, torch.ones_like(rms), atol=1e-3)
+    assert torch.allclose(batch[2:3], single, atol=1e-5)
 
 
 @pytest.mark.parametrize("eps", [0.05, 0.3])
