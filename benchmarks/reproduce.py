@@ -1,7 +1,7 @@
 """Reproduce the papers' experiments on MNIST at a 2-core-CPU budget; write docs/RESULTS.md.
 
-    python benchmarks/reproduce.py run seed000 --data-dir ../shared/data   # about an hour
-    python benchmarks/reproduce.py run seed001 --data-dir ../shared/data   # about an hour
+    python benchmarks/reproduce.py run seed000 --data-dir ../shared/data   # ~40 min
+    python benchmarks/reproduce.py run seed001 --data-dir ../shared/data   # ~1 h
     python benchmarks/reproduce.py render                                  # figures + tables
 
 Every run is an ordinary ``orchestrator search`` of one trial whose searched parameters are all
@@ -50,7 +50,7 @@ EXPERIMENTS: dict[str, list[Run]] = {
         Run(
             "repro-000-wgan",
             "wgan_gp",
-            6,
+            4,
             {
                 "gen_lr": 1e-4,
                 "critic_lr": 1e-4,
@@ -60,7 +60,7 @@ EXPERIMENTS: dict[str, list[Run]] = {
                 "cls_rate": 0.5,
                 "beta1": 0.5,
             },
-            {"gen_steps": 200, "stages": "200,400,800,1200", "sample_n": 1000},
+            {"gen_steps": 150, "stages": "150,300,450,600", "sample_n": 1000},
             label="Robust Classifier (WGAN-GP)",
         ),
     ],
