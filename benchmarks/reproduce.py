@@ -108,7 +108,7 @@ EXPERIMENTS: dict[str, list[Run]] = {
         Run(
             "repro-001-pgd-at",
             "classic",
-            2,
+            1,
             {**CLASSIC, "adv_train": "pgd", "adv_eps": 0.3},
             {"adv_weight": 1.0, "adv_steps": 10},
             label="Classic, PGD adversarial training",
