@@ -201,21 +201,17 @@ def _pct(value) -> str:
 def tables(storage: Path) -> str:
     """The generated block of docs/RESULTS.md."""
     out = []
-    # Only runs that reached their final test evaluation; the rest are listed as unfinished.
+    # Every run with results; ``done``: those that reached their final test evaluation.
     t = {
-        r.name: row
+        r.name: _trial(storage, r.name)
         for runs in EXPERIMENTS.values()
         for r in runs
         if (storage / r.name / "trials.parquet").exists()
-        and (row := _trial(storage, r.name)).get("last/test/acc") is not None
     }
-    missing = [r.label for runs in EXPERIMENTS.values() for r in runs if r.name not in t]
-    # An unfinished WGAN-GP run still shows its latest validation accuracy and stage table.
-    wgan = "repro-000-wgan"
-    if wgan not in t and (storage / wgan / "trials.parquet").exists():
-        t[wgan] = {**_trial(storage, wgan), "unfinished": True}
+    done = {name for name, row in t.items() if row.get("last/test/acc") is not None}
+    missing = [r.label for runs in EXPERIMENTS.values() for r in runs if r.name not in done]
     minutes = {name: row["wall_time_s"] / 60 for name, row in t.items()}
-    if "repro-000-classic" in t and "repro-000-wgan" in t:
+    if "repro-000-classic" in done and "repro-000-wgan" in t:
         c, w = t["repro-000-classic"], t["repro-000-wgan"]
         out += [
             "### Seed 000: Classic vs Robust Classifier (MNIST test set, 10,000 images)",
@@ -227,7 +223,7 @@ def tables(storage: Path) -> str:
             f"| Robust Classifier (WGAN-GP) | {w['iterations'] * w['config/gen_steps']} generator steps | "
             + (
                 f"unfinished: validation {_pct(w['last/val/acc'])} | 99.16% | - | "
-                if w.get("unfinished")
+                if "repro-000-wgan" not in done
                 else f"{_pct(w['last/test/acc'])} | 99.16% | {_pct(w['last/test/pgd_acc'])} | "
             )
             + f"{minutes['repro-000-wgan']:.0f} min |",
@@ -255,7 +251,7 @@ def tables(storage: Path) -> str:
                 "validation images in the reference classifier's feature space (lower is better).",
                 "",
             ]
-    rows001 = [r for r in EXPERIMENTS["seed001"] if r.name in t]
+    rows001 = [r for r in EXPERIMENTS["seed001"] if r.name in done]
     if rows001:
         out += [
             "### Seed 001: training-ratio schedules vs adversarial training (MNIST test set)",
@@ -274,7 +270,7 @@ def tables(storage: Path) -> str:
                 f"{'-' if k is None else int(k)} | {minutes[r.name]:.0f} min |"
             )
         out.append("")
-    if any(n in t and not t[n].get("unfinished") for n in SEED004):
+    if any(n in done for n in SEED004):
         out += [
             "### Seed 004: accuracy under noise (MNIST test set, 2,000 images per cell)",
             "",
@@ -287,7 +283,7 @@ def tables(storage: Path) -> str:
             + " |",
             "|---|" + "---|" * 10,
         ]
-        for name in [n for n in SEED004 if n in t and not t[n].get("unfinished")]:
+        for name in [n for n in SEED004 if n in done]:
             row = t[name]
             cells = [_pct(row["last/test/acc"])] + [
                 _pct(row[f"last/test/noise_acc/{k}/{lvl}"])
