@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainables.corruptions import NOISE_LEVELS
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
@@ -261,7 +263,8 @@ def tables(storage: Path) -> str:
         ]
         for r in rows001:
             row = t[r.name]
-            unit = "cycles" if r.space == "adaptive_ratio" else "epochs"
+            unit = "cycle" if r.space == "adaptive_ratio" else "epoch"
+            unit += "" if row["iterations"] == 1 else "s"
             k = row.get("last/ratio/k")
             out.append(
                 f"| {r.label} | {row['iterations']} {unit} | {_pct(row['last/test/acc'])} | "
@@ -273,6 +276,16 @@ def tables(storage: Path) -> str:
     if any(n in done for n in SEED004):
         out += [
             "### Seed 004: accuracy under noise (MNIST test set, 2,000 images per cell)",
+            "",
+            "Levels on the [0, 1] pixel scale (`trainables/corruptions.py`): "
+            + "; ".join(
+                f"{kind} "
+                + {"gaussian": "sigma", "salt_pepper": "fraction of pixels", "periodic": "amplitude"}[kind]
+                + " "
+                + " / ".join(f"{v:g}" for v in levels.values())
+                for kind, levels in NOISE_LEVELS.items()
+            )
+            + " (low / medium / high).",
             "",
             "| model | clean | "
             + " | ".join(
