@@ -409,7 +409,7 @@ def build_report(
             "",
             f"Space `{exp.space}` (trainable `{exp.trainable}`), objective "
             + " and ".join(f"`{m}` ({mode})" for m, mode in exp.objectives)
-            + f"; {len(exp.trials)} trials: "
+            + f"; {len(exp.trials)} trial{'' if len(exp.trials) == 1 else 's'}: "
             + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items())
             + f". Source: `{exp.uri}`.",
             "",
