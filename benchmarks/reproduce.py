@@ -274,6 +274,7 @@ def tables(storage: Path) -> str:
             )
         out.append("")
     if any(n in done for n in SEED004):
+        noise_cells = [(k, lvl) for k, levels in NOISE_LEVELS.items() for lvl in levels]
         out += [
             "### Seed 004: accuracy under noise (MNIST test set, 2,000 images per cell)",
             "",
@@ -287,21 +288,13 @@ def tables(storage: Path) -> str:
             )
             + " (low / medium / high).",
             "",
-            "| model | clean | "
-            + " | ".join(
-                f"{k} {lvl}"
-                for k in ("gaussian", "salt_pepper", "periodic")
-                for lvl in ("low", "medium", "high")
-            )
-            + " |",
-            "|---|" + "---|" * 10,
+            "| model | clean | " + " | ".join(f"{k} {lvl}" for k, lvl in noise_cells) + " |",
+            "|---|" + "---|" * (1 + len(noise_cells)),
         ]
         for name in [n for n in SEED004 if n in done]:
             row = t[name]
             cells = [_pct(row["last/test/acc"])] + [
-                _pct(row[f"last/test/noise_acc/{k}/{lvl}"])
-                for k in ("gaussian", "salt_pepper", "periodic")
-                for lvl in ("low", "medium", "high")
+                _pct(row[f"last/test/noise_acc/{k}/{lvl}"]) for k, lvl in noise_cells
             ]
             label = next(r.label for runs in EXPERIMENTS.values() for r in runs if r.name == name)
             out.append(f"| {label} | " + " | ".join(cells) + " |")
