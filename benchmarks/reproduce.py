@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainables.corruptions import NOISE_LEVELS
+from trainables.corruptions import NOISE_AMOUNT, NOISE_LEVELS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -280,10 +280,7 @@ def tables(storage: Path) -> str:
             "",
             "Levels on the [0, 1] pixel scale (`trainables/corruptions.py`): "
             + "; ".join(
-                f"{kind} "
-                + {"gaussian": "sigma", "salt_pepper": "fraction of pixels", "periodic": "amplitude"}[kind]
-                + " "
-                + " / ".join(f"{v:g}" for v in levels.values())
+                f"{kind} " + NOISE_AMOUNT[kind] + " " + " / ".join(f"{v:g}" for v in levels.values())
                 for kind, levels in NOISE_LEVELS.items()
             )
             + " (low / medium / high).",
