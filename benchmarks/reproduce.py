@@ -16,6 +16,7 @@ was interrupted is resumed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -24,7 +25,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainables.corruptions import NOISE_AMOUNT, NOISE_LEVELS
+from orchestrator.results import load_results
+from orchestrator.storage import Location
+from trainables.metrics import NOISE_AMOUNT, NOISE_LEVELS, describe
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -134,13 +137,10 @@ def orchestrator(*args: str, log: Path | None = None) -> int:
 
 
 def _status(storage: Path, name: str) -> str:
-    trials = storage / name / "trials.parquet"
     if not (storage / name / "orchestrator.json").exists():
         return "new"
-    if trials.exists():
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(trials).to_pylist()
+    with contextlib.suppress(FileNotFoundError):
+        rows = load_results(Location.parse(storage / name))[0].to_pylist()
         if rows and all(r["outcome"] == "completed" for r in rows):
             return "done"
     return "interrupted"
@@ -191,9 +191,7 @@ def run(seed: str, storage: Path, data_dir: str | None) -> None:
 
 
 def _trial(storage: Path, name: str) -> dict:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(storage / name / "trials.parquet").to_pylist()[0]
+    return load_results(Location.parse(storage / name))[0].to_pylist()[0]
 
 
 def _pct(value) -> str:
@@ -232,7 +230,9 @@ def tables(storage: Path) -> str:
             "",
         ]
         steps = sorted(
-            int(k.split("/")[2]) for k in w if re.fullmatch(r"last/stage/\d+/cls_acc", k) and w[k] is not None
+            int(describe(k[len("last/") :]).fields["step"])
+            for k in w
+            if k.startswith("last/stage/") and k.endswith("/cls_acc") and w[k] is not None
         )
         if steps:
             out += [

@@ -5,7 +5,9 @@ User errors print one line (``Error: ...``) and exit with code 2 before any work
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -157,12 +159,12 @@ def _parse_duration(value: str | None) -> float:
     return seconds
 
 
-def _print_outcome(outcome, fmt: str = "table") -> None:
-    from orchestrator.results import display_columns, format_rows
+def _print_outcome(outcome, top: int | None = None) -> None:
+    from orchestrator.leaderboard import display_columns, format_rows
 
-    rows = outcome.leaderboard
+    rows = outcome.leaderboard[:top] if top else outcome.leaderboard
     click.echo("")
-    click.echo(format_rows(rows, display_columns(rows, outcome.objectives), fmt) if rows else "no trials")
+    click.echo(format_rows(rows, display_columns(rows, outcome.objectives)) if rows else "no trials")
     click.echo("")
     click.echo(f"trials:  {outcome.trials_path}")
     click.echo(f"history: {outcome.history_path}")
@@ -176,141 +178,136 @@ def _print_outcome(outcome, fmt: str = "table") -> None:
         click.echo(f"{outcome.errors} trial(s) failed; see the error column of the trials table")
 
 
-def storage_option(f):
-    return click.option(
-        "--storage",
-        envvar="ORCHESTRATOR_STORAGE",
-        help="Experiment root: a path or a pyarrow URI such as s3://bucket/prefix (default ~/ray_results).",
-    )(f)
+def option_group(*options):
+    """Several click options as one decorator (sqlite-utils' shared option groups)."""
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+storage_option = click.option(
+    "--storage",
+    envvar="ORCHESTRATOR_STORAGE",
+    help="Experiment root: a path or a pyarrow URI such as s3://bucket/prefix (default ~/ray_results).",
+)
+address_option = click.option(
+    "--address", help="Join a running Ray cluster (HOST:PORT or auto) instead of a local Ray."
+)
+
+#: What to search and how (the names are SearchSettings' fields).
+search_options = option_group(
+    click.option(
+        "--space",
+        required=True,
+        type=click.Choice(list(SPACES)),
+        help="Search space (see `orchestrator spaces`).",
+    ),
+    click.option(
+        "--num-samples", "-n", type=click.IntRange(min=1), help="Trials to run (default: the space's)."
+    ),
+    click.option("--searcher", type=click.Choice(SEARCHERS), default="tpe", show_default=True),
+    click.option(
+        "--objective",
+        type=click.Choice(["single", "pareto"]),
+        default="single",
+        show_default=True,
+        help="single: the space's metric; pareto: clean vs PGD validation accuracy.",
+    ),
+    click.option("--scheduler", type=click.Choice(SCHEDULERS), help="Default: asha (single), fifo (pareto)."),
+    click.option(
+        "--max-iterations",
+        type=click.IntRange(min=1),
+        help="Budget per trial in epochs / cycles / iterations.",
+    ),
+    click.option("--time-budget", help="Stop starting trials after this long: 3600, 90m, 2h."),
+    click.option(
+        "--grace-period", type=click.IntRange(min=1), default=1, show_default=True, help="ASHA's first rung."
+    ),
+    click.option(
+        "--reduction-factor", type=click.IntRange(min=2), default=3, show_default=True, help="ASHA's eta."
+    ),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Optuna sampler."),
+)
+#: Where trials run.
+resource_options = option_group(
+    click.option(
+        "--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+    ),
+    click.option(
+        "--gpus-per-trial",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        show_default=True,
+        help="Fractions pack trials onto a GPU (0.25: four per GPU, each capped to a quarter of its memory).",
+    ),
+    click.option(
+        "--max-concurrent",
+        type=click.IntRange(min=1),
+        help="Trials running at once (default: as resources allow).",
+    ),
+    address_option,
+    click.option(
+        "--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray instance (default: all)."
+    ),
+    click.option(
+        "--max-failures",
+        type=click.IntRange(min=0),
+        default=2,
+        show_default=True,
+        help="Retries of a failed trial, from its last checkpoint.",
+    ),
+)
+#: What every trial gets.
+trial_options = option_group(
+    data_dir_option,
+    click.option(
+        "--train-subset", type=click.IntRange(min=0), help="Every trial trains on the first n images."
+    ),
+    click.option(
+        "--set",
+        "-s",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Fix a searched parameter, or set any other trainable parameter for every trial.",
+    ),
+    click.option(
+        "--range", "ranges", multiple=True, metavar="NAME=LOW:HIGH", help="Narrow a searched numeric range."
+    ),
+    click.option(
+        "--media-every",
+        type=click.IntRange(min=0),
+        default=5,
+        show_default=True,
+        help="Log image grids to W&B every n iterations and at the end (0: never).",
+    ),
+)
+#: Where results and runs go.
+output_options = option_group(
+    storage_option,
+    click.option("--name", help="Experiment name (default: SPACE-DATE-TIME)."),
+    click.option("--wandb-project", default="robust-orchestrator", show_default=True),
+    click.option(
+        "--wandb-mode",
+        type=click.Choice(["online", "offline", "disabled"]),
+        help="Default: online with an API key and a reachable server, else offline.",
+    ),
+)
 
 
 @cli.command()
+@search_options
+@resource_options
+@trial_options
+@output_options
 @click.option(
-    "--space",
-    required=True,
-    type=click.Choice(list(SPACES)),
-    help="Search space (see `orchestrator spaces`).",
+    "--top", type=click.IntRange(min=1), default=10, show_default=True, help="Trials in the final table."
 )
-@click.option("--num-samples", "-n", type=click.IntRange(min=1), help="Trials to run (default: the space's).")
-@click.option(
-    "--max-concurrent",
-    type=click.IntRange(min=1),
-    help="Trials running at once (default: as resources allow).",
-)
-@click.option("--searcher", type=click.Choice(SEARCHERS), default="tpe", show_default=True)
-@click.option(
-    "--objective",
-    type=click.Choice(["single", "pareto"]),
-    default="single",
-    show_default=True,
-    help="single: the space's metric; pareto: clean vs PGD validation accuracy.",
-)
-@click.option("--scheduler", type=click.Choice(SCHEDULERS), help="Default: asha (single), fifo (pareto).")
-@click.option(
-    "--max-iterations",
-    type=click.IntRange(min=1),
-    help="Budget per trial in epochs / cycles / iterations.",
-)
-@click.option("--time-budget", help="Stop starting trials after this long: 3600, 90m, 2h.")
-@click.option(
-    "--grace-period",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="ASHA's first rung.",
-)
-@click.option(
-    "--reduction-factor",
-    type=click.IntRange(min=2),
-    default=3,
-    show_default=True,
-    help="ASHA's eta.",
-)
-@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
-@click.option(
-    "--gpus-per-trial",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Fractions pack trials onto a GPU (0.25: four per GPU, each capped to a quarter of its memory).",
-)
-@click.option("--address", help="Join a running Ray cluster (HOST:PORT or auto) instead of a local Ray.")
-@click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray instance (default: all).")
-@storage_option
-@click.option("--name", help="Experiment name (default: SPACE-DATE-TIME).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Optuna sampler.")
-@data_dir_option
-@click.option("--train-subset", type=click.IntRange(min=0), help="Every trial trains on the first n images.")
-@click.option(
-    "--set",
-    "-s",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Fix a searched parameter, or set any other trainable parameter for every trial.",
-)
-@click.option(
-    "--range",
-    "ranges",
-    multiple=True,
-    metavar="NAME=LOW:HIGH",
-    help="Narrow a searched numeric range.",
-)
-@click.option(
-    "--media-every",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Log image grids to W&B every n iterations and at the end (0: never).",
-)
-@click.option("--wandb-project", default="robust-orchestrator", show_default=True)
-@click.option(
-    "--wandb-mode",
-    type=click.Choice(["online", "offline", "disabled"]),
-    help="Default: online with an API key and a reachable server, else offline.",
-)
-@click.option(
-    "--max-failures",
-    type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="Retries of a failed trial, from its last checkpoint.",
-)
-@click.option(
-    "--top",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Trials in the final table.",
-)
-def search(
-    space,
-    num_samples,
-    max_concurrent,
-    searcher,
-    objective,
-    scheduler,
-    max_iterations,
-    time_budget,
-    grace_period,
-    reduction_factor,
-    cpus_per_trial,
-    gpus_per_trial,
-    address,
-    num_cpus,
-    storage,
-    name,
-    seed,
-    data_dir,
-    train_subset,
-    overrides,
-    ranges,
-    media_every,
-    wandb_project,
-    wandb_mode,
-    max_failures,
-    top,
-):
+def search(overrides, ranges, time_budget, train_subset, media_every, top, **options):
     """Search a space with Optuna through Ray Tune; log to W&B; write Parquet results.
 
     \b
@@ -319,60 +316,36 @@ def search(
       orchestrator search --space classic --objective pareto --searcher nsga2 -n 24
       orchestrator search --space wgan_gp --address auto --gpus-per-trial 0.25 --storage s3://bucket/runs
     """
-    from orchestrator.experiment import SearchSettings, plan_search, run_search
+    from orchestrator.plan import plan_search
+    from orchestrator.search import run_search
+    from orchestrator.settings import SearchSettings
     from orchestrator.training import parse_overrides
-    from search_spaces.introspect import explore
 
-    values = parse_overrides(overrides)
-    searched = {p.name for p in explore(SPACES[space].space)}
-    fixed = {k: v for k, v in values.items() if k in searched}
-    trial_config = {k: v for k, v in values.items() if k not in searched}
+    config = parse_overrides(overrides)
     if train_subset is not None:
-        trial_config["train_subset"] = train_subset
-    trial_config.setdefault("media_every", media_every)
+        config["train_subset"] = train_subset
+    config.setdefault("media_every", media_every)
     settings = SearchSettings(
-        space=space,
-        name=name or "",
-        storage=storage or "",
-        num_samples=num_samples or 0,
-        max_concurrent=max_concurrent or 0,
-        searcher=searcher,
-        objective=objective,
-        scheduler=scheduler or "",
-        max_iterations=max_iterations or 0,
-        time_budget_s=_parse_duration(time_budget),
-        grace_period=grace_period,
-        reduction_factor=reduction_factor,
-        cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial,
-        address=address or "",
-        num_cpus=num_cpus or 0,
-        seed=seed,
-        fixed=fixed,
+        **{k: v for k, v in options.items() if v is not None},
+        config=config,
         ranges=_parse_range(ranges),
-        trial_config=trial_config,
-        data_dir=data_dir or "",
-        wandb_project=wandb_project,
-        wandb_mode=wandb_mode or "",
-        max_failures=max_failures,
+        time_budget_s=_parse_duration(time_budget),
     )
-    plan = plan_search(settings)
-    outcome = run_search(plan, echo=click.echo)
-    outcome.leaderboard = outcome.leaderboard[:top]
-    _print_outcome(outcome)
+    outcome = run_search(plan_search(settings), echo=click.echo)
+    _print_outcome(outcome, top)
 
 
 @cli.command()
 @click.argument("name")
 @storage_option
-@click.option("--address", help="Join a running Ray cluster instead of a local Ray.")
+@address_option
 def resume(name, storage, address):
     """Continue an interrupted search: unfinished and errored trials resume from their last
     checkpoints, finished ones stay, the Optuna study is kept.
 
     Example: orchestrator resume adaptive_ratio-20261121-101500
     """
-    from orchestrator.experiment import resume_search
+    from orchestrator.search import resume_search
 
     _print_outcome(resume_search(name, storage, address, echo=click.echo))
 
@@ -394,8 +367,9 @@ def results(name, storage, top, fmt, all_columns):
 
     Example: orchestrator results adaptive_ratio-20261121-101500 --top 5 --format csv
     """
-    from orchestrator.experiment import load_settings
-    from orchestrator.results import display_columns, format_rows, leaderboard, load_results
+    from orchestrator.leaderboard import display_columns, format_rows, leaderboard
+    from orchestrator.results import load_results
+    from orchestrator.settings import load_settings
     from orchestrator.storage import Location
 
     record = load_settings(name, storage)
@@ -479,11 +453,21 @@ def export_cmd(name, storage, out, trial_id, fmt):
       model, meta = load_classifier("model.pt"); logits = model(preprocess(uint8_images))
     or, for --format exported, with plain PyTorch: torch.export.load("model.pt2").module()
 
+    NAME is an experiment, or a directory written by `orchestrator train --checkpoint-dir`.
+
     Example: orchestrator export classic-20261121-093000 --out model.pt
     """
-    from orchestrator.export import export_classifier
+    from orchestrator.export import export_checkpoint, export_classifier
     from orchestrator.storage import Location, default_storage
+    from trainables.reporting import CHECKPOINT_FILE
 
+    if (Path(name) / CHECKPOINT_FILE).exists():
+        if trial_id:
+            raise UserError("--trial applies to experiments, not to a checkpoint directory")
+        meta = export_checkpoint(name, out, fmt=fmt)
+        where = f"{name}, iteration {meta['iteration']}"
+        click.echo(f"{out}: {meta['trainable']} ({meta['dataset']}) from {where}")
+        return
     meta = export_classifier(
         Location.parse(storage or default_storage()).child(name), out, trial_id=trial_id, fmt=fmt
     )
@@ -494,6 +478,45 @@ def export_cmd(name, storage, out, trial_id, fmt):
         if k in metrics
     )
     click.echo(f"{out}: trial {meta['trial_id']} ({meta['trainable']}, {meta['dataset']}) {shown}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--attack",
+    "attacks",
+    multiple=True,
+    default=("pgd", "autoattack"),
+    show_default=True,
+    help="pgd, pgd-restarts, apgd-ce, apgd-t, square or autoattack (repeat for several).",
+)
+@click.option("-n", "--images", "n", type=int, default=1000, show_default=True, help="Test images attacked.")
+@click.option("--eps", type=float, default=0.3, show_default=True, help="L-inf radius, [0, 1] pixel scale.")
+@data_dir_option
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of the table.")
+def evaluate(model, attacks, n, eps, data_dir, device, as_json):
+    """Attack an exported classifier on its dataset's test split (final numbers).
+
+    The attacks come from the Adversarial Robustness Toolbox (APGD-CE, APGD-T, Square;
+    autoattack = their per-image worst case) beside the project's PGD-40. Clean accuracy on the
+    whole test split, attacks on a fixed subset of N images.
+
+    
+    Example:
+      orchestrator export adaptive_ratio-20261122-101500 --out model.pt
+      orchestrator evaluate model.pt --attack pgd --attack autoattack -n 500 --data-dir ../shared/data
+    """
+    from orchestrator.evaluate import check_request, evaluate_classifier
+
+    check_request(attacks, n, eps)
+    echo = (lambda _: None) if as_json else click.echo
+    result = evaluate_classifier(model, attacks, n=n, eps=eps, data_dir=data_dir, device=device, echo=echo)
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    shown = "  ".join(f"{a} {v:.4f}" for a, v in result.attacks.items())
+    click.echo(f"clean {result.clean:.4f}  {shown}  worst {result.worst:.4f}  (eps {eps} on [0, 1] pixels)")
 
 
 @cli.group()

@@ -1,4 +1,4 @@
-"""Export the best classifier of an experiment, and load it back anywhere.
+"""Export the best classifier of an experiment (or of a ``train`` checkpoint), and load it back anywhere.
 
 Two formats:
 
@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from orchestrator.errors import UserError
-from orchestrator.results import leaderboard, load_results, table_metadata
+from orchestrator.leaderboard import leaderboard
+from orchestrator.results import load_results, table_metadata
 from orchestrator.storage import Location
 from trainables.data import DATASETS, PIXEL_RANGE
 from trainables.models import ClassicClassifier
@@ -65,10 +66,31 @@ def export_classifier(
     experiment: Location, out: str | Path, *, trial_id: str | None = None, fmt: str = "state_dict"
 ) -> dict[str, Any]:
     """Write the chosen trial's classifier to ``out``; returns the metadata written."""
-    if fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    _check_format(fmt)
     row = pick_trial(experiment, trial_id)
     state = read_checkpoint(experiment, row["checkpoint_path"])
+    metrics = {k[len("last/") :]: v for k, v in row.items() if k.startswith("last/") and v is not None}
+    source = {"experiment": experiment.uri, "trial_id": row["trial_id"], "metrics": metrics}
+    return _write(state, source, Path(out), fmt)
+
+
+def export_checkpoint(directory: str | Path, out: str | Path, *, fmt: str = "state_dict") -> dict[str, Any]:
+    """Write the classifier of an ``orchestrator train --checkpoint-dir`` directory to ``out``."""
+    _check_format(fmt)
+    directory = Path(directory)
+    if not (directory / CHECKPOINT_FILE).exists():
+        raise UserError(f"{directory} holds no {CHECKPOINT_FILE} (not a checkpoint directory)")
+    state = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    source = {"experiment": None, "trial_id": None, "checkpoint": str(directory), "metrics": {}}
+    return _write(state, source, Path(out), fmt)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def _write(state: dict[str, Any], source: dict[str, Any], out: Path, fmt: str) -> dict[str, Any]:
     config = state["config"]
     spec = DATASETS[config["dataset"]]
     meta = {
@@ -80,14 +102,11 @@ def export_classifier(
         "input_size": 32,
         "pixel_range": list(PIXEL_RANGE),
         "trainable": state["trainable"],
-        "experiment": experiment.uri,
-        "trial_id": row["trial_id"],
+        **source,
         "iteration": state["iteration"],
         "config": config,
-        "metrics": {k[len("last/") :]: v for k, v in row.items() if k.startswith("last/") and v is not None},
     }
     weights = state["program"]["classifier"]
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "state_dict":
         torch.save({**meta, "state_dict": weights}, out)

@@ -29,7 +29,7 @@ TUNE_ENV = {
     # Our trials checkpoint every iteration on purpose; the warning about it is noise.
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     # Tune's default loggers would write PNG payloads into result.json / progress.csv; we add
-    # JSON and CSV loggers that skip media (orchestrator.experiment).
+    # JSON and CSV loggers that skip media (orchestrator.callbacks).
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 
@@ -84,7 +84,6 @@ def start(
     env: dict[str, str],
     *,
     num_cpus: int | None = None,
-    num_gpus: int | None = None,
 ) -> bool:
     """Start a local Ray or join ``address``; returns True when this process started Ray."""
     import ray
@@ -102,7 +101,6 @@ def start(
     ray.init(
         address="local",
         num_cpus=num_cpus,
-        num_gpus=num_gpus,
         include_dashboard=False,
         runtime_env=runtime_env,
         object_store_memory=512 * 1024**2,

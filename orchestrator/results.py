@@ -1,39 +1,39 @@
-"""Results on disk: two Parquet tables per experiment, written while the search runs.
+"""Results on disk: two Parquet tables per experiment, readable with pyarrow alone.
 
 - ``history.parquet``: one row per report (trial id, iteration, every scalar metric, and the
   ``media/*`` PNG payloads as binary columns).
 - ``trials.parquet``: one row per trial: id, status, outcome (completed / early_stopped /
-  diverged / error / running), space, flattened config (``config/...``), last and best
-  metrics (``last/...``, ``best/...``), iterations, budget, wall time, checkpoint path,
+  diverged / error / interrupted / running), space, flattened config (``config/...``), last and
+  best metrics (``last/...``, ``best/...``), iterations, budget, wall time, checkpoint path,
   diverged flag, and for Pareto searches whether the trial is on the front of full-budget
   trials.
 
-:class:`ParquetCallback` rewrites both files (atomically) whenever a trial finishes and at
-most every ``flush_s`` seconds otherwise, so a crash loses at most a few seconds of history
-and nothing of a finished trial. Reading them back needs pyarrow only, not Ray.
+While a search runs, :class:`ResultsStore` appends what changed as small part files under
+``parts/`` (the new history rows, the rows of the trials that changed), so every flush writes
+only what is new; at the end of the search the parts are compacted into the two tables. Readers
+(:func:`load_results`) merge the tables and any parts: the last row of a trial, and of a
+(trial, iteration), wins. No Ray, no torch here.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from ray.tune import Callback
 
-from orchestrator.schedulers import pareto_front
+from orchestrator.errors import UserError
+from orchestrator.pareto import pareto_front
 from orchestrator.storage import Location
+from trainables import metrics as metric_registry
 
-FLUSH_ENV = "ORCHESTRATOR_PARQUET_FLUSH_S"
 HISTORY_FILE = "history.parquet"
 TRIALS_FILE = "trials.parquet"
+PARTS_DIR = "parts"
 #: Ray Tune bookkeeping kept in the history (the rest of Tune's result keys are dropped).
 TUNE_KEYS = ("training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "node_ip")
 _DROP = {
@@ -46,6 +46,12 @@ _DROP = {
     "trial_id",
     "experiment_tag",
 }
+#: Outcomes of trials that are not running any more.
+FINISHED = ("completed", "early_stopped", "diverged", "error", "interrupted")
+
+
+class CorruptResults(UserError):
+    """A results file that cannot be read (truncated, not Parquet)."""
 
 
 def _value(v: Any) -> Any:
@@ -70,10 +76,6 @@ def history_row(trial_id: str, result: dict) -> dict[str, Any]:
             row[key] = _value(value)
     row.setdefault("iteration", row.get("training_iteration"))
     return row
-
-
-def _is_accuracy(key: str) -> bool:
-    return "acc" in key.rsplit("/", 1)[-1] or "_acc" in key or "/acc" in key
 
 
 def to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
@@ -102,25 +104,40 @@ def to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
 def write_table(table: pa.Table, location: Location, metadata: dict[str, str] | None = None) -> None:
     if metadata:
         table = table.replace_schema_metadata({f"orchestrator.{k}": v for k, v in metadata.items()})
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    location.write_bytes(buffer.getvalue())
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    location.write_bytes(sink.getvalue().to_pybytes())
 
 
 def read_table(location: Location) -> pa.Table:
-    return pq.read_table(io.BytesIO(location.read_bytes()))
+    """A Parquet file; :class:`CorruptResults` (one line, the file and the cause) if it is
+    damaged."""
+    try:
+        # ParquetFile, single-threaded, not pq.read_table: read_table goes through
+        # pyarrow.dataset's scanner, whose background threads made a command that exits right
+        # after reading abort now and then at interpreter exit ("terminate called without an
+        # active exception", apache/arrow#34314: ~1 run in 40 here, 0 in 200 this way).
+        return pq.ParquetFile(pa.BufferReader(location.read_bytes())).read(use_threads=False)
+    except (pa.ArrowInvalid, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        cause = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CorruptResults(f"{location.uri} is damaged and cannot be read ({cause})") from None
 
 
 def table_metadata(table: pa.Table) -> dict[str, Any]:
-    """The ``orchestrator.*`` schema metadata of a results table (objectives decoded)."""
+    """The ``orchestrator.*`` schema metadata of a results table (JSON values decoded)."""
     raw = table.schema.metadata or {}
     meta = {
         k.decode()[len("orchestrator.") :]: v.decode()
         for k, v in raw.items()
         if k.startswith(b"orchestrator.")
     }
+    for key in ("objectives", "params", "constraint"):
+        if key in meta:
+            meta[key] = json.loads(meta[key])
     if "objectives" in meta:
-        meta["objectives"] = [tuple(o) for o in json.loads(meta["objectives"])]
+        meta["objectives"] = [tuple(o) for o in meta["objectives"]]
     return meta
 
 
@@ -174,11 +191,10 @@ def trial_row(
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             row[f"last/{key}"] = value
     for key in {k for r in history for k in r}:
-        if not key.startswith("val/"):
-            continue
-        values = [r[key] for r in history if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-        if values:
-            row[f"best/{key}"] = max(values) if _is_accuracy(key) else min(values)
+        if key.startswith("val/"):
+            best = metric_registry.best(key, (r.get(key) for r in history))
+            if best is not None:
+                row[f"best/{key}"] = best
     return row
 
 
@@ -200,216 +216,114 @@ def mark_pareto(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]
         r["pareto"] = r["trial_id"] in front
 
 
-class ParquetCallback(Callback):
-    """Keeps ``history.parquet`` and ``trials.parquet`` up to date during a search."""
+def _part_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """Rows of a part: all-null columns are left out (another part may type them)."""
+    return to_table([{k: v for k, v in row.items() if v is not None} for row in rows])
 
-    def __init__(
+
+class ResultsStore:
+    """An experiment's two tables, appended to in parts while a search runs.
+
+    ``append`` writes one part per table with only the given rows; ``compact`` rewrites the two
+    tables from everything (tables and parts) and deletes the parts. Reading merges both, so a
+    reader during a search sees every flushed row.
+    """
+
+    def __init__(self, experiment: Location):
+        self.experiment = experiment
+        self.parts = experiment.child(PARTS_DIR)
+        self._seq: int | None = None
+
+    def _next_seq(self) -> int:
+        if self._seq is None:
+            seqs = [
+                int(loc.uri.rsplit("-", 1)[1].split(".")[0]) for loc in self.parts.files(suffix=".parquet")
+            ]
+            self._seq = max(seqs, default=0)
+        self._seq += 1
+        return self._seq
+
+    def append(
         self,
-        experiment_uri: str,
-        *,
-        space: str,
-        trainable: str,
-        budget_key: str,
-        objectives: Sequence[tuple[str, str]],
-        flush_s: float | None = None,
-    ):
-        self.experiment_uri = experiment_uri
-        self.space, self.trainable, self.budget_key = space, trainable, budget_key
-        self.objectives = [tuple(o) for o in objectives]
-        # Seconds between rewrites while trials run (finished trials are always written at once).
-        self.flush_s = flush_s if flush_s is not None else float(os.environ.get(FLUSH_ENV, 10.0))
-        self._init_state()
+        history: Sequence[dict[str, Any]],
+        trials: Sequence[dict[str, Any]],
+        metadata: dict[str, str],
+    ) -> None:
+        """Write a part of new history rows and one of changed trial rows (either may be empty)."""
+        seq = self._next_seq()
+        if history:
+            write_table(_part_table(history), self.parts.child(f"history-{seq:06d}.parquet"), metadata)
+        if trials:
+            write_table(_part_table(trials), self.parts.child(f"trials-{seq:06d}.parquet"), metadata)
 
-    def _init_state(self) -> None:
-        self._history: dict[str, dict[int, dict[str, Any]]] = {}
-        self._trials: dict[str, Any] = {}
-        self._previous_trials: dict[str, dict[str, Any]] = {}
-        self._last_flush = 0.0
+    def _rows(self, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Rows of the compacted table ``name`` then of its parts in order, with the newest
+        metadata found."""
+        rows: list[dict[str, Any]] = []
+        meta: dict[str, Any] = {}
+        base = self.experiment.child(f"{name}.parquet")
+        sources = ([base] if base.exists() else []) + self.parts.files(prefix=f"{name}-", suffix=".parquet")
+        for loc in sources:
+            table = read_table(loc)
+            meta = table_metadata(table) or meta
+            rows += [{k: v for k, v in r.items() if v is not None} for r in table.to_pylist()]
+        return rows, meta
 
-    def __getstate__(self):  # the experiment state pickles callbacks: keep it small
-        state = self.__dict__.copy()
-        for key in ("_history", "_trials", "_previous_trials", "_last_flush"):
-            state.pop(key, None)
-        return state
+    def read(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        """``(trials, history, metadata)``: the last row of each trial and of each (trial,
+        iteration), in first-seen order."""
+        trial_rows, meta = self._rows("trials")
+        history_rows, history_meta = self._rows("history")
+        trials: dict[str, dict[str, Any]] = {}
+        for row in trial_rows:
+            trials[row["trial_id"]] = row
+        history: dict[tuple[str, int], dict[str, Any]] = {}
+        for row in history_rows:
+            history[(row["trial_id"], int(row.get("iteration") or 0))] = row
+        meta = meta or history_meta
+        rows = list(trials.values())
+        if len(meta.get("objectives") or []) > 1:
+            mark_pareto(rows, meta["objectives"])  # the front depends on every row
+        return rows, list(history.values()), meta
 
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._init_state()
+    def has_results(self) -> bool:
+        return self.experiment.child(TRIALS_FILE).exists() or bool(self.parts.files(prefix="trials-"))
 
-    @property
-    def location(self) -> Location:
-        return Location.parse(self.experiment_uri)
-
-    def setup(self, **info) -> None:
-        """On a resumed search, start from what the interrupted driver wrote."""
-        history = self.location.child(HISTORY_FILE)
-        if history.exists():
-            for row in read_table(history).to_pylist():
-                row = {k: v for k, v in row.items() if v is not None}
-                self._history.setdefault(row["trial_id"], {})[int(row.get("iteration") or 0)] = row
-        trials = self.location.child(TRIALS_FILE)
-        if trials.exists():
-            for row in read_table(trials).to_pylist():
-                self._previous_trials[row["trial_id"]] = row
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        row = history_row(trial.trial_id, result)
-        self._history.setdefault(trial.trial_id, {})[int(row.get("iteration") or 0)] = row
-        self._trials[trial.trial_id] = trial
-        if time.monotonic() - self._last_flush > self.flush_s:
-            self.flush()
-
-    def on_step_end(self, iteration, trials, **info) -> None:
-        for trial in trials:
-            self._trials[trial.trial_id] = trial
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._trials[trial.trial_id] = trial
-        self.flush()
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._trials[trial.trial_id] = trial
-        self.flush()
-
-    def on_experiment_end(self, trials, **info) -> None:
-        for trial in trials:
-            self._trials[trial.trial_id] = trial
-        self.flush()
-
-    def history_rows(self) -> list[dict[str, Any]]:
-        return [row for tid in self._history for _, row in sorted(self._history[tid].items())]
-
-    def trial_rows(self) -> list[dict[str, Any]]:
-        rows = {tid: dict(row) for tid, row in self._previous_trials.items()}
-        for tid, trial in self._trials.items():
-            history = [row for _, row in sorted(self._history.get(tid, {}).items())]
-            checkpoint = trial.checkpoint
-            error = None
-            if trial.status == "ERROR" and trial.error_file:
-                error = _first_line_of_error(trial)
-            rows[tid] = trial_row(
-                trial_id=tid,
-                status=trial.status,
-                config=dict(trial.config),
-                history=history,
-                space=self.space,
-                trainable=self.trainable,
-                budget_key=self.budget_key,
-                checkpoint_path=checkpoint.path if checkpoint else None,
-                num_failures=trial.num_failures,
-                error=error,
-            )
-        out = list(rows.values())
-        mark_pareto(out, self.objectives)
-        return out
-
-    def metadata(self) -> dict[str, str]:
-        """What a reader needs besides the rows (``orchestrator report`` uses nothing else)."""
-        return {
-            "space": self.space,
-            "trainable": self.trainable,
-            "budget_key": self.budget_key,
-            "objectives": json.dumps(self.objectives),
-        }
-
-    def flush(self) -> None:
-        self._last_flush = time.monotonic()
-        meta = self.metadata()
-        write_table(to_table(self.history_rows()), self.location.child(HISTORY_FILE), meta)
-        write_table(to_table(self.trial_rows()), self.location.child(TRIALS_FILE), meta)
-
-
-def _first_line_of_error(trial) -> str | None:
-    try:
-        error = trial.get_error()
-    except Exception:
-        return None
-    if error is None:
-        return None
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[-1][:500] if lines else type(error).__name__
+    def compact(self, metadata: dict[str, str], trials: Sequence[dict[str, Any]] | None = None) -> None:
+        """Rewrite ``history.parquet`` and ``trials.parquet`` from everything and remove the
+        parts. ``trials`` replaces the trial rows when given (the writer's final view)."""
+        stored_trials, history, _ = self.read()
+        parts = self.parts.files(suffix=".parquet")
+        write_table(to_table(history), self.experiment.child(HISTORY_FILE), metadata)
+        write_table(
+            to_table(list(trials) if trials is not None else stored_trials),
+            self.experiment.child(TRIALS_FILE),
+            metadata,
+        )
+        for loc in parts:
+            loc.delete()
+        self.parts.remove_leftovers()
+        self.experiment.remove_leftovers()
 
 
 def load_results(experiment: Location) -> tuple[pa.Table, pa.Table]:
-    """``(trials, history)`` of an experiment."""
-    trials, history = experiment.child(TRIALS_FILE), experiment.child(HISTORY_FILE)
-    if not trials.exists():
+    """``(trials, history)`` of an experiment as tables, parts of a running search included.
+
+    Raises ``FileNotFoundError`` when there are no results, :class:`CorruptResults` when a
+    file is damaged."""
+    store = ResultsStore(experiment)
+    if not store.has_results():
         raise FileNotFoundError(f"no {TRIALS_FILE} in {experiment.uri}")
-    return read_table(trials), read_table(history) if history.exists() else pa.table({})
+    trials, history, meta = store.read()
+    encoded = _encode_metadata(meta)
+    return (
+        to_table(trials).replace_schema_metadata(encoded),
+        to_table(history).replace_schema_metadata(encoded),
+    )
 
 
-def leaderboard(
-    trials: Iterable[dict[str, Any]], objectives: Sequence[tuple[str, str]], top: int | None = None
-) -> list[dict[str, Any]]:
-    """Trials ranked for display: Pareto front first (multi-objective) then by the first
-    objective's last value; trials that did not complete their budget after completed ones."""
-    rows = list(trials)
-    metric, mode = objectives[0]
-    sign = 1.0 if mode == "max" else -1.0
-
-    def key(r):
-        v = r.get(f"last/{metric}")
-        v = -math.inf if v is None or not math.isfinite(v) else sign * v
-        return (r.get("outcome") != "completed", not r.get("pareto", False), -v)
-
-    rows.sort(key=key)
-    return rows[:top] if top else rows
-
-
-def display_columns(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> list[str]:
-    """Trial, outcome, objectives, clean/robust accuracy, and the config keys that vary."""
-    columns = ["trial_id", "outcome", "iterations"]
-    for key in [f"last/{m}" for m, _ in objectives] + [
-        "last/val/acc",
-        "last/val/pgd_acc",
-        "last/test/acc",
-        "last/test/pgd_acc",
-    ]:
-        if key not in columns and any(key in r for r in rows):
-            columns.append(key)
-    if any(r.get("pareto") for r in rows):
-        columns.append("pareto")
-    for key in sorted({k for r in rows for k in r if k.startswith("config/")}):
-        values = {repr(r.get(key)) for r in rows}
-        if len(values) > 1:
-            columns.append(key)
-    return columns
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.3g}"
-    return str(value)
-
-
-def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str = "table") -> str:
-    """``table`` (aligned text), ``csv`` or ``json`` (one object per trial)."""
-    if fmt == "json":
-        import json
-
-        def clean(v):
-            return None if isinstance(v, float) and not math.isfinite(v) else v
-
-        return json.dumps([{c: clean(r.get(c)) for c in columns} for r in rows], indent=1, default=str)
-    if fmt == "csv":
-        import csv
-
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        for r in rows:
-            writer.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
-        return out.getvalue().rstrip("\n")
-    headers = [c.replace("config/", "").replace("last/", "") for c in columns]
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [
-        max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(headers)
-    ]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
+def _encode_metadata(meta: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in meta.items():
+        out[f"orchestrator.{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return out

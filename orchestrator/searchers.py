@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from orchestrator import ray_compat
 from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, SEARCHERS
 
 logger = logging.getLogger(__name__)
@@ -66,16 +67,16 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         return int(result.get("iteration", result.get("training_iteration", 0))) >= int(budget)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        completed, asked = ray_compat.completed_trial_ids(self), ray_compat.optuna_trials(self)
+        if trial_id in completed or trial_id not in asked:
             return super().on_trial_complete(trial_id, result, error)
         if error or not result or result.get("diverged") or self._full_budget(result):
             return super().on_trial_complete(trial_id, result, error)
-        ot_trial = self._ot_trials[trial_id]
         try:
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            ray_compat.optuna_study(self).tell(asked[trial_id], state=TrialState.PRUNED)
         except Exception as exc:  # Optuna refuses e.g. a trial it already finished
             logger.warning("could not tell Optuna trial %s was pruned: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
+        completed.add(trial_id)
 
 
 def make_searcher(
@@ -100,8 +101,3 @@ def make_searcher(
         budget_key=budget_key,
         budget=budget,
     )
-
-
-def optuna_study(searcher: OptunaSearch) -> optuna.Study:
-    """The searcher's Optuna study (restored with the searcher on resume)."""
-    return searcher._ot_study

@@ -2,11 +2,14 @@
 
 Ray Tune writes its experiment state there; this module writes the project's own files beside
 it (settings, Parquet tables, the wgan_gp reference classifier) and reads them back without
-Ray.
+Ray. Writes cannot half-happen: a local file is written to a temporary name, flushed to disk
+and renamed over the old one (an object store replaces a whole object on PUT); a failed write
+removes its temporary file and raises :class:`StorageWriteError` naming the path and the cause.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -19,6 +22,18 @@ import pyarrow.fs as pafs
 from orchestrator.errors import UserError
 
 DEFAULT_STORAGE_ENV = "ORCHESTRATOR_STORAGE"
+TMP_SUFFIX = ".tmp"
+
+
+class StorageWriteError(OSError):
+    """A file of the experiment could not be written (disk full, permission lost, ...)."""
+
+    def __init__(self, path: str, cause: BaseException):
+        reason = getattr(cause, "strerror", None) or (str(cause).splitlines() or [type(cause).__name__])[0]
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path, self.cause = path, cause
+
+
 SETTINGS_FILE = "orchestrator.json"
 
 
@@ -71,27 +86,58 @@ class Location:
             return f.read()
 
     def write_bytes(self, data: bytes) -> None:
-        """Write atomically on local disks (temp file + rename); object stores PUT whole."""
-        parent = self.path.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
+        """Write atomically (see the module docstring); :class:`StorageWriteError` on failure,
+        with the previous file, if any, left as it was."""
         if isinstance(self.fs, pafs.LocalFileSystem):
-            tmp = f"{self.path}.{uuid.uuid4().hex[:8]}.tmp"
-            with self.fs.open_output_stream(tmp) as f:
-                f.write(data)
-            os.replace(tmp, self.path)
-        else:
+            tmp = f"{self.path}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+            try:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise StorageWriteError(self.path, exc) from exc
+            return
+        try:
+            self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
             with self.fs.open_output_stream(self.path) as f:
                 f.write(data)
+        except OSError as exc:
+            raise StorageWriteError(self.uri, exc) from exc
+
+    def delete(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_file(self.path)
+
+    def files(self, prefix: str = "", suffix: str = "") -> list[Location]:
+        """The files directly in this folder whose names start with ``prefix`` and end with
+        ``suffix``, sorted by name."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True)
+        names = sorted(
+            info.base_name
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+            and info.base_name.startswith(prefix)
+            and info.base_name.endswith(suffix)
+        )
+        return [self.child(name) for name in names]
+
+    def remove_leftovers(self) -> int:
+        """Delete temporary files an interrupted write left in this folder; how many."""
+        leftovers = self.files(suffix=TMP_SUFFIX)
+        for loc in leftovers:
+            loc.delete()
+        return len(leftovers)
 
     def read_json(self) -> Any:
         return json.loads(self.read_bytes())
 
     def write_json(self, value: Any) -> None:
         self.write_bytes(json.dumps(value, indent=2, sort_keys=True, default=str).encode())
-
-    def listdir(self) -> list[str]:
-        selector = pafs.FileSelector(self.path, allow_not_found=True)
-        return sorted(info.base_name for info in self.fs.get_file_info(selector))
 
 
 def check_writable(location: str) -> Location:
@@ -107,7 +153,3 @@ def check_writable(location: str) -> Location:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"storage {loc.uri} is not writable: {reason}") from None
     return loc
-
-
-def experiment_location(storage: str, name: str) -> Location:
-    return Location.parse(storage).child(name)

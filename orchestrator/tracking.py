@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from urllib.parse import urlparse
 
 import pyarrow.fs
-from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+from ray.air.integrations.wandb import WandbLoggerCallback
 
 from orchestrator.choices import WANDB_MODES
+from orchestrator.ray_compat import SummaryLoggingActor
 
 API_KEY_ENV = "WANDB_API_KEY"
 
@@ -108,28 +109,11 @@ def _decode_png(png: bytes):
         return np.asarray(image.convert("RGB"))
 
 
-class _LoggingActor(_WandbLoggingActor):
-    """Summarises the objectives by their best value (W&B's importance panels read it)."""
-
-    def __init__(self, *args, objectives: Sequence[tuple[str, str]] = (), **kwargs):
-        super().__init__(*args, **kwargs)
-        self._objectives = list(objectives)
-        self._defined = False
-
-    def _handle_result(self, result: dict):
-        log, config_update = super()._handle_result(result)
-        if not self._defined:
-            for metric, mode in self._objectives:
-                self._wandb.define_metric(metric, summary=mode)
-            self._defined = True
-        return log, config_update
-
-
 class WandbCallback(WandbLoggerCallback):
     """One W&B run per trial: group = experiment, job type = space, flat config, every
     report's metrics, media images, best-value summaries of the objective(s)."""
 
-    _logger_actor_cls = _LoggingActor
+    _logger_actor_cls = SummaryLoggingActor
 
     def __init__(
         self,

@@ -109,14 +109,16 @@ def tiny_trial_config(space: str) -> dict:
 
 def search(tmp_path, space, name, **kw):
     """A real search, in process, on the shared local Ray (W&B offline)."""
-    from orchestrator.experiment import SearchSettings, plan_search, run_search
+    from orchestrator.plan import plan_search
+    from orchestrator.search import run_search
+    from orchestrator.settings import SearchSettings
     from search_spaces import SPACES
 
     settings = SearchSettings(
         space=space,
         name=name,
         storage=str(tmp_path),
-        trial_config=tiny_trial_config(SPACES[space].trainable),
+        config=tiny_trial_config(SPACES[space].trainable),
         wandb_mode="offline",
         **kw,
     )

@@ -33,7 +33,7 @@ def test_bad_search_input_is_one_line_exit_2(tmp_path, args, needle):
     assert needle in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert "Traceback" not in result.output
-    assert not any(tmp_path.glob("*/trials.parquet")), "nothing ran"
+    assert not any(tmp_path.glob("*/trials.parquet")) and not any(tmp_path.glob("*/parts")), "nothing ran"
 
 
 def test_unwritable_storage(tmp_path):

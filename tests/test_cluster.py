@@ -7,7 +7,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import ray
 import torch
@@ -16,6 +15,8 @@ from click.testing import CliRunner
 
 from orchestrator.cli import cli
 from orchestrator.cluster import prepare_and_validate, validate_cluster_config
+from orchestrator.results import CorruptResults, load_results
+from orchestrator.storage import Location
 from tests.conftest import search_command
 from trainables.runtime import Runtime, cap_gpu_memory, gpu_memory_fraction
 
@@ -138,9 +139,10 @@ def _search(cluster, tmp_path, name, *extra, n=4, iterations=4):
 
 
 def _history(experiment: Path) -> list[dict]:
+    """History rows so far: the appended parts while the search runs, the table after it."""
     try:
-        return pq.read_table(experiment / "history.parquet").to_pylist()
-    except (OSError, ValueError):
+        return load_results(Location.parse(experiment))[1].to_pylist()
+    except (OSError, ValueError, CorruptResults):
         return []
 
 
@@ -178,7 +180,7 @@ def test_trials_spread_over_nodes_and_survive_losing_one(cluster, tmp_path):
     cluster.remove_node(worker_b, allow_graceful=False)  # a worker node is lost mid-run
     _wait(driver, 300, tmp_path, "spread")
 
-    trials = pq.read_table(experiment / "trials.parquet").to_pylist()
+    trials = load_results(Location.parse(experiment))[0].to_pylist()
     assert len(trials) == 3 and all(t["outcome"] == "completed" for t in trials)
     moved = [t for t in trials if t["trial_id"] in on_b and t["num_failures"] >= 1]
     assert moved, "a trial running on the lost node failed and was retried"

@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
+from orchestrator.results import CorruptResults, load_results
+from orchestrator.storage import Location
 from tests.conftest import search_command, short_tmpdir
 
 pytestmark = pytest.mark.slow
@@ -31,9 +33,9 @@ def _kill_session(sid: int) -> None:
 
 
 def _completed(experiment: Path) -> list[dict]:
-    try:
-        trials = pq.read_table(experiment / "trials.parquet").to_pylist()
-    except (OSError, ValueError):
+    try:  # the appended parts while the search runs, the compacted table after it
+        trials = load_results(Location.parse(experiment))[0].to_pylist()
+    except (OSError, ValueError, CorruptResults):
         return []
     return [t for t in trials if t["outcome"] == "completed"]
 

@@ -145,3 +145,44 @@ def test_pareto_front_holds_only_full_budget_trials(local_ray, tmp_path, monkeyp
     optuna_front = {ft.number for ft in study.best_trials}
     assert optuna_front <= {by_tune[t["trial_id"]].number for t in trials if t["outcome"] == "completed"}
     assert outcome.leaderboard[0]["pareto"]
+
+
+def test_a_fourth_trainable_needs_no_change_to_the_orchestrator(local_ray, tmp_path, monkeypatch):
+    from orchestrator.plan import plan_search
+    from orchestrator.report import build_report, load_experiment
+    from orchestrator.search import run_search
+    from orchestrator.settings import SearchSettings
+    from tests import extra_trainable
+    from trainables import catalog
+
+    monkeypatch.setattr(catalog, "CATALOG", dict(catalog.CATALOG))
+    monkeypatch.setitem(SPACES, extra_trainable.NAME, extra_trainable.register())
+    settings = SearchSettings(
+        space=extra_trainable.NAME,
+        name="extra",
+        storage=str(tmp_path),
+        num_samples=2,
+        scheduler="fifo",
+        wandb_mode="offline",
+        config={
+            "dataset": "synthetic",
+            "train_subset": 256,
+            "robust_n": 32,
+            "pgd_steps": 2,
+            "noise_eval": False,
+        },
+    )
+    plan = plan_search(settings)
+    outcome = run_search(plan, echo=lambda line: None)
+    experiment = Path(plan.experiment.path)
+    trials = pq.read_table(experiment / "trials.parquet").to_pylist()
+    assert len(trials) == 2 and all(t["outcome"] == "completed" and t["iterations"] == 2 for t in trials)
+    assert (experiment / "extra" / "prepared.txt").read_bytes() == b"prepared once"
+    assert all(t["config/prepared"].endswith("extra/prepared.txt") for t in trials), "the hook's values"
+    assert all("last/train/weight_norm" in t for t in trials)
+    assert outcome.leaderboard[0]["trial_id"] in {t["trial_id"] for t in trials}
+    assert list(experiment.glob("linear_extra_*")), "trial folders named after the trainable"
+    md = build_report([load_experiment(plan.experiment)], tmp_path / "report")
+    assert (
+        "extra_weight_norm.png" in md.read_text() and (tmp_path / "report" / "extra_weight_norm.png").exists()
+    )

@@ -7,12 +7,17 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
 from orchestrator.errors import UserError
-from orchestrator.experiment import SearchSettings, build_tuner, plan_search
-from orchestrator.results import format_rows, leaderboard, mark_pareto, to_table, trial_row
-from orchestrator.schedulers import ParetoASHA, crowding, make_scheduler, pareto_front, pareto_ranks
+from orchestrator.leaderboard import format_rows, leaderboard
+from orchestrator.pareto import crowding, pareto_front, pareto_ranks
+from orchestrator.plan import plan_search
+from orchestrator.ray_compat import optuna_study
+from orchestrator.results import mark_pareto, to_table, trial_row
+from orchestrator.schedulers import ParetoASHA, make_scheduler
 from orchestrator.searchers import BudgetAwareOptunaSearch, make_sampler
+from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, check_writable
 from orchestrator.tracking import resolve_mode
+from orchestrator.tuner import build_tuner
 from search_spaces import get_space
 
 
@@ -70,10 +75,10 @@ def test_partial_budget_trials_are_told_pruned(metrics):
     searcher.on_trial_complete("partial", {**values, "iteration": 1, "config": {"epochs": 3}})
     searcher.on_trial_complete("diverged", {**{m: 0.0 for m in metrics}, "iteration": 2, "diverged": 1})
     searcher.on_trial_complete("failed", None, error=True)
-    states = [t.state for t in searcher._ot_study.trials]
+    states = [t.state for t in optuna_study(searcher).trials]
     assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL]
     if len(metrics) > 1:
-        front = {t.number for t in searcher._ot_study.best_trials}
+        front = {t.number for t in optuna_study(searcher).best_trials}
         assert 1 not in front, "a pruned (partial-budget) trial is never on the Pareto front"
 
 
@@ -150,7 +155,9 @@ def test_storage_round_trip_and_unwritable(tmp_path):
 
 
 def _settings(tmp_path, **kw):
-    base = dict(space="classic", storage=str(tmp_path), name="x", trial_config={"dataset": "synthetic"})
+    base = dict(space="classic", storage=str(tmp_path), name="x", config={"dataset": "synthetic"})
+    if "config" in kw:
+        kw["config"] = {**base["config"], **kw["config"]}
     base.update(kw)
     return SearchSettings(**base)
 
@@ -167,9 +174,9 @@ def _settings(tmp_path, **kw):
         ({"ranges": {"lr": (1e-3, 5.0)}}, "valid range"),
         ({"ranges": {"nope": (1, 2)}}, "not a parameter"),
         ({"ranges": {"adv_train": (1, 2)}}, "categorical"),
-        ({"fixed": {"lr": -1.0}}, "below its minimum"),
-        ({"fixed": {"epochs": 3}}, "--max-iterations"),
-        ({"trial_config": {"dataset": "synthetic", "lrr": 1}}, "did you mean 'lr'"),
+        ({"config": {"lr": -1.0}}, "below its minimum"),
+        ({"config": {"epochs": 3}}, "--max-iterations"),
+        ({"config": {"dataset": "synthetic", "lrr": 1}}, "did you mean 'lr'"),
         ({"gpus_per_trial": 1.5}, "fraction"),
         ({"address": "127.0.0.1:1"}, "cannot reach"),
         ({"name": "a/b"}, "plain folder name"),
@@ -226,4 +233,4 @@ def test_every_searcher_suggests_valid_configs(name):
         config = searcher.suggest(str(i))
         ClassicConfig.from_dict(config)
         searcher.on_trial_complete(str(i), {"val/acc": 0.1 * i, "iteration": 2, "config": {"epochs": 2}})
-    assert len(searcher._ot_study.trials) == 8
+    assert len(optuna_study(searcher).trials) == 8

@@ -1,7 +1,8 @@
 """Training procedures launched by the searches: ``classic``, ``wgan_gp``, ``adaptive_ratio``.
 
-Each module exposes ``SPEC`` (its config class and program) and ``train(config)``, a Ray Tune
-function trainable that also runs on its own. Modules are imported on demand.
+Each module exposes ``SPEC`` (its config class and program) and ``train(config)``, which runs a
+trial on its own with a progress line per iteration. :mod:`trainables.catalog` describes them
+without importing them; modules are imported on demand. Nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -10,20 +11,20 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from trainables.catalog import CATALOG, get_info
+
 if TYPE_CHECKING:
     from trainables.trial import TrainableSpec
 
-TRAINABLES: tuple[str, ...] = ("classic", "wgan_gp", "adaptive_ratio")
+#: The built-in trainables (``trainables.catalog.register`` adds others).
+TRAINABLES: tuple[str, ...] = tuple(CATALOG)
 
 
 def get_spec(name: str) -> TrainableSpec:
     """The :class:`~trainables.trial.TrainableSpec` of trainable ``name``."""
-    if name not in TRAINABLES:
-        raise KeyError(f"unknown trainable {name!r}; choose from {', '.join(TRAINABLES)}")
-    return importlib.import_module(f"trainables.{name}").SPEC
+    return importlib.import_module(get_info(name).module).SPEC
 
 
 def get_trainable(name: str) -> Callable[[dict], dict]:
-    """The Ray Tune function trainable ``train(config)`` of trainable ``name``."""
-    get_spec(name)
-    return importlib.import_module(f"trainables.{name}").train
+    """``train(config)`` of trainable ``name``: one trial on its own, printing progress."""
+    return importlib.import_module(get_info(name).module).train

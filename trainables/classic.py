@@ -19,7 +19,7 @@ from trainables.data import BatchStream, Data
 from trainables.evaluation import predict
 from trainables.media import prediction_grid
 from trainables.models import ClassicClassifier
-from trainables.reporting import default_reporter
+from trainables.reporting import console_reporter
 from trainables.runtime import Runtime
 from trainables.steps import classifier_step, run_steps
 from trainables.trial import StatefulProgram, TrainableSpec, TrialConfig, run_trial
@@ -95,15 +95,9 @@ class ClassicProgram(StatefulProgram):
         return {"pgd_examples": prediction_grid(x, x_adv, y, predict(self.classifier, x_adv))}
 
 
-SPEC = TrainableSpec(
-    name="classic",
-    config_cls=ClassicConfig,
-    build=ClassicProgram,
-    headline=("train/loss", "train/acc", "val/acc", "val/fgsm_acc/eps0.3", "val/pgd_acc"),
-    unit="epoch",
-)
+SPEC = TrainableSpec(name="classic", config_cls=ClassicConfig, build=ClassicProgram)
 
 
 def train(config: dict) -> dict:
-    """Ray Tune function trainable (also runs on its own, printing a line per epoch)."""
-    return run_trial(SPEC, config, default_reporter(SPEC))
+    """One trial on its own, printing a line per epoch (a search runs ``run_trial`` through Ray Tune)."""
+    return run_trial(SPEC, config, console_reporter(SPEC))

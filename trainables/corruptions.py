@@ -12,19 +12,12 @@ import math
 import torch
 
 from trainables.data import PIXEL_RANGE, to_model_scale
+from trainables.metrics import NOISE_AMOUNT, NOISE_LEVELS
 
-#: level name -> amount on the [0, 1] pixel scale; :data:`NOISE_AMOUNT` says what the amount is.
-NOISE_LEVELS: dict[str, dict[str, float]] = {
-    "gaussian": {"low": 0.1, "medium": 0.2, "high": 0.3},
-    "salt_pepper": {"low": 0.05, "medium": 0.1, "high": 0.2},
-    "periodic": {"low": 0.1, "medium": 0.2, "high": 0.3},
-}
-#: What a level's amount means for each noise type.
-NOISE_AMOUNT: dict[str, str] = {
-    "gaussian": "sigma",
-    "salt_pepper": "fraction of pixels",
-    "periodic": "amplitude",
-}
+__all__ = ["NOISE_AMOUNT", "NOISE_LEVELS", "corrupt", "gaussian_noise", "periodic_noise", "salt_and_pepper"]
+
+# NOISE_LEVELS (level name -> amount on the [0, 1] pixel scale) and NOISE_AMOUNT (what the amount
+# is) are declared with the metrics they name (trainables/metrics.py).
 #: Periodic noise: cycles across the 32-pixel image and orientation of the stripes.
 PERIODIC_FREQUENCY = 4.0
 PERIODIC_ANGLE_DEG = 45.0

@@ -1,11 +1,11 @@
 """Where a trial's reports and checkpoints go.
 
-- :class:`TuneReporter`: ``tune.report`` with a checkpoint directory, resume from
-  ``tune.get_checkpoint()``; caps CUDA memory to the trial's GPU fraction.
 - :class:`ConsoleReporter`: ``orchestrator train``: a progress line per iteration and an
   optional local checkpoint directory to resume from.
 - :class:`MemoryReporter`: keeps reports and the last checkpoint in memory (tests, reference
   models, notebooks).
+- Searches report to Ray Tune through ``orchestrator.tune_trainable.TuneReporter``; nothing in
+  ``trainables/`` imports Ray.
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ import io
 import json
 import math
 import os
-import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from trainables.runtime import Runtime, cap_gpu_memory
+from trainables.runtime import Runtime
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -140,61 +138,8 @@ class ConsoleReporter(Reporter):
             save_checkpoint(checkpoint, self.checkpoint_dir)
 
 
-class TuneReporter(Reporter):
-    """Reports to Ray Tune; checkpoints are persisted by Tune to the experiment's storage.
-
-    Keys are ordered clean and PGD validation accuracy first, then the trainable's headline
-    metrics: Tune's progress table shows the first few metrics of a report.
-    """
-
-    def __init__(self, headline: tuple[str, ...] = ()):
-        self.order = ("val/acc", "val/pgd_acc", *headline)
-
-    def start(self, runtime: Runtime, budget: int) -> None:
-        import ray
-        from ray import tune
-
-        self.node_id = ray.get_runtime_context().get_node_id()
-        resources = tune.get_context().get_trial_resources().required_resources
-        self.gpu_cap = cap_gpu_memory(runtime, float(resources.get("GPU", 0.0)))
-
-    def load_checkpoint(self) -> dict | None:
-        from ray import tune
-
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return load_checkpoint_file(directory)
-
-    def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
-        from ray import tune
-
-        first = {k: metrics[k] for k in self.order if k in metrics}
-        metrics = {**first, **metrics, "node_id": getattr(self, "node_id", "")}
-        if checkpoint is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="orchestrator-ckpt-") as directory:
-            save_checkpoint(checkpoint, directory)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-
-
-def in_tune_session() -> bool:
-    """True inside a Ray Tune function trainable (never imports Ray when it is not loaded)."""
-    if "ray.tune" not in sys.modules:
-        return False
-    try:
-        from ray.tune.trainable.trainable_fn_utils import _in_tune_session
-    except ImportError:  # pragma: no cover - a future Ray moved it
-        return False
-    return bool(_in_tune_session())
-
-
-def default_reporter(spec) -> Reporter:
-    """Tune inside a Tune session, otherwise progress lines on stdout."""
-    if in_tune_session():
-        return TuneReporter(tuple(k for k in spec.headline if not k.startswith("val/")))
+def console_reporter(spec) -> ConsoleReporter:
+    """Progress lines on stdout for a trial of ``spec`` run on its own."""
     return ConsoleReporter(spec.name, 0, spec.unit, spec.headline)
 
 

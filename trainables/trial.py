@@ -17,9 +17,11 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from trainables.catalog import TrainableInfo, get_info
 from trainables.config import Config, param
 from trainables.data import DATASETS, Data, load_data
 from trainables.evaluation import EvalSpec, evaluate, metric_keys
+from trainables.metrics import worst
 from trainables.reporting import Reporter, encode_png
 from trainables.runtime import (
     Runtime,
@@ -134,18 +136,25 @@ class StatefulProgram:
 
 @dataclass(frozen=True)
 class TrainableSpec:
+    """A trainable's config class and program; the rest is in its catalog entry."""
+
     name: str
     config_cls: type[TrialConfig]
     build: Callable[[Any, Runtime, Data], Program]
-    #: Keys shown on the progress line of ``orchestrator train``.
-    headline: tuple[str, ...]
-    #: What one iteration is ("epoch", "cycle", "iteration").
-    unit: str
 
+    @property
+    def info(self) -> TrainableInfo:
+        return get_info(self.name)
 
-def sentinel(key: str) -> float:
-    """The value a diverged trial reports: the worst accuracy; NaN for everything else."""
-    return 0.0 if key.rsplit("/", 1)[-1].startswith("acc") or "_acc" in key else math.nan
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """Keys shown on the progress line of ``orchestrator train``."""
+        return self.info.headline
+
+    @property
+    def unit(self) -> str:
+        """What one iteration is ("epoch", "cycle", "iteration")."""
+        return self.info.unit
 
 
 def _finite(values: Mapping[str, float]) -> bool:
@@ -193,7 +202,7 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         t_train = time.perf_counter() - t0
         metrics: dict[str, Any] = {"iteration": it, **train}
         if not _finite(train):
-            metrics.update({k: sentinel(k) for k in metric_keys(val_spec, "val")})
+            metrics.update({k: worst(k) for k in metric_keys(val_spec, "val")})
             metrics["diverged"] = 1
             reporter.report(metrics, None)
             return metrics

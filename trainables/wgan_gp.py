@@ -15,6 +15,7 @@ generator steps listed in ``stages``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,7 +28,7 @@ from trainables.evaluation import accuracy, feature_stats, features, frechet_dis
 from trainables.media import image_grid
 from trainables.models import ClassicClassifier, Critic, Generator
 from trainables.reference import ensure_reference, load_reference
-from trainables.reporting import default_reporter
+from trainables.reporting import console_reporter
 from trainables.runtime import Runtime
 from trainables.steps import Meter, classifier_step, critic_step, generator_step
 from trainables.trial import StatefulProgram, TrainableSpec, TrialConfig, run_trial
@@ -59,7 +60,7 @@ class WganGpConfig(TrialConfig):
 
 class WganGpProgram(StatefulProgram):
     state_objects = ("classifier", "generator", "critic", "gen_opt", "critic_opt", "cls_opt", "stream")
-    state_values = ("gen_step", "cls_credit", "images_seen", "snapshots")
+    state_values = ("gen_step", "cls_credit", "images_seen")
 
     def __init__(self, cfg: WganGpConfig, rt: Runtime, data: Data):
         self.cfg, self.rt, self.data = cfg, rt, data
@@ -76,7 +77,6 @@ class WganGpProgram(StatefulProgram):
         self.gen_step = 0
         self.cls_credit = 0.0
         self.images_seen = 0
-        self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
         self.stage_samples: dict[int, torch.Tensor] = {}  # uint8 images, labels are fixed
         source = cfg.ref_classifier or ensure_reference(
             data, rt, epochs=cfg.ref_epochs, train_subset=cfg.train_subset, val_size=len(data.val)
@@ -130,10 +130,7 @@ class WganGpProgram(StatefulProgram):
             ).float()
 
     def _snapshot(self) -> None:
-        """Keep the generator of this stage and its samples (fixed latents) for the stage table."""
-        self.snapshots[self.gen_step] = {
-            k: v.detach().to("cpu", torch.float16, copy=True) for k, v in self.generator.state_dict().items()
-        }
+        """Keep this stage's samples (fixed latents, uint8) for the stage table."""
         samples = self._generate(self.generator, self.stage_z, self.stage_y)
         self.stage_samples[self.gen_step] = ((samples + 1) * 127.5).round().to(torch.uint8)
 
@@ -177,27 +174,34 @@ class WganGpProgram(StatefulProgram):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.snapshots = dict(self.snapshots)
         self.stage_samples = {k: v.to(self.rt.device) for k, v in state["stage_samples"].items()}
 
 
-SPEC = TrainableSpec(
-    name="wgan_gp",
-    config_cls=WganGpConfig,
-    build=WganGpProgram,
-    headline=(
-        "train/wasserstein",
-        "train/gen_loss",
-        "train/cls_loss",
-        "val/acc",
-        "gen/cls_acc",
-        "gen/ref_acc",
-        "gen/fid",
-    ),
-    unit="iteration",
-)
+SPEC = TrainableSpec(name="wgan_gp", config_cls=WganGpConfig, build=WganGpProgram)
+
+
+def prepare_search(
+    cfg: WganGpConfig, store: Callable[[str, bytes], str], echo: Callable[[str], None]
+) -> dict:
+    """Before a search: train (or load from the cache) the reference Classic Classifier once,
+    on the driver, and give every trial the same copy from the experiment's storage."""
+    if cfg.ref_classifier:
+        return {}
+    from trainables.trial import load_trial_data
+
+    echo(f"reference classifier for {cfg.dataset}: {cfg.ref_epochs} epoch(s), cached after the first time")
+    rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
+    data = load_trial_data(cfg, rt)
+    path = ensure_reference(
+        data, rt, epochs=cfg.ref_epochs, train_subset=cfg.train_subset, val_size=len(data.val)
+    )
+    uri = store(f"reference/{path.name}", path.read_bytes())
+    del data
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return {"ref_classifier": uri}
 
 
 def train(config: dict) -> dict:
-    """Ray Tune function trainable (also runs on its own, printing a line per iteration)."""
-    return run_trial(SPEC, config, default_reporter(SPEC))
+    """One trial on its own, printing a line per iteration (a search runs ``run_trial`` through Ray Tune)."""
+    return run_trial(SPEC, config, console_reporter(SPEC))

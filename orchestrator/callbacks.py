@@ -1,0 +1,182 @@
+"""Ray Tune callbacks of a search: the Parquet writer, and Tune's JSON/CSV loggers without the
+PNG payloads of ``media/*`` keys.
+
+:class:`ParquetCallback` keeps ``history.parquet`` and ``trials.parquet`` (``orchestrator.results``)
+up to date: whenever a trial finishes, and at most every ``flush_s`` seconds otherwise, it
+appends a part with the reports received since the last flush and the rows of the trials that
+changed, so a flush writes only what is new and a crash loses nothing that was flushed. At the
+end of the search the parts are compacted into the two tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+from orchestrator.results import ResultsStore, history_row, mark_pareto, trial_row
+from orchestrator.storage import Location
+
+FLUSH_ENV = "ORCHESTRATOR_PARQUET_FLUSH_S"
+
+
+def _without_media(result: dict) -> dict:
+    return {k: v for k, v in result.items() if not k.startswith("media/")}
+
+
+class JsonLogger(JsonLoggerCallback):
+    def log_trial_result(self, iteration, trial, result):
+        super().log_trial_result(iteration, trial, _without_media(result))
+
+
+class CsvLogger(CSVLoggerCallback):
+    def log_trial_result(self, iteration, trial, result):
+        super().log_trial_result(iteration, trial, _without_media(result))
+
+
+class ParquetCallback(Callback):
+    """Appends what changed to the experiment's results while a search runs (see module)."""
+
+    def __init__(
+        self,
+        experiment_uri: str,
+        *,
+        metadata: dict[str, Any],
+        budget_key: str,
+        objectives: Sequence[tuple[str, str]],
+        flush_s: float | None = None,
+    ):
+        self.experiment_uri = experiment_uri
+        self.meta = dict(metadata)
+        self.budget_key = budget_key
+        self.objectives = [tuple(o) for o in objectives]
+        # Seconds between flushes while trials run (finished trials are always written at once).
+        self.flush_s = flush_s if flush_s is not None else float(os.environ.get(FLUSH_ENV, 10.0))
+        self._init_state()
+
+    def _init_state(self) -> None:
+        #: trial id -> iteration -> scalar report (media dropped once written)
+        self._history: dict[str, dict[int, dict[str, Any]]] = {}
+        self._pending: list[dict[str, Any]] = []
+        self._trials: dict[str, Any] = {}
+        self._dirty: set[str] = set()
+        self._previous_trials: dict[str, dict[str, Any]] = {}
+        self._last_flush = 0.0
+
+    def __getstate__(self):  # the experiment state pickles callbacks: keep it small
+        state = self.__dict__.copy()
+        for key in ("_history", "_pending", "_trials", "_dirty", "_previous_trials", "_last_flush"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_state()
+
+    @property
+    def store(self) -> ResultsStore:
+        return ResultsStore(Location.parse(self.experiment_uri))
+
+    def metadata(self) -> dict[str, str]:
+        """What a reader needs besides the rows (``orchestrator report`` uses nothing else)."""
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.meta.items()}
+
+    def setup(self, **info) -> None:
+        """On a resumed search, start from what the interrupted driver wrote."""
+        store = self.store
+        if not store.has_results():
+            return
+        trials, history, _ = store.read()
+        for row in history:
+            scalar = {k: v for k, v in row.items() if not k.startswith("media/")}
+            self._history.setdefault(row["trial_id"], {})[int(row.get("iteration") or 0)] = scalar
+        for row in trials:
+            self._previous_trials[row["trial_id"]] = row
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        row = history_row(trial.trial_id, result)
+        self._pending.append(row)
+        scalar = {k: v for k, v in row.items() if not k.startswith("media/")}
+        self._history.setdefault(trial.trial_id, {})[int(row.get("iteration") or 0)] = scalar
+        self._trials[trial.trial_id] = trial
+        self._dirty.add(trial.trial_id)
+        if time.monotonic() - self._last_flush > self.flush_s:
+            self.flush()
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        for trial in trials:
+            previous = self._trials.get(trial.trial_id)
+            if previous is None or getattr(previous, "status", None) != trial.status:
+                self._dirty.add(trial.trial_id)
+            self._trials[trial.trial_id] = trial
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._trials[trial.trial_id] = trial
+        self._dirty.add(trial.trial_id)
+        self.flush()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._trials[trial.trial_id] = trial
+        self._dirty.add(trial.trial_id)
+        self.flush()
+
+    def on_experiment_end(self, trials, **info) -> None:
+        for trial in trials:
+            self._trials[trial.trial_id] = trial
+        self.flush()
+        self.store.compact(self.metadata(), trials=self.trial_rows())
+
+    def _row(self, tid: str, trial) -> dict[str, Any]:
+        history = [row for _, row in sorted(self._history.get(tid, {}).items())]
+        checkpoint = trial.checkpoint
+        error = None
+        if trial.status == "ERROR" and trial.error_file:
+            error = _first_line_of_error(trial)
+        return trial_row(
+            trial_id=tid,
+            status=trial.status,
+            config=dict(trial.config),
+            history=history,
+            space=self.meta.get("space", ""),
+            trainable=self.meta.get("trainable", ""),
+            budget_key=self.budget_key,
+            checkpoint_path=checkpoint.path if checkpoint else None,
+            num_failures=trial.num_failures,
+            error=error,
+        )
+
+    def trial_rows(self) -> list[dict[str, Any]]:
+        """Every trial's row (those of an interrupted driver's trials included), Pareto marked."""
+        rows = {tid: dict(row) for tid, row in self._previous_trials.items()}
+        for tid, trial in self._trials.items():
+            rows[tid] = self._row(tid, trial)
+        out = list(rows.values())
+        mark_pareto(out, self.objectives)
+        return out
+
+    def flush(self) -> None:
+        """Append the new reports and the rows of the trials that changed (readers mark the
+        Pareto front over all rows)."""
+        self._last_flush = time.monotonic()
+        if not self._pending and not self._dirty:
+            return
+        changed = [self._row(tid, self._trials[tid]) for tid in sorted(self._dirty) if tid in self._trials]
+        self.store.append(self._pending, changed, self.metadata())
+        self._pending = []
+        self._dirty = set()
+
+
+def _first_line_of_error(trial) -> str | None:
+    try:
+        error = trial.get_error()
+    except Exception:
+        return None
+    if error is None:
+        return None
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else type(error).__name__

@@ -1,0 +1,85 @@
+"""Ordering and formatting trials for people: the leaderboard of ``search``, ``results``,
+``report`` and ``export``. Pure Python on rows of ``trials.parquet``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def leaderboard(
+    trials: Iterable[dict[str, Any]], objectives: Sequence[tuple[str, str]], top: int | None = None
+) -> list[dict[str, Any]]:
+    """Trials ranked for display: Pareto front first (multi-objective) then by the first
+    objective's last value; trials that did not complete their budget after completed ones."""
+    rows = list(trials)
+    metric, mode = objectives[0]
+    sign = 1.0 if mode == "max" else -1.0
+
+    def key(r):
+        v = r.get(f"last/{metric}")
+        v = -math.inf if v is None or not math.isfinite(v) else sign * v
+        return (r.get("outcome") != "completed", not r.get("pareto", False), -v)
+
+    rows.sort(key=key)
+    return rows[:top] if top else rows
+
+
+def display_columns(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> list[str]:
+    """Trial, outcome, objectives, clean/robust accuracy, and the config keys that vary."""
+    columns = ["trial_id", "outcome", "iterations"]
+    for key in [f"last/{m}" for m, _ in objectives] + [
+        "last/val/acc",
+        "last/val/pgd_acc",
+        "last/test/acc",
+        "last/test/pgd_acc",
+    ]:
+        if key not in columns and any(key in r for r in rows):
+            columns.append(key)
+    if any(r.get("pareto") for r in rows):
+        columns.append("pareto")
+    for key in sorted({k for r in rows for k in r if k.startswith("config/")}):
+        values = {repr(r.get(key)) for r in rows}
+        if len(values) > 1:
+            columns.append(key)
+    return columns
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.3g}"
+    return str(value)
+
+
+def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str = "table") -> str:
+    """``table`` (aligned text), ``csv`` or ``json`` (one object per trial)."""
+    if fmt == "json":
+
+        def clean(v):
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        return json.dumps([{c: clean(r.get(c)) for c in columns} for r in rows], indent=1, default=str)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+        return out.getvalue().rstrip("\n")
+    headers = [c.replace("config/", "").replace("last/", "") for c in columns]
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [
+        max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""From settings to a validated plan: everything a user can get wrong is checked here.
+
+``plan_search`` raises :class:`~orchestrator.errors.UserError` (one line, exit code 2) before
+any work starts: unknown names, bad ranges, out-of-range or misspelled parameters, storage,
+dataset, cluster address. It splits the ``-s`` values into searched parameters fixed for the
+search and the base config every trial gets, and validates that config once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator import ray_runtime
+from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, OBJECTIVES, SCHEDULERS, SEARCHERS, WANDB_MODES
+from orchestrator.errors import UserError
+from orchestrator.settings import SearchSettings
+from orchestrator.storage import Location, check_writable, default_storage, normalize
+from orchestrator.tracking import has_api_key, resolve_mode
+from search_spaces import SPACES, SpaceSpec, get_space
+from search_spaces.introspect import ParamInfo, explore
+from trainables import get_spec
+from trainables.catalog import TrainableInfo, get_info
+from trainables.config import ConfigError
+from trainables.data import DatasetUnavailable, prepare_dataset, resolve_data_root
+from trainables.trial import TrainableSpec, TrialConfig
+
+
+@dataclass
+class Plan:
+    settings: SearchSettings
+    space: SpaceSpec
+    trainable: TrainableSpec
+    objectives: list[tuple[str, str]]
+    scheduler: str
+    max_iterations: int
+    num_samples: int
+    experiment: Location
+    #: The config every trial starts from: the ``-s`` values of parameters the space does not
+    #: search, the data folder and the budget.
+    trial_config: dict[str, Any]
+    #: Searched parameters fixed with ``-s`` (returned by the space as constants).
+    fixed: dict[str, Any]
+    #: The searched parameters and their distributions (in the results' metadata).
+    params: list[dict[str, Any]]
+    #: ``trial_config`` and ``fixed`` validated once by the trainable's config class.
+    base: TrialConfig
+    wandb_mode: str
+    wandb_reason: str
+    address: str = ""
+
+    @property
+    def info(self) -> TrainableInfo:
+        return get_info(self.trainable.name)
+
+    @property
+    def budget_key(self) -> str:
+        return self.trainable.config_cls.budget_key
+
+    def results_metadata(self) -> dict[str, Any]:
+        """What the results tables carry so that a reader needs nothing else."""
+        return {
+            "space": self.space.name,
+            "trainable": self.trainable.name,
+            "budget_key": self.budget_key,
+            "unit": self.info.unit,
+            "objectives": [list(o) for o in self.objectives],
+            "params": self.params,
+        }
+
+    def record(self) -> dict[str, Any]:
+        """The settings and what the plan resolved (``orchestrator.json``)."""
+        return {
+            **dataclasses.asdict(self.settings),
+            "trainable": self.trainable.name,
+            "objectives": self.objectives,
+            "scheduler_resolved": self.scheduler,
+            "max_iterations_resolved": self.max_iterations,
+            "num_samples_resolved": self.num_samples,
+            "trial_config": self.trial_config,
+            "fixed": self.fixed,
+            "params": self.params,
+            "wandb_mode_resolved": self.wandb_mode,
+            "budget_key": self.budget_key,
+            "unit": self.info.unit,
+        }
+
+
+def _check_choice(value: str, choices, what: str) -> None:
+    if value not in choices:
+        raise UserError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+
+
+def _check_ranges(
+    params: Mapping[str, ParamInfo], trainable: TrainableSpec, ranges: Mapping[str, Any], space: str
+) -> dict:
+    fields = {f.name: f for f in dataclasses.fields(trainable.config_cls)}
+    checked = {}
+    for name, bounds in ranges.items():
+        if name not in params:
+            raise UserError(f"--range {name}: not a parameter of space {space} ({', '.join(params)})")
+        dist = params[name].distribution
+        if not hasattr(dist, "low"):
+            raise UserError(f"--range {name}: categorical; fix one value with -s {name}=VALUE instead")
+        try:
+            low, high = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise UserError(f"--range {name}: expected LOW:HIGH numbers, got {bounds!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            raise UserError(f"--range {name}={low:g}:{high:g}: LOW must be below HIGH")
+        if dist.log and low <= 0:
+            raise UserError(f"--range {name}={low:g}:{high:g}: a log-scale range must be positive")
+        meta = fields[name].metadata
+        if (meta.get("lo") is not None and low < meta["lo"]) or (
+            meta.get("hi") is not None and high > meta["hi"]
+        ):
+            raise UserError(
+                f"--range {name}={low:g}:{high:g} leaves the valid range [{meta.get('lo')}, {meta.get('hi')}]"
+            )
+        if isinstance(dist.low, int) and not (low.is_integer() and high.is_integer()):
+            raise UserError(f"--range {name}={low:g}:{high:g}: an integer parameter needs integer bounds")
+        checked[name] = (int(low), int(high)) if isinstance(dist.low, int) else (low, high)
+    return checked
+
+
+def describe_params(
+    params: Mapping[str, ParamInfo], ranges: Mapping[str, tuple], fixed: Mapping[str, Any]
+) -> list:
+    """The searched parameters as plain dicts (name, kind, range or choices, log, branch)."""
+    out = []
+    for name, info in params.items():
+        if name in fixed:
+            continue
+        d = info.distribution
+        if hasattr(d, "choices"):
+            out.append({"name": name, "kind": "categorical", "choices": list(d.choices)})
+        else:
+            low, high = ranges.get(name, (d.low, d.high))
+            kind = "int" if isinstance(d.low, int) else "float"
+            out.append({"name": name, "kind": kind, "low": low, "high": high, "log": bool(d.log)})
+        out[-1]["conditions"] = list(info.conditions)
+    return out
+
+
+def default_name(space: str) -> str:
+    return f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_storage: bool = True) -> Plan:
+    """Validate ``settings`` (one-line :class:`UserError` for anything wrong) into a plan."""
+    _check_choice(settings.space, SPACES, "space")
+    _check_choice(settings.searcher, SEARCHERS, "searcher")
+    _check_choice(settings.objective, OBJECTIVES, "objective")
+    space = get_space(settings.space)
+    trainable = get_spec(space.trainable)
+    objectives = [(o.metric, o.mode) for o in space.objectives(settings.objective)]
+    scheduler = settings.scheduler or ("asha" if settings.objective == "single" else "fifo")
+    _check_choice(scheduler, SCHEDULERS, "scheduler")
+    if len(objectives) > 1 and settings.searcher not in MULTI_OBJECTIVE_SEARCHERS:
+        raise UserError(
+            f"searcher {settings.searcher} is single-objective; for --objective pareto use one of "
+            f"{', '.join(MULTI_OBJECTIVE_SEARCHERS)}"
+        )
+    if settings.wandb_mode and settings.wandb_mode not in WANDB_MODES:
+        raise UserError(f"unknown W&B mode {settings.wandb_mode!r}; choose from {', '.join(WANDB_MODES)}")
+    if settings.num_samples < 0 or settings.max_iterations < 0 or settings.max_concurrent < 0:
+        raise UserError("--num-samples, --max-iterations and --max-concurrent must not be negative")
+    if settings.cpus_per_trial <= 0:
+        raise UserError("--cpus-per-trial must be positive")
+    gpus = settings.gpus_per_trial
+    if gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
+        raise UserError("--gpus-per-trial must be a fraction of one GPU (0.25) or a whole number")
+    max_iterations = settings.max_iterations or space.max_iterations
+    if settings.grace_period < 1 or settings.reduction_factor < 2:
+        raise UserError("--grace-period must be >= 1 and --reduction-factor >= 2")
+    params = {p.name: p for p in explore(space.space)}
+    ranges = _check_ranges(params, trainable, settings.ranges, space.name)
+    budget_key = trainable.config_cls.budget_key
+    fixed = {k: v for k, v in settings.config.items() if k in params}
+    trial_config = {k: v for k, v in settings.config.items() if k not in params}
+    if budget_key in settings.config:
+        raise UserError(f"-s {budget_key}: set the budget with --max-iterations")
+    if settings.data_dir:
+        trial_config["data_dir"] = str(resolve_data_root(settings.data_dir))
+    trial_config[budget_key] = max_iterations
+    try:
+        base = trainable.config_cls.from_dict({**trial_config, **fixed})
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    overlap = set(ranges) & set(fixed)
+    if overlap:
+        raise UserError(f"{', '.join(sorted(overlap))}: both fixed and given a range")
+    wandb_mode, reason = resolve_mode(settings.wandb_mode or None)
+    if wandb_mode == "online" and not has_api_key():
+        raise UserError(
+            "W&B online mode needs an API key: `wandb login` or WANDB_API_KEY, or --wandb-mode offline"
+        )
+    storage = normalize(settings.storage or default_storage())
+    name = settings.name or default_name(settings.space)
+    if "/" in name or name.startswith("."):
+        raise UserError(f"--name {name!r}: a plain folder name, please")
+    experiment = check_writable(storage).child(name) if check_storage else Location.parse(storage).child(name)
+    if check_dataset:
+        try:
+            prepare_dataset(base.dataset, base.data_dir or None)
+        except DatasetUnavailable as exc:
+            raise UserError(str(exc)) from None
+    address = ray_runtime.check_address(settings.address) if settings.address else ""
+    settings = dataclasses.replace(settings, name=name, storage=storage, ranges=ranges)
+    return Plan(
+        settings=settings,
+        space=space,
+        trainable=trainable,
+        objectives=objectives,
+        scheduler=scheduler,
+        max_iterations=max_iterations,
+        num_samples=settings.num_samples or space.num_samples,
+        experiment=experiment,
+        trial_config=trial_config,
+        fixed=fixed,
+        params=describe_params(params, ranges, fixed),
+        base=base,
+        wandb_mode=wandb_mode,
+        wandb_reason=reason,
+        address=address,
+    )

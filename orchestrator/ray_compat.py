@@ -1,0 +1,90 @@
+"""Every use of Ray's (and Ray's W&B integration's) private internals, in one place.
+
+Ray Tune's public API does not cover three things this project needs:
+
+- telling Optuna that a trial ASHA stopped early was *pruned*: ``OptunaSearch`` keeps its study
+  and its Tune-id -> Optuna-trial map in ``_ot_study``, ``_ot_trials`` and the set of finished
+  ids in ``_completed_trials`` (``orchestrator.searchers``);
+- a best-value summary of the objectives in each W&B run: the run object exists only inside
+  ``ray.air.integrations.wandb._WandbLoggingActor`` (its ``_wandb``), whose ``_handle_result``
+  :class:`SummaryLoggingActor` extends for ``orchestrator.tracking``;
+- which metrics Tune's progress table shows: Tune reads a function trainable's
+  ``_progress_metrics`` attribute.
+
+``tests/test_ray_compat.py`` fails fast when an upgrade removes or renames any of these; that
+is also why ``pyproject.toml`` pins Ray to one minor release.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ray.air.integrations.wandb import _WandbLoggingActor
+from ray.tune.search.optuna import OptunaSearch
+
+
+class SummaryLoggingActor(_WandbLoggingActor):
+    """Ray's W&B logging actor, summarising the objectives by their best value (W&B's
+    parallel-coordinates and importance panels read the summary)."""
+
+    def __init__(self, *args, objectives: Sequence[tuple[str, str]] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self._objectives = list(objectives)
+        self._defined = False
+
+    def _handle_result(self, result: dict):
+        log, config_update = super()._handle_result(result)
+        if not self._defined:
+            for metric, mode in self._objectives:
+                self._wandb.define_metric(metric, summary=mode)
+            self._defined = True
+        return log, config_update
+
+
+def optuna_study(searcher: OptunaSearch):
+    """The searcher's Optuna study."""
+    return searcher._ot_study
+
+
+def optuna_trials(searcher: OptunaSearch) -> dict[str, Any]:
+    """Tune trial id -> the Optuna trial the searcher asked for it."""
+    return searcher._ot_trials
+
+
+def completed_trial_ids(searcher: OptunaSearch) -> set[str]:
+    """Tune trial ids the searcher has already told Optuna about."""
+    return searcher._completed_trials
+
+
+def set_progress_metrics(trainable: Callable, metrics: Sequence[str]) -> None:
+    """Which metrics Tune's progress table shows for ``trainable``."""
+    trainable._progress_metrics = list(metrics)
+
+
+def check() -> list[str]:
+    """What is missing from the installed Ray (empty when everything this module uses exists)."""
+    missing = []
+    searcher = OptunaSearch(
+        space={"x": __import__("optuna").distributions.FloatDistribution(0, 1)}, metric="m", mode="max"
+    )
+    for name in ("_ot_study", "_ot_trials", "_completed_trials"):
+        if not hasattr(searcher, name):
+            missing.append(f"OptunaSearch.{name}")
+    handler = getattr(_WandbLoggingActor, "_handle_result", None)
+    if handler is None or list(inspect.signature(handler).parameters) != ["self", "result"]:
+        missing.append("_WandbLoggingActor._handle_result(self, result)")
+    if "self._wandb" not in inspect.getsource(_WandbLoggingActor):
+        missing.append("_WandbLoggingActor._wandb (the run)")
+    from ray.tune import progress_reporter
+
+    detect = getattr(progress_reporter, "_detect_progress_metrics", None)
+
+    def probe(config):
+        return None
+
+    set_progress_metrics(probe, ["m"])
+    if detect is None or list(detect(probe) or []) != ["m"]:
+        missing.append("Tune's _progress_metrics attribute of a function trainable")
+    return missing

@@ -1,0 +1,140 @@
+"""Running a planned search, and resuming an interrupted one.
+
+``run_search`` runs the trainable's prepare hook (``trainables.catalog``), saves the settings,
+starts or joins Ray, fits the ``Tuner`` and returns the leaderboard; ``resume_search`` restores
+an experiment from its storage and finishes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator import ray_runtime
+from orchestrator.errors import UserError
+from orchestrator.leaderboard import leaderboard
+from orchestrator.plan import Plan
+from orchestrator.results import HISTORY_FILE, TRIALS_FILE, load_results
+from orchestrator.settings import SearchSettings, load_settings, save_record
+from orchestrator.storage import SETTINGS_FILE, Location
+from orchestrator.tuner import build_tuner, trainable_with_resources
+from trainables.catalog import get_info, resolve
+
+
+@dataclass
+class Outcome:
+    experiment_uri: str
+    trials_path: str
+    history_path: str
+    wandb_runs: list[str]
+    #: Every trial, best first.
+    leaderboard: list[dict[str, Any]]
+    objectives: list[tuple[str, str]]
+    errors: int
+
+
+def wandb_runs(experiment: Location) -> list[str]:
+    if "://" in experiment.uri:
+        return []
+    return sorted(str(p) for p in Path(experiment.path).glob("*/wandb/*run-*") if p.is_dir())
+
+
+def collect(experiment_uri: str, objectives) -> Outcome:
+    loc = Location.parse(experiment_uri)
+    trials, _ = load_results(loc)
+    rows = trials.to_pylist()
+    return Outcome(
+        experiment_uri=loc.uri,
+        trials_path=loc.child(TRIALS_FILE).uri,
+        history_path=loc.child(HISTORY_FILE).uri,
+        wandb_runs=wandb_runs(loc),
+        leaderboard=leaderboard(rows, objectives),
+        objectives=[tuple(o) for o in objectives],
+        errors=sum(r["status"] == "ERROR" for r in rows),
+    )
+
+
+def prepare(plan: Plan, echo: Callable[[str], None]) -> None:
+    """Run the trainable's prepare hook once on the driver; its values join every trial's config."""
+    if not plan.info.prepare:
+        return
+
+    def store(name: str, data: bytes) -> str:
+        target = plan.experiment.child(*name.split("/"))
+        target.write_bytes(data)
+        return target.uri
+
+    updates = resolve(plan.info.prepare)(plan.base, store, echo)
+    plan.trial_config.update(updates)
+
+
+def _fit(tuner, name: str, echo) -> None:
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        echo(f"interrupted: continue with `orchestrator resume {name}`")
+        raise
+
+
+def run_search(plan: Plan, echo: Callable[[str], None] = print) -> Outcome:
+    """Run a planned search to the end and return its results."""
+    s = plan.settings
+    if plan.experiment.child(SETTINGS_FILE).exists():
+        raise UserError(
+            f"experiment {s.name!r} already exists in {s.storage}; "
+            f"`orchestrator resume {s.name}` continues it, or pick another --name"
+        )
+    echo(
+        f"experiment {s.name}: space {plan.space.name}, {plan.num_samples} trials x "
+        f"{plan.max_iterations} {plan.info.unit}s, {s.searcher} + {plan.scheduler}, objective "
+        + " & ".join(f"{m} ({mode})" for m, mode in plan.objectives)
+    )
+    echo(f"W&B: {plan.wandb_mode} ({plan.wandb_reason}), project {s.wandb_project}, group {s.name}")
+    prepare(plan, echo)
+    save_record(plan.experiment, plan.record())
+    started = ray_runtime.start(
+        plan.address or None, ray_runtime.worker_env(plan.wandb_mode), num_cpus=s.num_cpus or None
+    )
+    try:
+        _fit(build_tuner(plan), s.name, echo)
+    finally:
+        ray_runtime.stop(started)
+    return collect(plan.experiment.uri, plan.objectives)
+
+
+def resume_search(
+    name: str,
+    storage: str | None = None,
+    address: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> Outcome:
+    """Continue an interrupted search: unfinished and errored trials resume from their last
+    checkpoints; the Optuna study and the scheduler's state come back with the experiment."""
+    from ray import tune
+
+    record = load_settings(name, storage)
+    uri = record["experiment_uri"]
+    if not tune.Tuner.can_restore(uri):
+        raise UserError(f"experiment {name!r} at {uri} has no Ray Tune state to resume from")
+    settings = SearchSettings.from_record(record)
+    info = get_info(record["trainable"])
+    mode = record.get("wandb_mode_resolved", "offline")
+    resolved = ray_runtime.check_address(address) if address else ""
+    echo(f"resuming experiment {name} from {uri}")
+    started = ray_runtime.start(
+        resolved or None, ray_runtime.worker_env(mode), num_cpus=settings.num_cpus or None
+    )
+    try:
+        tuner = tune.Tuner.restore(
+            uri,
+            trainable=trainable_with_resources(info, settings),
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=record.get("trial_config"),
+        )
+        _fit(tuner, name, echo)
+    finally:
+        ray_runtime.stop(started)
+    return collect(uri, [tuple(o) for o in record["objectives"]])

@@ -1,0 +1,79 @@
+"""A trial inside Ray Tune: the function trainable a search runs, and where its reports go.
+
+:func:`tune_trainable` wraps a trainable's one trial loop (``trainables.trial.run_trial``) for
+Ray Tune. It imports the trainable's module by path inside the worker, so a trainable registered
+in the driver's catalog from outside the ``trainables`` package runs without being registered
+in the worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from orchestrator import ray_compat
+from trainables.catalog import TrainableInfo
+from trainables.reporting import Reporter, load_checkpoint_file, save_checkpoint
+from trainables.runtime import Runtime, cap_gpu_memory
+
+
+class TuneReporter(Reporter):
+    """Reports to Ray Tune; checkpoints are persisted by Tune to the experiment's storage.
+
+    Keys are ordered clean and PGD validation accuracy first, then the trainable's headline
+    metrics: Tune's progress table shows the first few metrics of a report. Caps CUDA memory to
+    the trial's share of a GPU.
+    """
+
+    def __init__(self, headline: tuple[str, ...] = ()):
+        self.order = ("val/acc", "val/pgd_acc", *headline)
+        self.node_id = ""
+
+    def start(self, runtime: Runtime, budget: int) -> None:
+        import ray
+        from ray import tune
+
+        self.node_id = ray.get_runtime_context().get_node_id()
+        resources = tune.get_context().get_trial_resources().required_resources
+        self.gpu_cap = cap_gpu_memory(runtime, float(resources.get("GPU", 0.0)))
+
+    def load_checkpoint(self) -> dict | None:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return load_checkpoint_file(directory)
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
+        from ray import tune
+
+        first = {k: metrics[k] for k in self.order if k in metrics}
+        metrics = {**first, **metrics, "node_id": self.node_id}
+        if checkpoint is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="orchestrator-ckpt-") as directory:
+            save_checkpoint(checkpoint, directory)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def tune_trainable(info: TrainableInfo) -> Callable[[dict], dict]:
+    """The Ray Tune function trainable of the trainable ``info`` describes."""
+    module, headline = info.module, tuple(k for k in info.headline if not k.startswith("val/"))
+
+    def trial(config: dict) -> dict:
+        from trainables.trial import run_trial
+
+        spec = importlib.import_module(module).SPEC
+        return run_trial(spec, config, TuneReporter(headline))
+
+    trial.__name__ = trial.__qualname__ = info.name
+    # What Tune prints of a finished trial (it would print every one of ~40 metrics).
+    ray_compat.set_progress_metrics(
+        trial, ["iteration", "val/acc", "val/pgd_acc", *info.headline, "diverged"]
+    )
+    return trial

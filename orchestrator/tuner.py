@@ -1,0 +1,106 @@
+"""A plan's Ray Tune ``Tuner``: searcher, scheduler, callbacks, resources. Ray is not started
+here, so the Tuner can be built and inspected in tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from orchestrator.callbacks import CsvLogger, JsonLogger, ParquetCallback
+from orchestrator.plan import Plan
+from orchestrator.schedulers import make_scheduler
+from orchestrator.searchers import make_searcher
+from orchestrator.settings import SearchSettings
+from orchestrator.tracking import WandbCallback
+from orchestrator.tune_trainable import tune_trainable
+from search_spaces.introspect import ConstrainedSpace
+from trainables.catalog import TrainableInfo
+
+
+def _trial_dirname(trial) -> str:
+    return f"{trial.trainable_name}_{trial.trial_id}"
+
+
+def callbacks(plan: Plan) -> list:
+    s = plan.settings
+    out = [
+        ParquetCallback(
+            plan.experiment.uri,
+            metadata=plan.results_metadata(),
+            budget_key=plan.budget_key,
+            objectives=plan.objectives,
+        ),
+        JsonLogger(),
+        CsvLogger(),
+    ]
+    if plan.wandb_mode != "disabled":
+        out.append(
+            WandbCallback(
+                project=s.wandb_project,
+                group=s.name,
+                job_type=plan.space.name,
+                mode=plan.wandb_mode,
+                objectives=plan.objectives,
+                tags=[plan.space.name, s.searcher, s.objective],
+            )
+        )
+    return out
+
+
+def trainable_with_resources(info: TrainableInfo, settings: SearchSettings) -> Callable:
+    """The trainable's Tune function with the CPUs and GPUs each trial asks for."""
+    from ray import tune
+
+    return tune.with_resources(
+        tune_trainable(info), {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    )
+
+
+def build_tuner(plan: Plan):
+    """The ``Tuner`` of a plan (Ray is not started)."""
+    from ray import tune
+
+    s = plan.settings
+    metrics = [m for m, _ in plan.objectives]
+    modes = [m for _, m in plan.objectives]
+    space = ConstrainedSpace(plan.space.space, plan.fixed, s.ranges)
+    searcher = make_searcher(
+        space,
+        metrics,
+        modes,
+        searcher=s.searcher,
+        seed=s.seed,
+        budget_key=plan.budget_key,
+        budget=plan.max_iterations,
+    )
+    scheduler = make_scheduler(
+        plan.scheduler,
+        metrics,
+        modes,
+        max_t=plan.max_iterations,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+    )
+    tune_config = tune.TuneConfig(
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=plan.num_samples,
+        max_concurrent_trials=s.max_concurrent or None,
+        time_budget_s=s.time_budget_s or None,
+        trial_dirname_creator=_trial_dirname,
+        reuse_actors=False,
+    )
+    run_config = tune.RunConfig(
+        name=s.name,
+        storage_path=s.storage,
+        stop={"training_iteration": plan.max_iterations},
+        callbacks=callbacks(plan),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=s.keep_checkpoints),
+        failure_config=tune.FailureConfig(max_failures=s.max_failures),
+        verbose=1,
+    )
+    return tune.Tuner(
+        trainable_with_resources(plan.info, s),
+        param_space=dict(plan.trial_config),
+        tune_config=tune_config,
+        run_config=run_config,
+    )

@@ -1,0 +1,195 @@
+"""The orchestrator's rooms: readers without Ray, private internals in one module, results
+written in parts whose I/O grows linearly."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from orchestrator import ray_compat
+from orchestrator.callbacks import ParquetCallback
+from orchestrator.results import HISTORY_FILE, PARTS_DIR, TRIALS_FILE, ResultsStore, load_results
+from orchestrator.storage import SETTINGS_FILE, Location
+from trainables.models import ClassicClassifier
+from trainables.reporting import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+OBJECTIVES = [("val/acc", "max")]
+META = {
+    "space": "classic",
+    "trainable": "classic",
+    "budget_key": "epochs",
+    "unit": "epoch",
+    "objectives": [list(o) for o in OBJECTIVES],
+    "params": [{"name": "lr", "kind": "float", "low": 1e-4, "high": 1e-2, "log": True, "conditions": []}],
+}
+
+
+class FakeTrial:
+    """What the Parquet callback reads of a Ray Tune trial."""
+
+    def __init__(self, trial_id, lr, budget=3, checkpoint=None):
+        self.trial_id, self.status, self.num_failures, self.error_file = trial_id, "RUNNING", 0, None
+        self.config = {"lr": lr, "epochs": budget, "dataset": "synthetic"}
+        self.checkpoint = checkpoint
+
+
+def run_fake_search(
+    experiment: Path, n_trials: int, reports: int = 3, flush_s: float = 0.0
+) -> ParquetCallback:
+    """Drive the Parquet callback as Ray Tune would for ``n_trials`` trials of ``reports``."""
+    callback = ParquetCallback(
+        str(experiment), metadata=META, budget_key="epochs", objectives=OBJECTIVES, flush_s=flush_s
+    )
+    callback.setup()
+    trials = []
+    for i in range(n_trials):
+        trial = FakeTrial(f"t{i:04d}", 1e-3 * (1 + i % 7), budget=reports)
+        trials.append(trial)
+        for it in range(1, reports + 1):
+            result = {"iteration": it, "training_iteration": it, "val/acc": 0.1 * (i % 10) + 0.01 * it}
+            result["time_total_s"] = float(it)
+            callback.on_trial_result(it, trials, trial, result)
+        trial.status = "TERMINATED"
+        callback.on_trial_complete(reports, trials, trial)
+    callback.on_experiment_end(trials)
+    return callback
+
+
+class CountingLocation(Location):
+    written = 0
+
+    def write_bytes(self, data: bytes) -> None:
+        CountingLocation.written += len(data)
+        super().write_bytes(data)
+
+    def child(self, *parts):
+        loc = super().child(*parts)
+        return CountingLocation(loc.fs, loc.path, loc.uri)
+
+
+def _bytes_written(tmp_path, monkeypatch, n_trials: int) -> int:
+    import orchestrator.results as results
+
+    CountingLocation.written = 0
+    monkeypatch.setattr(results.ResultsStore, "__init__", _counting_init)
+    run_fake_search(tmp_path / f"io-{n_trials}", n_trials)
+    return CountingLocation.written
+
+
+def _counting_init(self, experiment):
+    experiment = CountingLocation(experiment.fs, experiment.path, experiment.uri)
+    self.experiment, self.parts, self._seq = experiment, experiment.child(PARTS_DIR), None
+
+
+def test_writer_io_grows_linearly_with_the_number_of_reports(tmp_path, monkeypatch):
+    small = _bytes_written(tmp_path, monkeypatch, 50)
+    large = _bytes_written(tmp_path, monkeypatch, 200)
+    # Four times the reports: about four times the bytes (a rewrite-everything writer: ~16x).
+    assert large < 5 * small, (small, large)
+
+
+def test_parts_while_running_then_two_tables(tmp_path):
+    experiment = tmp_path / "exp"
+    callback = ParquetCallback(
+        str(experiment), metadata=META, budget_key="epochs", objectives=OBJECTIVES, flush_s=0
+    )
+    trial = FakeTrial("a", 1e-3)
+    callback.on_trial_result(1, [trial], trial, {"iteration": 1, "training_iteration": 1, "val/acc": 0.5})
+    callback.on_trial_result(2, [trial], trial, {"iteration": 2, "training_iteration": 2, "val/acc": 0.6})
+    assert not (experiment / TRIALS_FILE).exists() and len(list((experiment / PARTS_DIR).iterdir())) == 4
+    trials, history = load_results(Location.parse(experiment))
+    assert trials.num_rows == 1 and history.num_rows == 2, "readers see the parts of a running search"
+    assert trials.to_pylist()[0]["outcome"] == "running"
+    trial.status = "TERMINATED"
+    callback.on_trial_complete(2, [trial], trial)
+    callback.on_experiment_end([trial])
+    assert not (experiment / PARTS_DIR).exists() or not list((experiment / PARTS_DIR).iterdir())
+    import pyarrow.parquet as pq
+
+    row = pq.read_table(experiment / TRIALS_FILE).to_pylist()[0]
+    assert row["outcome"] == "early_stopped" and row["best/val/acc"] == 0.6
+    assert pq.read_table(experiment / HISTORY_FILE).num_rows == 2
+
+    # A resumed driver starts from what is on disk and compacts everything again.
+    again = run_fake_search(experiment, 2)
+    trials, history = load_results(Location.parse(experiment))
+    assert sorted(trials.column("trial_id").to_pylist()) == ["a", "t0000", "t0001"]
+    assert history.num_rows == 2 + 2 * 3
+    assert again.trial_rows()
+
+
+def test_private_ray_internals_are_all_there():
+    assert ray_compat.check() == []
+
+
+def _experiment_with_checkpoint(root: Path) -> Path:
+    experiment = root / "exp"
+    ckpt = experiment / "trial_a" / "checkpoint_000000"
+    model = ClassicClassifier(1, 10)
+    config = {"dataset": "synthetic", "epochs": 3, "lr": 1e-3}
+    state = {
+        "trainable": "classic",
+        "config": config,
+        "iteration": 3,
+        "program": {"classifier": model.state_dict()},
+    }
+    save_checkpoint(state, ckpt)
+    history = [{"trial_id": "a", "iteration": i, "val/acc": 0.3 * i} for i in (1, 2, 3)]
+    from orchestrator.results import trial_row
+
+    row = trial_row(
+        trial_id="a",
+        status="TERMINATED",
+        config=config,
+        history=history,
+        space="classic",
+        trainable="classic",
+        budget_key="epochs",
+        checkpoint_path=str(ckpt),
+    )
+    ResultsStore(Location.parse(experiment)).append(
+        history, [row], {k: json.dumps(v) for k, v in META.items()}
+    )
+    (experiment / SETTINGS_FILE).write_text(json.dumps({"objectives": OBJECTIVES, "space": "classic"}))
+    return experiment
+
+
+HEAVY = ("ray", "optuna", "wandb", "ray.tune", "ray.air.integrations.wandb")
+
+
+@pytest.mark.parametrize(
+    "command,forbidden",
+    [
+        (["results", "exp"], (*HEAVY, "torch")),
+        (["report", "exp"], (*HEAVY, "torch")),
+        (["export", "exp", "--out", "{tmp}/model.pt"], HEAVY),
+    ],
+)
+def test_readers_import_neither_ray_nor_optuna_nor_wandb(tmp_path, command, forbidden):
+    _experiment_with_checkpoint(tmp_path)
+    args = [a.format(tmp=tmp_path) for a in command] + ["--storage", str(tmp_path)]
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from orchestrator.cli import cli
+        try:
+            cli.main({args!r}, standalone_mode=False)
+        finally:
+            print("MODULES=" + json.dumps(sorted(m for m in {list(forbidden)!r} if m in sys.modules)))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = json.loads(out.stdout.rsplit("MODULES=", 1)[1])
+    assert loaded == [], f"`orchestrator {command[0]}` imported {loaded}"
+    if command[0] == "export":
+        assert (tmp_path / "model.pt").exists() and torch.load(tmp_path / "model.pt", weights_only=False)[
+            "trial_id"
+        ] == "a"
