@@ -1,4 +1,5 @@
-"""Search space of ``adaptive_ratio``: the perturbation GAN and its training-ratio schedule."""
+"""Search space of ``adaptive_ratio``: the perturbation GAN, its generator family and its
+training-ratio schedule."""
 
 from __future__ import annotations
 
@@ -9,14 +10,23 @@ STEPPED = ("1:6,8:8,15:12", "1:2,6:4,12:8", "1:4,6:8,12:16", "1:2,8:6,15:12")
 
 
 def space(trial) -> dict[str, Any]:
-    """Learning rates (log), the ratio schedule with its own parameters (conditional), the
-    generator-loss target of the adaptive schedule, k bounds, perturbation eps ([0, 1] scale)
-    and the clean / perturbed mix of classifier batches."""
+    """Learning rates (log), perturbation eps ([0, 1] scale) and the clean share of classifier
+    batches; the generator family with its own parameters (conditional): the learned
+    attacker's recursive steps, step size (a fraction of eps), adversarial copies per image and,
+    with two copies, the weight of the diversity term; the ratio schedule with its own
+    parameters (conditional)."""
     trial.suggest_float("cls_lr", 1e-4, 1e-2, log=True)
     trial.suggest_float("gen_lr", 1e-4, 1e-2, log=True)
     trial.suggest_float("gen_eps", 0.1, 0.4)
-    trial.suggest_float("clean_frac", 0.2, 0.8)
+    trial.suggest_float("clean_frac", 0.0, 0.8)
     constants: dict[str, Any] = {}
+    generator = trial.suggest_categorical("generator", ["image", "gradient"])
+    if generator == "gradient":
+        trial.suggest_int("gen_steps", 1, 10)
+        trial.suggest_float("gen_step_size", 0.1, 1.0)
+        copies = trial.suggest_categorical("adv_copies", [1, 2])
+        if copies == 2:
+            trial.suggest_float("diversity_weight", 0.0, 4.0)
     schedule = trial.suggest_categorical("schedule", ["fixed", "stepped", "adaptive"])
     if schedule == "fixed":
         trial.suggest_int("k", 1, 8)

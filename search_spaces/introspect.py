@@ -102,11 +102,14 @@ def _common_condition(name: str, branches: list[str], all_branches: list[str]) -
     parts = [dict(p.split("=", 1) for p in b.split(", ") if p) for b in branches]
     others = [dict(p.split("=", 1) for p in b.split(", ") if p) for b in all_branches if b not in branches]
     keys = set.intersection(*(set(p) for p in parts)) - {name}
+    candidates = []
     for key in sorted(keys):
         values = {p[key] for p in parts}
         if not any(o.get(key) in values for o in others):
-            return [f"{key}={v}" for v in sorted(values)]
-    return branches
+            candidates.append([f"{key}={v}" for v in sorted(values)])
+    # The fewest values: "generator=gradient", not "adv_copies=1 or adv_copies=2" (a choice
+    # that only exists under generator=gradient).
+    return min(candidates, key=len) if candidates else branches
 
 
 def distributions_for(space: Callable[[Any], dict], params: Mapping[str, Any]) -> dict[str, BaseDistribution]:

@@ -85,3 +85,39 @@ def test_params_lists_every_field():
     assert result.exit_code == 0
     for name in ("n_critic", "gp_lambda", "cls_rate", "stages"):
         assert name in result.output
+
+
+def test_train_checkpoint_exports_and_evaluates_under_strong_attacks(tmp_path):
+    runner = CliRunner()
+    ckpt, model = tmp_path / "ckpt", tmp_path / "model.pt"
+    trained = runner.invoke(
+        cli, ["train", "-t", "classic", "--epochs", "1", *FAST, "--checkpoint-dir", str(ckpt)]
+    )
+    assert trained.exit_code == 0, trained.output
+    exported = runner.invoke(cli, ["export", str(ckpt), "--out", str(model)])
+    assert exported.exit_code == 0, exported.output
+    assert "classic (synthetic)" in exported.output
+    result = runner.invoke(
+        cli, ["evaluate", str(model), "--attack", "pgd", "--attack", "apgd-ce", "-n", "16", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output.strip().splitlines()[-1])
+    assert row["n"] == 16 and row["dataset"] == "synthetic" and row["eps_scale"] == "[0, 1] pixels"
+    assert 0 <= row["worst"] <= min(row["pgd_acc"], row["apgd-ce_acc"]) <= 1
+    assert row["apgd-ce_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--attack", "fgsm"], "unknown attack 'fgsm'"),
+        (["--eps", "8"], "[0, 1] pixel scale"),
+        (["-n", "0"], "--images must be at least 1"),
+    ],
+)
+def test_evaluate_rejects_bad_input_in_one_line(tmp_path, args, needle):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not a model")
+    result = CliRunner().invoke(cli, ["evaluate", str(model), *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and len(result.output.strip().splitlines()) == 1, result.output

@@ -56,12 +56,15 @@ def test_adaptive_ratio_space_is_conditional():
     assert infos["target_gen_loss"].conditions == ("schedule=adaptive",)
     assert infos["k_steps"].conditions == ("schedule=stepped",)
     assert infos["cls_lr"].conditions == ()
+    assert infos["gen_steps"].conditions == ("generator=gradient",)
+    assert infos["diversity_weight"].conditions == ("adv_copies=2",)
     fixed = optuna.trial.FixedTrial(
         {
             "cls_lr": 1e-3,
             "gen_lr": 1e-3,
             "gen_eps": 0.3,
             "clean_frac": 0.5,
+            "generator": "image",
             "schedule": "adaptive",
             "target_gen_loss": 0.6,
             "k_min": 2,

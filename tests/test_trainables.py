@@ -26,6 +26,18 @@ CASES = {
     "adaptive_ratio": synthetic(
         cycles=2, schedule="adaptive", k=2, cycle_steps=3, pretrain_epochs=1, media_every=2
     ),
+    "adaptive_ratio-gradient": synthetic(
+        cycles=2,
+        generator="gradient",
+        gen_steps=2,
+        adv_copies=2,
+        diversity_weight=1.0,
+        schedule="adaptive",
+        k=2,
+        cycle_steps=3,
+        pretrain_epochs=1,
+        media_every=2,
+    ),
 }
 
 EXPECTED = {
@@ -44,7 +56,16 @@ EXPECTED = {
         "stage/1/ref_acc",
         "stage/3/ref_acc",
     ],
-    "adaptive_ratio": ["ratio/k", "train/gen_loss", "train/cls_loss", "pretrain/acc"],
+    "adaptive_ratio": ["ratio/k", "train/gen_loss", "train/cls_loss", "pretrain/acc", "attack/pgd10_acc"],
+    "adaptive_ratio-gradient": [
+        "ratio/k",
+        "train/gen_loss",
+        "train/gen_ce",
+        "train/gen_diversity",
+        "train/cls_adv_loss",
+        "attack/gen_acc",
+        "attack/pgd10_acc",
+    ],
 }
 COMMON = [
     "iteration",
@@ -59,7 +80,7 @@ COMMON = [
 @pytest.mark.parametrize("name", list(CASES))
 def test_trainable_reports_its_keys(name):
     reporter = MemoryReporter()
-    run_trial(get_spec(name), CASES[name], reporter)
+    run_trial(get_spec(name.split("-")[0]), CASES[name], reporter)
     reports = reporter.reports
     assert [r["iteration"] for r in reports] == [1, 2]
     keys = set().union(*reports)
@@ -80,18 +101,19 @@ def test_resume_continues_where_it_stopped(name):
     """Two iterations straight == one iteration, checkpoint, a fresh resume, one more."""
     config = {**CASES[name], "media_every": 0}
     straight = MemoryReporter()
-    run_trial(get_spec(name), config, straight)
+    run_trial(get_spec(name.split("-")[0]), config, straight)
 
-    budget_key = get_spec(name).config_cls.budget_key
+    spec = get_spec(name.split("-")[0])
+    budget_key = spec.config_cls.budget_key
     first = MemoryReporter()
-    run_trial(get_spec(name), {**config, budget_key: 1, "checkpoint_every": 1}, first)
+    run_trial(spec, {**config, budget_key: 1, "checkpoint_every": 1}, first)
     torch.manual_seed(12345)  # the resumed run must not depend on the process's RNG
     resumed = MemoryReporter(resume_from=first.checkpoint)
-    run_trial(get_spec(name), config, resumed)
+    run_trial(spec, config, resumed)
     assert [r["iteration"] for r in resumed.reports] == [2]
     a, b = straight.reports[-1], resumed.reports[-1]
     for key in a:
-        if key.startswith("train/") or key in ("val/acc", "val/loss", "ratio/k"):
+        if key.startswith(("train/", "attack/")) or key in ("val/acc", "val/loss", "ratio/k"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
 
 
@@ -100,7 +122,7 @@ def test_drawing_media_does_not_change_training(name):
     runs = []
     for every in (0, 1):
         reporter = MemoryReporter()
-        run_trial(get_spec(name), {**CASES[name], "media_every": every}, reporter)
+        run_trial(get_spec(name.split("-")[0]), {**CASES[name], "media_every": every}, reporter)
         runs.append(reporter.reports[-1])
     for key in runs[0]:
         if key.startswith("train/") or key == "val/acc":
@@ -154,7 +176,7 @@ class _FiveIterations(TrialConfig):
 
 
 def test_non_finite_loss_ends_the_trial_with_diverged_flag():
-    spec = TrainableSpec("nan", _FiveIterations, _NaNProgram, ("train/loss",), "iteration")
+    spec = TrainableSpec("nan", _FiveIterations, _NaNProgram)
     reporter = MemoryReporter()
     last = run_trial(spec, synthetic(pgd_steps=1), reporter)
     assert [r["iteration"] for r in reporter.reports] == [1, 2], "the trial stops at the divergence"

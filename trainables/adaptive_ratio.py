@@ -1,19 +1,33 @@
 """``adaptive_ratio``: seed 001's perturbation GAN with a generator:classifier training ratio.
 
 The classifier (Classic architecture) is first pre-trained on clean images for
-``pretrain_epochs``. Then every cycle (one iteration):
+``pretrain_epochs``. Then every cycle (one iteration) trains the generator and the classifier
+in the ratio k of the schedule, with one of two generator families (``generator``):
 
-1. the classifier is frozen (eval mode) and the perturbation generator takes
-   ``k * cycle_steps`` steps minimising the classifier's mean probability of the true class on
-   perturbed images (the generator loss; it pushes the classifier towards being wrong);
-2. the generator is frozen and the classifier takes ``cycle_steps`` steps on batches that mix
-   clean images (fraction ``clean_frac``) with images perturbed by the generator, all with their
-   true labels.
+- ``image`` (seed 001's generator, the default): a network of the image alone. The classifier
+  is frozen (eval mode) while the generator takes ``k * cycle_steps`` steps minimising the
+  classifier's mean probability of the true class on perturbed images (the generator loss);
+  then the classifier takes ``cycle_steps`` steps on batches that mix clean images (fraction
+  ``clean_frac``) with perturbed ones, all with their true labels.
+- ``gradient``: the learned attacker of Jang, Wu & Jha (ICCV 2019), a recursive generator that
+  sees the classifier's input gradient (:class:`~trainables.models.GradientAttacker`). Each of
+  the cycle's ``cycle_steps`` classifier steps is preceded by k attacker updates on fresh
+  batches (one attack of ``adv_copies`` latent codes per image each); the classifier then trains
+  on the last batch's clean images (loss weight ``clean_frac``) and its adversarial copies
+  (weight ``1 - clean_frac``) in one forward pass, BatchNorm in train mode, as in adversarial
+  training. The attack itself runs with the classifier frozen in eval mode.
 
-k follows the ratio schedule: ``fixed``, ``stepped`` or ``adaptive`` (held so that the generator
-loss stays under ``target_gen_loss``). Perturbations are bounded by ``gen_eps`` on the [0, 1]
-pixel scale. The seed's generator allowed 0.5, which lets it move every pixel to mid-grey and
-erase the digit; the default is the evaluation radius 0.3.
+For both families the generator loss the schedules look at (``train/gen_loss``) is the
+classifier's mean probability of the true class on the generator's images: low means the
+generator fools the classifier. k follows the ratio schedule: ``fixed``, ``stepped`` or
+``adaptive`` (raised while the generator loss of the cycle's last steps is above
+``target_gen_loss``, lowered once it is under). Perturbations are bounded by ``gen_eps`` on the
+[0, 1] pixel scale. The seed's generator allowed 0.5, which lets it move every pixel to
+mid-grey and erase the digit; the default is the evaluation radius 0.3.
+
+Each cycle also reports how strong the generator is as an attack: the classifier's accuracy on
+the generator's images (``attack/gen_acc``) and on PGD-10 images (``attack/pgd10_acc``) of the
+same training batch.
 """
 
 from __future__ import annotations
@@ -23,16 +37,19 @@ from typing import ClassVar
 
 import torch
 
+from trainables.attacks import adversarial_examples, learned_attack
 from trainables.config import param
 from trainables.data import BatchStream, Data
-from trainables.evaluation import predict
+from trainables.evaluation import accuracy, predict
 from trainables.media import prediction_grid
-from trainables.models import ClassicClassifier, PerturbationGenerator
-from trainables.reporting import default_reporter
+from trainables.models import ClassicClassifier, GradientAttacker, PerturbationGenerator
+from trainables.reporting import console_reporter
 from trainables.runtime import Runtime
 from trainables.schedules import SCHEDULES, adaptive_k, stepped_k, validate_steps
-from trainables.steps import Meter, classifier_step, perturbation_step, run_steps
+from trainables.steps import Meter, attacker_step, classifier_step, perturbation_step, run_steps
 from trainables.trial import StatefulProgram, TrainableSpec, TrialConfig, run_trial
+
+GENERATORS = ("image", "gradient")
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,14 @@ class AdaptiveRatioConfig(TrialConfig):
     cls_lr: float = param(1e-3, lo=1e-7, hi=1.0, doc="classifier Adam learning rate")
     gen_lr: float = param(1e-3, lo=1e-7, hi=1.0, doc="generator Adam learning rate")
     gen_eps: float = param(0.3, lo=0.001, hi=1.0, doc="perturbation bound, [0,1] pixel scale")
+    generator: str = param("image", choices=GENERATORS, doc="image: seed 001's; gradient: learned attacker")
+    gen_steps: int = param(5, lo=1, hi=10, doc="gradient: recursive attack steps")
+    gen_step_size: float = param(0.5, lo=0.01, hi=1.0, doc="gradient: largest step, a fraction of gen_eps")
+    diversity_weight: float = param(
+        0.0, lo=0.0, hi=100.0, doc="gradient: weight of the latent-code diversity term"
+    )
+    adv_copies: int = param(1, lo=1, hi=4, doc="gradient: adversarial copies (latent codes) per image")
+    gen_random_start: bool = param(True, doc="gradient: start each attack at a random point of the eps ball")
     schedule: str = param("fixed", choices=SCHEDULES, doc="ratio schedule")
     k: int = param(2, lo=1, hi=100_000, doc="fixed k, and the adaptive schedule's first k")
     k_steps: tuple[tuple[int, int], ...] = param(
@@ -57,10 +82,17 @@ class AdaptiveRatioConfig(TrialConfig):
     cycle_steps: int = param(
         50, lo=1, hi=1_000_000, doc="classifier steps per cycle (generator: k times as many)"
     )
-    clean_frac: float = param(0.5, lo=0.0, hi=1.0, doc="fraction of clean images in classifier batches")
+    clean_frac: float = param(
+        0.5, lo=0.0, hi=1.0, doc="share of clean images in the classifier's batches (gradient: loss weight)"
+    )
 
     def validate(self) -> None:
         super().validate()
+        if self.generator == "gradient" and self.diversity_weight > 0 and self.adv_copies < 2:
+            raise ValueError(
+                f"diversity_weight={self.diversity_weight:g} needs adv_copies >= 2 "
+                "(the diversity term compares the attacks of two latent codes on the same image)"
+            )
         if self.schedule == "stepped":
             validate_steps(self.k_steps)
         if self.k_min > self.k_max:
@@ -70,16 +102,25 @@ class AdaptiveRatioConfig(TrialConfig):
 
 
 class AdaptiveRatioProgram(StatefulProgram):
-    state_objects = ("classifier", "perturber", "cls_opt", "gen_opt", "stream")
+    state_objects = ("classifier", "perturber", "cls_opt", "gen_opt", "stream", "attack_rng")
     state_values = ("pretrained", "k", "images_seen")
 
     def __init__(self, cfg: AdaptiveRatioConfig, rt: Runtime, data: Data):
         self.cfg, self.rt, self.data = cfg, rt, data
         self.classifier = rt.module(ClassicClassifier(data.spec.channels, data.spec.num_classes))
-        self.perturber = rt.module(PerturbationGenerator(data.spec.channels, eps=cfg.gen_eps))
+        if cfg.generator == "gradient":
+            self.perturber = rt.module(
+                GradientAttacker(
+                    data.spec.channels, eps=cfg.gen_eps, steps=cfg.gen_steps, step_size=cfg.gen_step_size
+                )
+            )
+        else:
+            self.perturber = rt.module(PerturbationGenerator(data.spec.channels, eps=cfg.gen_eps))
         self.cls_opt = torch.optim.Adam(self.classifier.parameters(), lr=cfg.cls_lr)
         self.gen_opt = torch.optim.Adam(self.perturber.parameters(), lr=cfg.gen_lr)
         self.stream = BatchStream(data.train, cfg.batch_size, seed=cfg.seed)
+        # The per-cycle strength check draws from its own RNG: it must not shift training.
+        self.attack_rng = torch.Generator(device=rt.device).manual_seed(cfg.seed + 1)
         self.pretrained = cfg.pretrain_epochs == 0
         self.k = cfg.k
         self.images_seen = 0
@@ -102,6 +143,30 @@ class AdaptiveRatioProgram(StatefulProgram):
             out.update({"pretrain/loss": pre["loss"], "pretrain/acc": pre["acc"]})
             self.pretrained = True
         k = self.k_for(cycle)
+        cycle_out, (x, y) = self._gradient_cycle(k) if cfg.generator == "gradient" else self._image_cycle(k)
+        out.update(cycle_out)
+        if cfg.schedule == "adaptive":
+            # One host sync per cycle: the next k is a step count.
+            self.k = adaptive_k(
+                k,
+                float(out["gen_loss_end"]),
+                cfg.target_gen_loss,
+                factor=cfg.k_factor,
+                k_min=cfg.k_min,
+                k_max=cfg.k_max,
+            )
+        out.update(
+            {
+                "ratio/k": torch.tensor(float(k), device=rt.device),
+                "ratio/next_k": torch.tensor(float(self.k_for(cycle + 1)), device=rt.device),
+                **self._strength(x, y),
+            }
+        )
+        return out
+
+    def _image_cycle(self, k: int):
+        """Seed 001: k * cycle_steps generator steps, then cycle_steps classifier steps."""
+        cfg, rt = self.cfg, self.rt
         gen, tail = Meter(), Meter()
         n_gen = k * cfg.cycle_steps
         for i in range(n_gen):
@@ -123,53 +188,86 @@ class AdaptiveRatioProgram(StatefulProgram):
             step = classifier_step(self.classifier, self.cls_opt, rt, [("mixed", mixed, y, 1.0)])
             cls.update({"cls_loss": step["loss"], "cls_acc": step["acc"]})
             self.images_seen += len(y)
-        gen_loss_end = tail.means()["gen_loss"]
-        if cfg.schedule == "adaptive":
-            # One host sync per cycle: the next k is a step count.
-            self.k = adaptive_k(
-                k,
-                float(gen_loss_end),
-                cfg.target_gen_loss,
-                factor=cfg.k_factor,
-                k_min=cfg.k_min,
-                k_max=cfg.k_max,
-            )
-        k_tensor = torch.tensor(float(k), device=rt.device)
-        out.update(
-            {
-                "ratio/k": k_tensor,
-                "ratio/next_k": torch.tensor(float(self.k_for(cycle + 1)), device=rt.device),
-                "gen_loss": gen.means()["gen_loss"],
-                "gen_loss_end": gen_loss_end,
-                **cls.means(),
-            }
+        out = {"gen_loss": gen.means()["gen_loss"], "gen_loss_end": tail.means()["gen_loss"], **cls.means()}
+        return out, (x, y)
+
+    def _gradient_cycle(self, k: int):
+        """Jang et al.: cycle_steps classifier steps, each after k learned-attacker updates."""
+        cfg, rt = self.cfg, self.rt
+        gen, tail = Meter(), Meter()
+        cls = Meter()
+        n_gen, i = k * cfg.cycle_steps, 0
+        for _ in range(cfg.cycle_steps):
+            for _ in range(k):
+                x, y = self.stream.next()
+                step, adv = attacker_step(
+                    self.perturber,
+                    self.classifier,
+                    self.gen_opt,
+                    rt,
+                    x,
+                    y,
+                    copies=cfg.adv_copies,
+                    diversity_weight=cfg.diversity_weight,
+                    random_start=cfg.gen_random_start,
+                )
+                gen.update(step)
+                if i >= n_gen - cfg.cycle_steps:
+                    tail.update(step)
+                i += 1
+                self.images_seen += len(y)
+            parts = [
+                ("clean", x, y, cfg.clean_frac),
+                ("adv", adv, y.repeat(cfg.adv_copies), 1 - cfg.clean_frac),
+            ]
+            out = classifier_step(self.classifier, self.cls_opt, rt, parts)
+            # cls_acc: on the clean images (on the adversarial ones when clean_frac is 0).
+            cls.update({f"cls_{name}": value for name, value in out.items()})
+        means = gen.means()
+        out = {
+            "gen_loss": means["gen_loss"],
+            "gen_loss_end": tail.means()["gen_loss"],
+            "gen_ce": means["gen_ce"],
+            "gen_diversity": means["gen_diversity"],
+            **cls.means(),
+        }
+        return out, (x, y)
+
+    def _generated(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The generator's adversarial images of ``x`` (no training)."""
+        if self.cfg.generator == "gradient":
+            return learned_attack(self.perturber, self.classifier, x, y, generator=self.attack_rng)
+        with torch.no_grad():
+            return self.perturber(x).float()
+
+    def _strength(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The classifier's accuracy on the generator's images and on PGD-10 images of one
+        training batch: how strong the generator is as an attack (device tensors, no sync)."""
+        generated = self._generated(x, y)
+        pgd10 = adversarial_examples(
+            self.classifier, x, y, "pgd", self.cfg.gen_eps, steps=10, generator=self.attack_rng
         )
-        return out
+        return {
+            "attack/gen_acc": accuracy(self.classifier, generated, y),
+            "attack/pgd10_acc": accuracy(self.classifier, pgd10, y),
+        }
 
     def media(self, iteration: int) -> dict[str, torch.Tensor]:
         """Validation images perturbed by the generator, with the classifier's predictions."""
         x, y = self.data.val.x[:10], self.data.val.y[:10]
-        with torch.no_grad():
-            perturbed = self.perturber(x).float()
+        if self.cfg.generator == "gradient":
+            # Its own RNG: drawing images must not shift the training random stream.
+            rng = torch.Generator(device=self.rt.device).manual_seed(0)
+            perturbed = learned_attack(self.perturber, self.classifier, x, y, generator=rng)
+        else:
+            with torch.no_grad():
+                perturbed = self.perturber(x).float()
         return {"perturbations": prediction_grid(x, perturbed, y, predict(self.classifier, perturbed))}
 
 
-SPEC = TrainableSpec(
-    name="adaptive_ratio",
-    config_cls=AdaptiveRatioConfig,
-    build=AdaptiveRatioProgram,
-    headline=(
-        "ratio/k",
-        "train/gen_loss",
-        "train/cls_loss",
-        "val/acc",
-        "val/fgsm_acc/eps0.3",
-        "val/pgd_acc",
-    ),
-    unit="cycle",
-)
+SPEC = TrainableSpec(name="adaptive_ratio", config_cls=AdaptiveRatioConfig, build=AdaptiveRatioProgram)
 
 
 def train(config: dict) -> dict:
-    """Ray Tune function trainable (also runs on its own, printing a line per cycle)."""
-    return run_trial(SPEC, config, default_reporter(SPEC))
+    """One trial on its own, printing a line per cycle (a search runs ``run_trial`` through Ray Tune)."""
+    return run_trial(SPEC, config, console_reporter(SPEC))

@@ -166,3 +166,79 @@ class PerturbationGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = PIXEL_RANGE
         return (x + self.perturbation(x)).clamp(lo, hi)
+
+
+class GradientAttacker(nn.Module):
+    """A learned attacker (Jang, Wu & Jha, ICCV 2019): a recursive generator that sees the
+    classifier's input gradient.
+
+    At each of ``steps`` recursive steps it receives the image, the classifier's input gradient
+    at the current adversarial image (normalised to unit RMS per image and channel), the
+    perturbation so far (divided by eps, so in [-1, 1]) and a latent code ``z``; it proposes a
+    direction in [-1, 1] per pixel that moves the perturbation by at most
+    ``step_size * eps``, after which the perturbation is projected onto the eps ball and the
+    image onto the valid pixel range (:func:`trainables.attacks.learned_attack_steps`). ``eps``
+    is on the [0, 1] pixel scale; ``step_size`` is a fraction of eps.
+
+    The network is a small U-Net (32x32 -> 16x16 -> 32x32 with a skip) whose input and
+    bottleneck also receive the encoded latent code, tiled over the image, so that different
+    codes can propose different attacks (the diversity term of the training loss rewards
+    that). No BatchNorm: the attacker is a per-example function in train and eval mode alike.
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        eps: float = 0.3,
+        steps: int = 10,
+        step_size: float = 0.25,
+        latent_dim: int = 8,
+        width: int = 8,
+        gradient_skip: bool = True,
+    ):
+        super().__init__()
+        if not 0 < eps <= 1:
+            raise ValueError(f"eps={eps} must be in (0, 1] on the [0, 1] pixel scale")
+        if not 1 <= steps <= 10:
+            raise ValueError(f"steps={steps} must be in [1, 10]")
+        if not 0 < step_size <= 1:
+            raise ValueError(f"step_size={step_size} must be in (0, 1] (a fraction of eps)")
+        self.eps, self.steps, self.step_size, self.latent_dim = eps, steps, step_size, latent_dim
+        self.z_encoder = nn.Sequential(
+            nn.Linear(latent_dim, latent_dim), nn.ReLU(), nn.Linear(latent_dim, latent_dim), nn.ReLU()
+        )
+        self.inp = nn.Sequential(nn.Conv2d(3 * channels + latent_dim, width, 3, padding=1), nn.LeakyReLU(0.2))
+        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2))
+        self.mid = nn.Sequential(
+            nn.Conv2d(2 * width + latent_dim, 2 * width, 3, padding=1), nn.LeakyReLU(0.2)
+        )
+        self.up = nn.Sequential(nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.ReLU())
+        self.out = nn.Conv2d(2 * width, channels, 3, padding=1)
+        xavier_init(self)
+        self.gradient_skip = gradient_skip
+        if gradient_skip:
+            # Start as a (soft) signed-gradient step, like a PGD step, and learn what to add.
+            self.grad_gain = nn.Parameter(torch.tensor(3.0))
+            nn.init.zeros_(self.out.weight)
+
+    def sample_latent(self, n: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, device=device, generator=generator)
+
+    @staticmethod
+    def _tile(code: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return code[:, :, None, None].expand(-1, -1, *like.shape[-2:]).to(like.dtype)
+
+    def direction(
+        self, x: torch.Tensor, grad: torch.Tensor, delta: torch.Tensor, z: torch.Tensor
+    ) -> torch.Tensor:
+        """One step's direction in [-1, 1] from the image, the normalised input gradient, the
+        perturbation so far (model units) and the latent code."""
+        code = self.z_encoder(z)
+        scaled = delta / to_model_scale(self.eps)
+        h0 = self.inp(torch.cat([x, grad, scaled, self._tile(code, x)], dim=1))
+        h1 = self.down(h0)
+        h1 = self.mid(torch.cat([h1, self._tile(code, h1)], dim=1))
+        raw = self.out(torch.cat([self.up(h1), h0], dim=1))
+        if self.gradient_skip:
+            raw = raw + self.grad_gain * grad
+        return torch.tanh(raw)

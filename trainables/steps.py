@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.attacks import eval_mode
+from trainables.attacks import eval_mode, learned_attack_steps
+from trainables.data import to_model_scale
 from trainables.runtime import Runtime
 
 
@@ -169,6 +170,82 @@ def perturbation_step(
         loss = true_class_probability(classifier, perturber(x), y)
     apply(optimizer, loss)
     return {"gen_loss": loss.detach()}
+
+
+def latent_diversity(deltas: torch.Tensor, z: torch.Tensor, copies: int, eps: float) -> torch.Tensor:
+    """Diversity of perturbations made from different latent codes of the same images.
+
+    ``deltas`` and ``z`` hold ``copies`` consecutive blocks, one per code, of the same images.
+    For each image and each pair of neighbouring codes: the mean absolute difference of the two
+    perturbations (in units of eps) divided by the mean absolute difference of the codes
+    (the mode-seeking ratio of Mao et al., 2019, used by Jang et al.); averaged. Zero with one
+    copy.
+    """
+    if copies < 2:
+        return deltas.new_zeros(())
+    d = deltas.flatten(1).view(copies, -1, deltas[0].numel()) / to_model_scale(eps)
+    c = z.view(copies, -1, z.shape[-1])
+    nxt = torch.roll(torch.arange(copies, device=z.device), -1)
+    num = (d - d[nxt]).abs().mean(dim=2)
+    den = (c - c[nxt]).abs().mean(dim=2)
+    pairs = num / (den + 1e-8)
+    return pairs[: copies if copies > 2 else 1].mean()
+
+
+def attacker_step(
+    attacker: nn.Module,
+    classifier: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rt: Runtime,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    copies: int,
+    diversity_weight: float,
+    random_start: bool = True,
+    max_grad_norm: float = 1.0,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One update of a learned attacker against a frozen classifier (eval mode).
+
+    The batch is attacked ``copies`` times with independent latent codes. The attacker
+    maximises the classifier's cross-entropy averaged over all of its recursive steps (Jang
+    et al.'s loss summed over steps, up to the constant 1/steps) plus ``diversity_weight``
+    times :func:`latent_diversity` of every step. The cross-entropy's gradient with respect to
+    each step's adversarial image is the input gradient the attacker sees at the next step, so
+    one classifier forward and backward per step serves both (the cost of a PGD step); the
+    classifier's weights get no gradient. Returns detached metrics and the final adversarial
+    images (``copies`` blocks of the batch), on which the classifier then trains:
+    ``gen_loss`` (the classifier's mean probability of the true class on them, the quantity
+    the ratio schedules hold under their target, as for the image generator), ``gen_ce``
+    (cross-entropy averaged over steps), ``gen_diversity`` and ``gen_acc``.
+    """
+    xs = x.repeat(copies, *([1] * (x.dim() - 1)))
+    ys = y.repeat(copies)
+    z = attacker.sample_latent(len(ys), x.device)
+    with rt.autocast():
+        trace = learned_attack_steps(attacker, classifier, xs, ys, z, track=True, random_start=random_start)
+    steps = len(trace.adv)
+    # d(mean CE)/d(attacker) = sum over examples of grad_x CE . d adv / d attacker, per step.
+    surrogate = sum((adv.float() * g.float()).sum() for adv, g in zip(trace.adv, trace.grads)) / (
+        len(ys) * steps
+    )
+    diversity = (
+        sum(latent_diversity(adv.float() - xs.float(), z, copies, attacker.eps) for adv in trace.adv) / steps
+    )
+    loss = -surrogate - diversity_weight * diversity
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(attacker.parameters(), max_grad_norm)
+    optimizer.step()
+    final_losses = trace.losses[-1]
+    out = {
+        "gen_loss": torch.exp(-final_losses).mean(),
+        "gen_ce": torch.stack([ls.mean() for ls in trace.losses]).mean(),
+        "gen_diversity": diversity.detach(),
+        "gen_acc": trace.correct.float().mean(),
+    }
+    return out, trace.final()
 
 
 def run_steps(batches, step) -> dict[str, torch.Tensor]:
