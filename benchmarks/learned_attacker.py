@@ -1,6 +1,6 @@
 """Does the perturbation GAN learn to attack? Three classifiers at equal wall time, one table.
 
-    python benchmarks/learned_attacker.py --data-dir ../shared/data            # ~80 min on 2 cores
+    python benchmarks/learned_attacker.py --data-dir ../shared/data            # ~2 h 30 min on 2 cores
     python benchmarks/learned_attacker.py --data-dir ../shared/data --evaluate-only
 
 Trains, for the same wall-clock budget each (``--minutes``, default 15) on all of MNIST's
@@ -19,7 +19,9 @@ MNIST's test split: clean accuracy on all 10,000 images, the project's PGD-40 (e
 and, on the first ``--strong-n`` of those, attacks that gradient masking does not fool, from the
 Adversarial Robustness Toolbox: APGD-CE, APGD-T (targeted DLR, 3 target classes) and the
 gradient-free Square attack (5,000 queries), plus their per-image worst case. Every eps is on
-the [0, 1] pixel scale. Models and numbers are written to ``--out``; the table is printed.
+the [0, 1] pixel scale. Models and numbers are written to ``--out``; the table is printed. A
+model's evaluation is kept in ``<method>.eval.json`` and re-used while it is newer than the
+model, so an interrupted run loses no finished attack.
 """
 
 from __future__ import annotations
