@@ -166,6 +166,13 @@ def _print_outcome(outcome, top: int | None = None) -> None:
     click.echo("")
     click.echo(format_rows(rows, display_columns(rows, outcome.objectives)) if rows else "no trials")
     click.echo("")
+    if outcome.constraint:
+        c = outcome.constraint
+        feasible = sum(r.get("feasible") is not False for r in outcome.leaderboard)
+        click.echo(
+            f"constraint: {c['metric']} >= {c['min']:g} ({feasible} of {len(outcome.leaderboard)} "
+            "trials feasible; infeasible ones rank last)"
+        )
     click.echo(f"trials:  {outcome.trials_path}")
     click.echo(f"history: {outcome.history_path}")
     if outcome.wandb_runs:
@@ -231,6 +238,12 @@ search_options = option_group(
         "--reduction-factor", type=click.IntRange(min=2), default=3, show_default=True, help="ASHA's eta."
     ),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Optuna sampler."),
+    click.option(
+        "--min-clean",
+        type=float,
+        help="Minimum clean validation accuracy of a feasible trial, in [0, 1] (default per dataset: "
+        "MNIST 0.8, Fashion-MNIST and GTSRB 0.6; 0 switches it off).",
+    ),
 )
 #: Where trials run.
 resource_options = option_group(

@@ -10,12 +10,33 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+#: The metric of the search constraint (``--min-clean``): clean validation accuracy.
+CLEAN_METRIC = "val/acc"
+
+
+def is_feasible(row: dict[str, Any], constraint: dict[str, Any] | None) -> bool:
+    """Whether a trial row meets the search's constraint (``{"metric", "min"}`` or None):
+    its last value of the metric at least the minimum. A trial that never reported it is not."""
+    if not constraint:
+        return True
+    v = row.get(f"last/{constraint['metric']}")
+    return v is not None and math.isfinite(v) and v >= constraint["min"]
+
+
+def constraint_violation(value: float | None, constraint: dict[str, Any]) -> float:
+    """Optuna's constraint value for a trial: <= 0 when feasible (``min - value``)."""
+    if value is None or not math.isfinite(value):
+        return 1.0
+    return float(constraint["min"] - value)
+
 
 def leaderboard(
     trials: Iterable[dict[str, Any]], objectives: Sequence[tuple[str, str]], top: int | None = None
 ) -> list[dict[str, Any]]:
-    """Trials ranked for display: Pareto front first (multi-objective) then by the first
-    objective's last value; trials that did not complete their budget after completed ones."""
+    """Trials ranked for display: completed trials first, feasible ones (``feasible``, set by
+    the results reader when the search has a ``--min-clean`` constraint) before infeasible
+    ones, then the Pareto front (multi-objective), then the first objective's last value. So a
+    collapsed classifier never outranks one that meets the constraint."""
     rows = list(trials)
     metric, mode = objectives[0]
     sign = 1.0 if mode == "max" else -1.0
@@ -23,7 +44,7 @@ def leaderboard(
     def key(r):
         v = r.get(f"last/{metric}")
         v = -math.inf if v is None or not math.isfinite(v) else sign * v
-        return (r.get("outcome") != "completed", not r.get("pareto", False), -v)
+        return (r.get("outcome") != "completed", r.get("feasible") is False, not r.get("pareto", False), -v)
 
     rows.sort(key=key)
     return rows[:top] if top else rows
@@ -40,6 +61,8 @@ def display_columns(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[s
     ]:
         if key not in columns and any(key in r for r in rows):
             columns.append(key)
+    if any(r.get("feasible") is False for r in rows):
+        columns.append("feasible")
     if any(r.get("pareto") for r in rows):
         columns.append("pareto")
     for key in sorted({k for r in rows for k in r if k.startswith("config/")}):

@@ -18,6 +18,7 @@ from typing import Any
 from orchestrator import ray_runtime
 from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, OBJECTIVES, SCHEDULERS, SEARCHERS, WANDB_MODES
 from orchestrator.errors import UserError
+from orchestrator.leaderboard import CLEAN_METRIC
 from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, check_writable, default_storage, normalize
 from orchestrator.tracking import has_api_key, resolve_mode
@@ -26,7 +27,7 @@ from search_spaces.introspect import ParamInfo, explore
 from trainables import get_spec
 from trainables.catalog import TrainableInfo, get_info
 from trainables.config import ConfigError
-from trainables.data import DatasetUnavailable, prepare_dataset, resolve_data_root
+from trainables.data import DATASETS, DatasetUnavailable, prepare_dataset, resolve_data_root
 from trainables.trial import TrainableSpec, TrialConfig
 
 
@@ -52,6 +53,8 @@ class Plan:
     wandb_mode: str
     wandb_reason: str
     address: str = ""
+    #: ``{"metric": "val/acc", "min": x}``: trials below it are infeasible (None: no constraint).
+    constraint: dict[str, Any] | None = None
 
     @property
     def info(self) -> TrainableInfo:
@@ -70,6 +73,7 @@ class Plan:
             "unit": self.info.unit,
             "objectives": [list(o) for o in self.objectives],
             "params": self.params,
+            "constraint": self.constraint,
         }
 
     def record(self) -> dict[str, Any]:
@@ -87,6 +91,7 @@ class Plan:
             "wandb_mode_resolved": self.wandb_mode,
             "budget_key": self.budget_key,
             "unit": self.info.unit,
+            "constraint": self.constraint,
         }
 
 
@@ -175,6 +180,8 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
     if gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
         raise UserError("--gpus-per-trial must be a fraction of one GPU (0.25) or a whole number")
     max_iterations = settings.max_iterations or space.max_iterations
+    if settings.min_clean is not None and not 0.0 <= settings.min_clean <= 1.0:
+        raise UserError(f"--min-clean {settings.min_clean} must be in [0, 1] (a validation accuracy)")
     if settings.grace_period < 1 or settings.reduction_factor < 2:
         raise UserError("--grace-period must be >= 1 and --reduction-factor >= 2")
     params = {p.name: p for p in explore(space.space)}
@@ -210,6 +217,8 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
         except DatasetUnavailable as exc:
             raise UserError(str(exc)) from None
     address = ray_runtime.check_address(settings.address) if settings.address else ""
+    min_clean = DATASETS[base.dataset].min_clean if settings.min_clean is None else settings.min_clean
+    constraint = {"metric": CLEAN_METRIC, "min": float(min_clean)} if min_clean > 0 else None
     settings = dataclasses.replace(settings, name=name, storage=storage, ranges=ranges)
     return Plan(
         settings=settings,
@@ -227,4 +236,5 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
         wandb_mode=wandb_mode,
         wandb_reason=reason,
         address=address,
+        constraint=constraint,
     )

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.errors import UserError
+from orchestrator.leaderboard import is_feasible
 from orchestrator.pareto import pareto_front
 from orchestrator.storage import Location
 from trainables import metrics as metric_registry
@@ -199,10 +200,11 @@ def trial_row(
 
 
 def mark_pareto(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> None:
-    """Set ``pareto`` on rows: non-dominated among trials that completed their full budget."""
+    """Set ``pareto`` on rows: non-dominated among the feasible trials (``feasible`` not False)
+    that completed their full budget."""
     if len(objectives) < 2:
         return
-    eligible = [r for r in rows if r["outcome"] == "completed"]
+    eligible = [r for r in rows if r["outcome"] == "completed" and r.get("feasible") is not False]
     points = []
     for r in eligible:
         point = []
@@ -282,6 +284,9 @@ class ResultsStore:
             history[(row["trial_id"], int(row.get("iteration") or 0))] = row
         meta = meta or history_meta
         rows = list(trials.values())
+        if meta.get("constraint"):
+            for r in rows:
+                r["feasible"] = is_feasible(r, meta["constraint"])
         if len(meta.get("objectives") or []) > 1:
             mark_pareto(rows, meta["objectives"])  # the front depends on every row
         return rows, list(history.values()), meta

@@ -16,7 +16,7 @@ from orchestrator import ray_runtime
 from orchestrator.errors import UserError
 from orchestrator.leaderboard import leaderboard
 from orchestrator.plan import Plan
-from orchestrator.results import HISTORY_FILE, TRIALS_FILE, load_results
+from orchestrator.results import HISTORY_FILE, TRIALS_FILE, load_results, table_metadata
 from orchestrator.settings import SearchSettings, load_settings, save_record
 from orchestrator.storage import SETTINGS_FILE, Location
 from orchestrator.tuner import build_tuner, trainable_with_resources
@@ -33,6 +33,8 @@ class Outcome:
     leaderboard: list[dict[str, Any]]
     objectives: list[tuple[str, str]]
     errors: int
+    #: ``{"metric", "min"}`` of ``--min-clean``, or None.
+    constraint: dict[str, Any] | None = None
 
 
 def wandb_runs(experiment: Location) -> list[str]:
@@ -46,6 +48,7 @@ def collect(experiment_uri: str, objectives) -> Outcome:
     trials, _ = load_results(loc)
     rows = trials.to_pylist()
     return Outcome(
+        constraint=table_metadata(trials).get("constraint"),
         experiment_uri=loc.uri,
         trials_path=loc.child(TRIALS_FILE).uri,
         history_path=loc.child(HISTORY_FILE).uri,

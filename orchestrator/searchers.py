@@ -8,6 +8,15 @@ final. :class:`BudgetAwareOptunaSearch` tells Optuna such trials were ``PRUNED``
 their intermediate values, which TPE uses for pruned trials), so every ``COMPLETE`` trial ran
 its full budget. A diverged trial ran its course and is told ``COMPLETE`` with its reported
 worst-case values, which teaches the sampler to avoid that region.
+
+With a constraint (``orchestrator search --min-clean``), every trial told to Optuna carries
+``min - val/acc`` as its constraint value (``Trial.set_constraint``, Optuna 5's replacement of
+the samplers' ``constraints_func``; <= 0 is feasible). The ``tpe`` and ``nsga2`` samplers read
+it: TPE ranks infeasible trials below every feasible one when it splits good from bad, NSGA-II
+uses constrained domination, and ``study.best_trial`` skips infeasible trials. So the sampler
+learns where the feasible region is instead of chasing robust accuracy that a collapsed
+classifier wins. ``cmaes`` and ``random`` ignore constraints; for them only the leaderboard
+applies it.
 """
 
 from __future__ import annotations
@@ -23,8 +32,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator import ray_compat
 from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, SEARCHERS
+from orchestrator.leaderboard import constraint_violation
 
 logger = logging.getLogger(__name__)
+
+#: The name of the Optuna constraint (``Trial.set_constraint``) of ``--min-clean``.
+CONSTRAINT_KEY = "min_clean"
 
 
 def make_sampler(name: str, seed: int, multi_objective: bool) -> optuna.samplers.BaseSampler:
@@ -38,7 +51,11 @@ def make_sampler(name: str, seed: int, multi_objective: bool) -> optuna.samplers
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe":
             return optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
+                seed=seed,
+                multivariate=True,
+                group=True,
+                constant_liar=True,
+                n_startup_trials=5,
             )
         if name == "cmaes":
             # Conditional and categorical parameters fall back to independent TPE sampling.
@@ -57,10 +74,11 @@ def make_sampler(name: str, seed: int, multi_objective: bool) -> optuna.samplers
 class BudgetAwareOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that reports partial-budget trials to Optuna as pruned (see module)."""
 
-    def __init__(self, *args, budget_key: str, budget: int, **kwargs):
+    def __init__(self, *args, budget_key: str, budget: int, constraint: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.budget_key = budget_key
         self.budget = int(budget)
+        self.constraint = constraint
 
     def _full_budget(self, result: dict[str, Any]) -> bool:
         budget = result.get("config", {}).get(self.budget_key, self.budget)
@@ -70,6 +88,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         completed, asked = ray_compat.completed_trial_ids(self), ray_compat.optuna_trials(self)
         if trial_id in completed or trial_id not in asked:
             return super().on_trial_complete(trial_id, result, error)
+        constraint = getattr(self, "constraint", None)  # absent in searchers pickled before it
+        if constraint:
+            value = (result or {}).get(constraint["metric"])
+            asked[trial_id].set_constraint(CONSTRAINT_KEY, constraint_violation(value, constraint))
         if error or not result or result.get("diverged") or self._full_budget(result):
             return super().on_trial_complete(trial_id, result, error)
         try:
@@ -88,8 +110,10 @@ def make_searcher(
     seed: int,
     budget_key: str,
     budget: int,
+    constraint: dict | None = None,
 ) -> BudgetAwareOptunaSearch:
-    """The Optuna searcher of a search: one metric, or several for a Pareto search."""
+    """The Optuna searcher of a search: one metric, or several for a Pareto search;
+    ``constraint`` (``{"metric", "min"}``) makes it a constrained study."""
     multi = len(metrics) > 1
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler(searcher, seed, multi)
@@ -100,4 +124,5 @@ def make_searcher(
         sampler=sampler,
         budget_key=budget_key,
         budget=budget,
+        constraint=constraint,
     )

@@ -42,6 +42,7 @@ class SearchSettings:
     address: str = ""  # "": a private local Ray instance
     num_cpus: int = 0  # local Ray only; 0: all cores
     seed: int = 0
+    min_clean: float | None = None  # None: the dataset's default; 0: no constraint
     config: Mapping[str, Any] = field(default_factory=dict)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     data_dir: str = ""

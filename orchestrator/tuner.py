@@ -71,6 +71,7 @@ def build_tuner(plan: Plan):
         seed=s.seed,
         budget_key=plan.budget_key,
         budget=plan.max_iterations,
+        constraint=plan.constraint,
     )
     scheduler = make_scheduler(
         plan.scheduler,

@@ -1,5 +1,6 @@
 """Searcher, scheduler, results and settings logic, without running Ray."""
 
+import json
 import math
 
 import pytest
@@ -7,7 +8,7 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
 from orchestrator.errors import UserError
-from orchestrator.leaderboard import format_rows, leaderboard
+from orchestrator.leaderboard import display_columns, format_rows, is_feasible, leaderboard
 from orchestrator.pareto import crowding, pareto_front, pareto_ranks
 from orchestrator.plan import plan_search
 from orchestrator.ray_compat import optuna_study
@@ -181,6 +182,8 @@ def _settings(tmp_path, **kw):
         ({"address": "127.0.0.1:1"}, "cannot reach"),
         ({"name": "a/b"}, "plain folder name"),
         ({"wandb_mode": "sometimes"}, "unknown W&B mode"),
+        ({"min_clean": 1.5}, "--min-clean 1.5 must be in [0, 1]"),
+        ({"min_clean": -0.1}, "--min-clean -0.1 must be in [0, 1]"),
     ],
 )
 def test_plan_rejects_bad_input_with_one_line(tmp_path, changes, needle):
@@ -234,3 +237,69 @@ def test_every_searcher_suggests_valid_configs(name):
         ClassicConfig.from_dict(config)
         searcher.on_trial_complete(str(i), {"val/acc": 0.1 * i, "iteration": 2, "config": {"epochs": 2}})
     assert len(optuna_study(searcher).trials) == 8
+
+
+# The main job's collapse: a constant classifier (val/acc 0.116) scored val/pgd_acc 0.125 and
+# outranked a 95.8% classifier with 0.0.
+COLLAPSED = {"val/acc": 0.116, "val/pgd_acc": 0.125}
+WORKING = {"val/acc": 0.958, "val/pgd_acc": 0.0}
+CONSTRAINT = {"metric": "val/acc", "min": 0.9}
+
+
+def test_a_collapsed_trial_never_ranks_first_in_the_results(tmp_path):
+    from orchestrator.results import ResultsStore, load_results, table_metadata
+
+    rows = [_row("collapsed", "TERMINATED", 3, **COLLAPSED), _row("working", "TERMINATED", 3, **WORKING)]
+    assert leaderboard(rows, [("val/pgd_acc", "max")])[0]["trial_id"] == "collapsed", "without it"
+    meta = {"objectives": '[["val/pgd_acc", "max"]]', "constraint": json.dumps(CONSTRAINT)}
+    experiment = Location.parse(tmp_path / "exp")
+    ResultsStore(experiment).append([], rows, meta)
+    trials, _ = load_results(experiment)
+    assert table_metadata(trials)["constraint"] == CONSTRAINT
+    ranked = leaderboard(trials.to_pylist(), [("val/pgd_acc", "max")])
+    assert [(r["trial_id"], r["feasible"]) for r in ranked] == [("working", True), ("collapsed", False)]
+    assert "feasible" in display_columns(ranked, [("val/pgd_acc", "max")])
+
+
+def test_pareto_front_is_the_feasible_front():
+    rows = [_row("collapsed", "TERMINATED", 3, **COLLAPSED), _row("working", "TERMINATED", 3, **WORKING)]
+    for r in rows:
+        r["feasible"] = is_feasible(r, CONSTRAINT)
+    mark_pareto(rows, [("val/acc", "max"), ("val/pgd_acc", "max")])
+    assert [r["trial_id"] for r in rows if r["pareto"]] == ["working"]
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2"])
+def test_the_optuna_study_knows_the_constraint(sampler):
+    metrics = ["val/pgd_acc"] if sampler == "tpe" else ["val/acc", "val/pgd_acc"]
+    searcher = BudgetAwareOptunaSearch(
+        space=lambda t: {"lr": t.suggest_float("lr", 1e-4, 1e-1, log=True)},
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=["max"] * len(metrics) if len(metrics) > 1 else "max",
+        sampler=make_sampler(sampler, 0, len(metrics) > 1),
+        budget_key="epochs",
+        budget=3,
+        constraint=CONSTRAINT,
+    )
+    for tid, values in (("collapsed", COLLAPSED), ("working", WORKING)):
+        searcher.suggest(tid)
+        searcher.on_trial_complete(tid, {**values, "iteration": 3, "config": {"epochs": 3}})
+    searcher.suggest("failed")
+    searcher.on_trial_complete("failed", None, error=True)
+    study = optuna_study(searcher)
+    constraints = [t.constraints for t in study.trials]
+    assert constraints[0]["min_clean"] == pytest.approx(0.9 - 0.116)
+    assert constraints[1]["min_clean"] == pytest.approx(0.9 - 0.958)
+    assert constraints[2]["min_clean"] == 1.0, "a trial that reported nothing is infeasible"
+    best = study.best_trial if len(metrics) == 1 else study.best_trials[0]
+    assert best.number == 1, "Optuna's best trial is the feasible one, not the collapsed one"
+
+
+def test_the_dataset_sets_the_default_constraint(tmp_path):
+    plan = plan_search(_settings(tmp_path, config={"dataset": "mnist"}), check_dataset=False)
+    assert plan.constraint == {"metric": "val/acc", "min": 0.8}
+    assert plan.results_metadata()["constraint"] == plan.constraint
+    off = plan_search(_settings(tmp_path, min_clean=0.0, config={"dataset": "mnist"}), check_dataset=False)
+    assert off.constraint is None
+    own = plan_search(_settings(tmp_path, min_clean=0.5), check_dataset=False)
+    assert own.constraint == {"metric": "val/acc", "min": 0.5}
