@@ -28,6 +28,7 @@ from trainables import get_spec
 from trainables.catalog import TrainableInfo, get_info
 from trainables.config import ConfigError
 from trainables.data import DATASETS, DatasetUnavailable, prepare_dataset, resolve_data_root
+from trainables.evaluation import EvalSpec, metric_keys
 from trainables.trial import TrainableSpec, TrialConfig
 
 
@@ -151,6 +152,19 @@ def describe_params(
     return out
 
 
+def _check_objectives_reported(objectives: list[tuple[str, str]], base: TrialConfig) -> None:
+    """Refuse an objective from the evaluation suite that these settings switch off (e.g. the
+    PGD objective with ``-s pgd_steps=0``), which would otherwise fail at the first result."""
+    every = set(metric_keys(EvalSpec(), "val")) | {"val/pgd_acc"}
+    reported = set(metric_keys(base.eval_spec(), "val"))
+    for metric, _ in objectives:
+        if metric in every and metric not in reported:
+            raise UserError(
+                f"the objective {metric} would never be reported: these settings switch its "
+                "evaluation off (see -s pgd_steps, fgsm_eps, noise_eval)"
+            )
+
+
 def default_name(space: str) -> str:
     return f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -198,6 +212,7 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
         base = trainable.config_cls.from_dict({**trial_config, **fixed})
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    _check_objectives_reported(objectives, base)
     overlap = set(ranges) & set(fixed)
     if overlap:
         raise UserError(f"{', '.join(sorted(overlap))}: both fixed and given a range")

@@ -183,6 +183,7 @@ def _settings(tmp_path, **kw):
         ({"name": "a/b"}, "plain folder name"),
         ({"wandb_mode": "sometimes"}, "unknown W&B mode"),
         ({"min_clean": 1.5}, "--min-clean 1.5 must be in [0, 1]"),
+        ({"config": {"pgd_steps": 0}}, "objective val/pgd_acc would never be reported"),
         ({"min_clean": -0.1}, "--min-clean -0.1 must be in [0, 1]"),
     ],
 )
