@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,45 @@ def constraint_violation(value: float | None, constraint: dict[str, Any]) -> flo
     if value is None or not math.isfinite(value):
         return 1.0
     return float(constraint["min"] - value)
+
+
+#: Points by which accuracy may rise with eps, or PGD beat FGSM, before a trial is flagged
+#: (sampling noise of a 1,000-image subset is about +-3 points at 50%).
+MASKING_TOLERANCE = 0.02
+#: Points by which a strong attack may fall below PGD-40 before a trial is flagged.
+STRONG_GAP = 0.05
+#: Report keys of strong attacks (``orchestrator evaluate`` and strong validation attacks).
+STRONG_KEYS = ("aa_acc", "apgd_acc", "square_acc")
+
+
+def masking_flags(row: dict[str, Any]) -> list[str]:
+    """Signs that a trial's robust numbers come from gradient masking, not robustness, from
+    its ``last/`` values (validation and test): PGD accuracy above FGSM accuracy at the same eps
+    (an iterative attack cannot be weaker than its own first step), accuracy rising with eps
+    (a larger ball contains the smaller one), a strong attack (AutoAttack, APGD, Square) more
+    than 5 points below PGD-40. The PGD eps is taken from ``config/pgd_eps`` (default 0.3)."""
+    flags = []
+    pgd_eps = row.get("config/pgd_eps", 0.3)
+    for split in ("val", "test"):
+        prefix = f"last/{split}/"
+        fgsm = sorted(
+            (float(k[len(prefix + "fgsm_acc/eps") :]), v)
+            for k, v in row.items()
+            if k.startswith(prefix + "fgsm_acc/eps") and isinstance(v, (int, float)) and math.isfinite(v)
+        )
+        pgd = row.get(prefix + "pgd_acc")
+        for eps, acc in fgsm:
+            if pgd is not None and math.isclose(eps, pgd_eps) and pgd > acc + MASKING_TOLERANCE:
+                flags.append(f"{split}: PGD {pgd:.0%} above FGSM {acc:.0%} at eps {eps:g}")
+        for (e1, a1), (e2, a2) in itertools.pairwise(fgsm):
+            if a2 > a1 + MASKING_TOLERANCE:
+                rise = f"{a1:.0%} at {e1:g}, {a2:.0%} at {e2:g}"
+                flags.append(f"{split}: FGSM accuracy rises with eps ({rise})")
+        for key in STRONG_KEYS:
+            strong = row.get(prefix + key)
+            if pgd is not None and strong is not None and strong < pgd - STRONG_GAP:
+                flags.append(f"{split}: {key} {strong:.0%} more than 5 points below PGD {pgd:.0%}")
+    return flags
 
 
 def leaderboard(
@@ -69,6 +109,8 @@ def display_columns(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[s
         values = {repr(r.get(key)) for r in rows}
         if len(values) > 1:
             columns.append(key)
+    if any(r.get("masking") for r in rows):
+        columns.append("masking")  # last: the flags are sentences
     return columns
 
 

@@ -333,6 +333,10 @@ def experiment_section(exp: Experiment, out: Path) -> list[str]:
         f"![objective per {exp.unit}]({objective_curves(exp, out)})",
         "",
     ]
+    flagged = [r for r in ranked if r.get("masking")]
+    if flagged:
+        md += ["**Possible gradient masking** (robust numbers inconsistent with real robustness):", ""]
+        md += [f"- trial `{r['trial_id']}`: {r['masking']}" for r in flagged] + [""]
     try:
         md += [f"![parameter importances]({importance_figure(exp, experiment_importances(exp), out)})", ""]
     except Undefined as why:

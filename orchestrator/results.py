@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.errors import UserError
-from orchestrator.leaderboard import is_feasible
+from orchestrator.leaderboard import is_feasible, masking_flags
 from orchestrator.pareto import pareto_front
 from orchestrator.storage import Location
 from trainables import metrics as metric_registry
@@ -284,9 +284,11 @@ class ResultsStore:
             history[(row["trial_id"], int(row.get("iteration") or 0))] = row
         meta = meta or history_meta
         rows = list(trials.values())
-        if meta.get("constraint"):
-            for r in rows:
+        for r in rows:
+            if meta.get("constraint"):
                 r["feasible"] = is_feasible(r, meta["constraint"])
+            flags = masking_flags(r)
+            r["masking"] = "; ".join(flags) if flags else None
         if len(meta.get("objectives") or []) > 1:
             mark_pareto(rows, meta["objectives"])  # the front depends on every row
         return rows, list(history.values()), meta

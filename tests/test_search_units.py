@@ -304,3 +304,40 @@ def test_the_dataset_sets_the_default_constraint(tmp_path):
     assert off.constraint is None
     own = plan_search(_settings(tmp_path, min_clean=0.5), check_dataset=False)
     assert own.constraint == {"metric": "val/acc", "min": 0.5}
+
+
+def _last(**values):
+    return {f"last/{k}": v for k, v in values.items()}
+
+
+def test_masking_flags_catch_the_documented_examples():
+    from orchestrator.leaderboard import masking_flags
+
+    # docs/RESULTS.md's FGSM-trained classifier: 53% / 61% / 97% under FGSM at 0.1 / 0.2 / 0.3, 0% PGD.
+    fgsm_trained = _last(**{"test/fgsm_acc/eps0.1": 0.53, "test/fgsm_acc/eps0.2": 0.611})
+    fgsm_trained.update(_last(**{"test/fgsm_acc/eps0.3": 0.97, "test/pgd_acc": 0.0}))
+    assert any("rises with eps" in f for f in masking_flags(fgsm_trained))
+    # The briefly PGD-trained classifier: 84.8% under PGD-40, 49% under AutoAttack.
+    pgd_trained = _last(**{"test/pgd_acc": 0.848, "test/aa_acc": 0.49})
+    assert masking_flags(pgd_trained) == ["test: aa_acc 49% more than 5 points below PGD 85%"]
+    # PGD above FGSM at the PGD eps.
+    odd = _last(**{"val/fgsm_acc/eps0.3": 0.2, "val/pgd_acc": 0.5})
+    assert masking_flags(odd) == ["val: PGD 50% above FGSM 20% at eps 0.3"]
+    # docs/RESULTS.md's PGD-trained Classic Classifier: consistent numbers, no flag.
+    honest = _last(**{"test/fgsm_acc/eps0.1": 0.932, "test/fgsm_acc/eps0.2": 0.882})
+    honest.update(_last(**{"test/fgsm_acc/eps0.3": 0.826, "test/pgd_acc": 0.767, "test/aa_acc": 0.74}))
+    assert masking_flags(honest) == []
+
+
+def test_flagged_trials_show_in_the_results(tmp_path):
+    from orchestrator.results import ResultsStore, load_results
+
+    flagged = _row(
+        "masked", "TERMINATED", 3, **{"val/acc": 0.97, "val/fgsm_acc/eps0.3": 0.1, "val/pgd_acc": 0.6}
+    )
+    clean = _row("fine", "TERMINATED", 3, **{"val/acc": 0.97, "val/fgsm_acc/eps0.3": 0.7, "val/pgd_acc": 0.6})
+    experiment = Location.parse(tmp_path / "exp")
+    ResultsStore(experiment).append([], [flagged, clean], {"objectives": '[["val/pgd_acc", "max"]]'})
+    rows = {r["trial_id"]: r for r in load_results(experiment)[0].to_pylist()}
+    assert "PGD 60% above FGSM 10%" in rows["masked"]["masking"] and rows["fine"]["masking"] is None
+    assert display_columns(list(rows.values()), [("val/pgd_acc", "max")])[-1] == "masking"
