@@ -494,7 +494,10 @@ def export_cmd(name, storage, out, trial_id, fmt):
 
 
 @cli.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("target")
+@storage_option
+@click.option("--trial", "trial_id", help="One trial of the experiment (default: the leaderboard's best).")
+@click.option("--top", type=int, default=1, show_default=True, help="The leaderboard's first N trials.")
 @click.option(
     "--attack",
     "attacks",
@@ -507,29 +510,45 @@ def export_cmd(name, storage, out, trial_id, fmt):
 @click.option("--eps", type=float, default=0.3, show_default=True, help="L-inf radius, [0, 1] pixel scale.")
 @data_dir_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of the table.")
-def evaluate(model, attacks, n, eps, data_dir, device, as_json):
-    """Attack an exported classifier on its dataset's test split (final numbers).
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line per classifier instead.")
+def evaluate(target, storage, trial_id, top, attacks, n, eps, data_dir, device, as_json):
+    """Final numbers: attack an experiment's best trials, or an exported classifier, on the test split.
 
-    The attacks come from the Adversarial Robustness Toolbox (APGD-CE, APGD-T, Square;
-    autoattack = their per-image worst case) beside the project's PGD-40. Clean accuracy on the
-    whole test split, attacks on a fixed subset of N images.
+    TARGET is an experiment name (its results get test/aa_acc etc., shown by `results`,
+    `report` and `export`) or a file written by `orchestrator export`. The attacks come from the
+    Adversarial Robustness Toolbox (APGD-CE, APGD-T, Square; autoattack = their per-image worst
+    case) beside the project's PGD-40. Clean accuracy on the whole test split, attacks on a
+    fixed subset of N images.
 
-    
+    \b
     Example:
-      orchestrator export adaptive_ratio-20261122-101500 --out model.pt
-      orchestrator evaluate model.pt --attack pgd --attack autoattack -n 500 --data-dir ../shared/data
+      orchestrator evaluate adaptive_ratio-20261122-101500 --top 3 --attack autoattack -n 500
+      orchestrator evaluate model.pt --attack pgd --attack square --data-dir ../shared/data
     """
-    from orchestrator.evaluate import check_request, evaluate_classifier
+    from orchestrator.evaluate import check_request, evaluate_classifier, evaluate_experiment
+    from orchestrator.storage import Location, default_storage
 
-    check_request(attacks, n, eps)
+    check_request(attacks, n, eps, top)
     echo = (lambda _: None) if as_json else click.echo
-    result = evaluate_classifier(model, attacks, n=n, eps=eps, data_dir=data_dir, device=device, echo=echo)
-    if as_json:
-        click.echo(json.dumps(result.as_dict()))
-        return
-    shown = "  ".join(f"{a} {v:.4f}" for a, v in result.attacks.items())
-    click.echo(f"clean {result.clean:.4f}  {shown}  worst {result.worst:.4f}  (eps {eps} on [0, 1] pixels)")
+    kwargs = dict(n=n, eps=eps, data_dir=data_dir, device=device, echo=echo)
+    if Path(target).is_file():
+        if trial_id or top != 1:
+            raise UserError("--trial and --top apply to experiments, not to a model file")
+        results = [evaluate_classifier(target, attacks, **kwargs)]
+    else:
+        experiment = Location.parse(storage or default_storage()).child(target)
+        results = evaluate_experiment(experiment, attacks, trial_id=trial_id, top=top, **kwargs)
+    for result in results:
+        if as_json:
+            click.echo(json.dumps(result.as_dict()))
+            continue
+        shown = "  ".join(f"{a} {v:.4f}" for a, v in result.attacks.items())
+        click.echo(
+            f"{result.target}: clean {result.clean:.4f}  {shown}  worst {result.worst:.4f}  "
+            f"(eps {eps} on [0, 1] pixels, {result.n} images)"
+        )
+    if not as_json and not Path(target).is_file():
+        click.echo(f"saved beside the experiment: {experiment.child('evaluations.parquet').uri}")
 
 
 @cli.group()

@@ -1,14 +1,22 @@
-"""``orchestrator evaluate``: an exported classifier under the strong attacks of
-:mod:`orchestrator.robustness`, on its dataset's test split.
+"""``orchestrator evaluate``: classifiers under the strong attacks of
+:mod:`orchestrator.robustness`, on their dataset's test split. Final numbers, never a search
+signal (searches optimise validation metrics).
+
+A target is an exported classifier (``orchestrator export``) or an experiment: its best
+completed trial, its ``--top N`` or one ``--trial``, read from their checkpoints. An experiment's
+results go back beside it, in ``evaluations.parquet`` (one row per trial, ``test/aa_acc`` and
+so on), and every reader (``results``, ``report``, ``export``, the masking flags) shows them as
+the trial's ``last/test/...`` values.
 
 Clean accuracy is measured on the whole test split; every attack runs on the same fixed subset of
 ``n`` test images (seed 1, the subset ``benchmarks/learned_attacker.py`` uses), so the rows of one
-call, and of calls with the same ``n``, are comparable. ``worst`` is per image the worst case over
-the attacks asked for.
+call, and of calls with the same ``n``, are comparable. ``strong_worst`` is per image the worst
+case over the attacks asked for.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +28,20 @@ from orchestrator.errors import UserError
 
 #: The subset seed shared with benchmarks/learned_attacker.py.
 SUBSET_SEED = 1
+#: The report key of each attack (``test/<key>``).
+KEYS = {
+    "pgd": "pgd40_acc",
+    "pgd-restarts": "pgd100x5_acc",
+    "apgd-ce": "apgd_ce_acc",
+    "apgd-t": "apgd_t_acc",
+    "square": "square_acc",
+    "autoattack": "aa_acc",
+}
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    model: str
+    target: str
     dataset: str
     eps: float
     clean: float
@@ -33,10 +50,12 @@ class Evaluation:
     attacks: dict[str, float]
     seconds: dict[str, float]
     worst: float
+    trial_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model,
+            "target": self.target,
+            "trial_id": self.trial_id,
             "dataset": self.dataset,
             "eps": self.eps,
             "eps_scale": "[0, 1] pixels",
@@ -48,20 +67,85 @@ class Evaluation:
             "worst": self.worst,
         }
 
+    def result_row(self) -> dict[str, Any]:
+        """The trial's row of ``evaluations.parquet``."""
+        row: dict[str, Any] = {"trial_id": self.trial_id, "evaluated_at": time.time()}
+        row.update({f"test/{KEYS[a]}": v for a, v in self.attacks.items()})
+        if len(self.attacks) > 1:
+            row["test/strong_worst_acc"] = self.worst
+        row["test/eval_n"] = self.n
+        row["eval_eps"] = self.eps
+        row["eval_attacks"] = ",".join(self.attacks)
+        return row
 
-def check_request(attacks: Sequence[str], n: int, eps: float) -> None:
+
+def check_request(attacks: Sequence[str], n: int, eps: float, top: int = 1) -> None:
     """One-line :class:`UserError` for a request that cannot run (before any loading)."""
-    from orchestrator.robustness import ATTACKS
-
-    unknown = [a for a in attacks if a not in ATTACKS]
+    unknown = [a for a in attacks if a not in KEYS]
     if unknown:
-        raise UserError(f"unknown attack {unknown[0]!r}; choose from {', '.join(ATTACKS)}")
+        raise UserError(f"unknown attack {unknown[0]!r}; choose from {', '.join(KEYS)}")
     if not attacks:
         raise UserError("name at least one --attack")
     if n < 1:
         raise UserError(f"--images must be at least 1 (got {n})")
+    if top < 1:
+        raise UserError(f"--top must be at least 1 (got {top})")
     if not 0.0 < eps <= 1.0:
         raise UserError(f"--eps {eps} must be in (0, 1] (the [0, 1] pixel scale)")
+
+
+def attack_test_split(
+    model,
+    dataset: str,
+    attacks: Sequence[str],
+    *,
+    target: str,
+    n: int,
+    eps: float,
+    data_dir: str | None,
+    device: str,
+    echo: Callable[[str], None],
+    trial_id: str | None = None,
+) -> Evaluation:
+    """Clean accuracy on ``dataset``'s test split and each attack on its fixed subset."""
+    import torch
+
+    from orchestrator.robustness import run_attack
+    from trainables.data import DatasetUnavailable, load_arrays
+    from trainables.evaluation import accuracy
+    from trainables.runtime import Runtime
+
+    rt = Runtime.create(device, "fp32", channels_last=False)
+    model = model.to(rt.device).eval()
+    try:
+        images, labels = load_arrays(dataset, "test", data_dir)
+    except DatasetUnavailable as exc:
+        raise UserError(str(exc)) from None
+    x = images.to(rt.device).float().div_(127.5).sub_(1.0)
+    y = labels.to(rt.device)
+    with torch.no_grad():
+        clean = float(accuracy(model, x, y))
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n].to(rt.device)
+    xs, ys = x[idx], y[idx]
+    echo(f"{target}: {dataset} test split, clean {clean:.2%} on {len(y):,} images")
+    accs, seconds, masks = {}, {}, []
+    for name in attacks:
+        result = run_attack(name, model, xs, ys, eps=eps, progress=lambda line: echo(f"  {line}"))
+        accs[name], seconds[name] = result.accuracy, result.seconds
+        masks.append(result.correct)
+        echo(f"  {name}: {result.accuracy:.2%} of {len(ys):,} ({result.seconds:.0f} s)")
+    return Evaluation(
+        target=target,
+        dataset=dataset,
+        eps=eps,
+        clean=clean,
+        clean_n=len(y),
+        n=len(ys),
+        attacks=accs,
+        seconds=seconds,
+        worst=float(np.logical_and.reduce(masks).mean()),
+        trial_id=trial_id,
+    )
 
 
 def evaluate_classifier(
@@ -74,47 +158,70 @@ def evaluate_classifier(
     device: str = "auto",
     echo: Callable[[str], None] = print,
 ) -> Evaluation:
+    """An exported classifier file."""
     check_request(attacks, n, eps)
-    import torch
-
     from orchestrator.export import load_classifier
-    from orchestrator.robustness import run_attack
-    from trainables.data import DatasetUnavailable, load_arrays
-    from trainables.evaluation import accuracy
-    from trainables.runtime import Runtime
 
     try:
         model, meta = load_classifier(path)
     except (ValueError, OSError, RuntimeError) as exc:
         raise UserError(f"{path}: {str(exc).splitlines()[0]}") from None
-    rt = Runtime.create(device, "fp32", channels_last=False)
-    model = model.to(rt.device).eval()
-    try:
-        images, labels = load_arrays(meta["dataset"], "test", data_dir)
-    except DatasetUnavailable as exc:
-        raise UserError(str(exc)) from None
-    x = images.to(rt.device).float().div_(127.5).sub_(1.0)
-    y = labels.to(rt.device)
-    with torch.no_grad():
-        clean = float(accuracy(model, x, y))
-    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n].to(rt.device)
-    xs, ys = x[idx], y[idx]
-    echo(f"{path}: {meta['dataset']} test split, clean {clean:.2%} on {len(y):,} images")
-    accs, seconds, masks = {}, {}, []
-    for name in attacks:
-        result = run_attack(name, model, xs, ys, eps=eps, progress=lambda line: echo(f"  {line}"))
-        accs[name], seconds[name] = result.accuracy, result.seconds
-        masks.append(result.correct)
-        echo(f"  {name}: {result.accuracy:.2%} of {len(ys):,} ({result.seconds:.0f} s)")
-    worst = np.logical_and.reduce(masks)
-    return Evaluation(
-        model=str(path),
-        dataset=meta["dataset"],
+    return attack_test_split(
+        model,
+        meta["dataset"],
+        attacks,
+        target=str(path),
+        n=n,
         eps=eps,
-        clean=clean,
-        clean_n=len(y),
-        n=len(ys),
-        attacks=accs,
-        seconds=seconds,
-        worst=float(worst.mean()),
+        data_dir=data_dir,
+        device=device,
+        echo=echo,
+        trial_id=meta.get("trial_id"),
     )
+
+
+def evaluate_experiment(
+    experiment,
+    attacks: Sequence[str],
+    *,
+    trial_id: str | None = None,
+    top: int = 1,
+    n: int = 1000,
+    eps: float = 0.3,
+    data_dir: str | None = None,
+    device: str = "auto",
+    echo: Callable[[str], None] = print,
+) -> list[Evaluation]:
+    """The chosen trials of an experiment (a :class:`~orchestrator.storage.Location`), each
+    saved to ``evaluations.parquet`` as soon as it is done (an interruption loses nothing
+    finished)."""
+    check_request(attacks, n, eps, top)
+    from orchestrator.export import build_classifier, pick_trials, read_checkpoint
+    from orchestrator.results import ResultsStore
+    from trainables.data import DATASETS
+
+    rows = pick_trials(experiment, trial_id, top)
+    store = ResultsStore(experiment)
+    done = []
+    for row in rows:
+        state = read_checkpoint(experiment, row["checkpoint_path"])
+        config = state["config"]
+        spec = DATASETS[config["dataset"]]
+        meta = {"architecture": "ClassicClassifier", "channels": spec.channels}
+        meta["num_classes"] = spec.num_classes
+        model = build_classifier(meta, state["program"]["classifier"])
+        evaluation = attack_test_split(
+            model,
+            spec.name,
+            attacks,
+            target=f"trial {row['trial_id']}",
+            n=n,
+            eps=eps,
+            data_dir=data_dir or config.get("data_dir") or None,
+            device=device,
+            echo=echo,
+            trial_id=row["trial_id"],
+        )
+        store.save_evaluations([evaluation.result_row()])
+        done.append(evaluation)
+    return done

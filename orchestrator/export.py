@@ -37,6 +37,12 @@ FORMATS = ("state_dict", "exported")
 
 def pick_trial(experiment: Location, trial_id: str | None = None) -> dict[str, Any]:
     """The requested trial, or the leaderboard's first (best objective among completed trials)."""
+    return pick_trials(experiment, trial_id, 1)[0]
+
+
+def pick_trials(experiment: Location, trial_id: str | None = None, top: int = 1) -> list[dict[str, Any]]:
+    """The requested trial, or the leaderboard's first ``top`` completed trials with a
+    checkpoint (feasible ones first)."""
     try:
         trials, _ = load_results(experiment)
     except FileNotFoundError as exc:
@@ -46,15 +52,13 @@ def pick_trial(experiment: Location, trial_id: str | None = None) -> dict[str, A
         matches = [r for r in rows if r["trial_id"] == trial_id]
         if not matches:
             raise UserError(f"no trial {trial_id!r} in {experiment.uri}")
-        row = matches[0]
-    else:
-        completed = [r for r in rows if r["outcome"] == "completed" and r.get("checkpoint_path")]
-        if not completed:
-            raise UserError(f"{experiment.uri} has no completed trial with a checkpoint to export")
-        row = leaderboard(completed, table_metadata(trials)["objectives"])[0]
-    if not row.get("checkpoint_path"):
-        raise UserError(f"trial {row['trial_id']} has no checkpoint")
-    return row
+        if not matches[0].get("checkpoint_path"):
+            raise UserError(f"trial {trial_id} has no checkpoint")
+        return matches[:1]
+    completed = [r for r in rows if r["outcome"] == "completed" and r.get("checkpoint_path")]
+    if not completed:
+        raise UserError(f"{experiment.uri} has no completed trial with a checkpoint")
+    return leaderboard(completed, table_metadata(trials)["objectives"])[:top]
 
 
 def read_checkpoint(experiment: Location, checkpoint_path: str) -> dict[str, Any]:

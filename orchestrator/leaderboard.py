@@ -37,7 +37,7 @@ MASKING_TOLERANCE = 0.02
 #: Points by which a strong attack may fall below PGD-40 before a trial is flagged.
 STRONG_GAP = 0.05
 #: Report keys of strong attacks (``orchestrator evaluate`` and strong validation attacks).
-STRONG_KEYS = ("aa_acc", "apgd_acc", "square_acc")
+STRONG_KEYS = ("aa_acc", "apgd_ce_acc", "apgd_t_acc", "square_acc", "apgd_acc")
 
 
 def masking_flags(row: dict[str, Any]) -> list[str]:

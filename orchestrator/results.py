@@ -35,6 +35,9 @@ from trainables import metrics as metric_registry
 HISTORY_FILE = "history.parquet"
 TRIALS_FILE = "trials.parquet"
 PARTS_DIR = "parts"
+#: Final numbers of ``orchestrator evaluate``: one row per trial, ``trial_id`` and ``test/...``
+#: keys, merged into the trial rows as ``last/test/...`` by every reader.
+EVALUATIONS_FILE = "evaluations.parquet"
 #: Ray Tune bookkeeping kept in the history (the rest of Tune's result keys are dropped).
 TUNE_KEYS = ("training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "node_ip")
 _DROP = {
@@ -283,6 +286,10 @@ class ResultsStore:
         for row in history_rows:
             history[(row["trial_id"], int(row.get("iteration") or 0))] = row
         meta = meta or history_meta
+        for evaluation in self.evaluations():
+            row = trials.get(evaluation["trial_id"])
+            if row is not None:
+                row.update({f"last/{k}": v for k, v in evaluation.items() if k.startswith("test/")})
         rows = list(trials.values())
         for r in rows:
             if meta.get("constraint"):
@@ -292,6 +299,19 @@ class ResultsStore:
         if len(meta.get("objectives") or []) > 1:
             mark_pareto(rows, meta["objectives"])  # the front depends on every row
         return rows, list(history.values()), meta
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        """Rows of ``evaluations.parquet`` (none before ``orchestrator evaluate`` ran)."""
+        loc = self.experiment.child(EVALUATIONS_FILE)
+        if not loc.exists():
+            return []
+        return [{k: v for k, v in r.items() if v is not None} for r in read_table(loc).to_pylist()]
+
+    def save_evaluations(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Add or replace (per trial) rows of ``evaluations.parquet``; written atomically."""
+        new = {r["trial_id"]: dict(r) for r in rows}
+        kept = [r for r in self.evaluations() if r["trial_id"] not in new]
+        write_table(to_table(kept + list(new.values())), self.experiment.child(EVALUATIONS_FILE))
 
     def has_results(self) -> bool:
         return self.experiment.child(TRIALS_FILE).exists() or bool(self.parts.files(prefix="trials-"))

@@ -193,3 +193,26 @@ def test_readers_import_neither_ray_nor_optuna_nor_wandb(tmp_path, command, forb
         assert (tmp_path / "model.pt").exists() and torch.load(tmp_path / "model.pt", weights_only=False)[
             "trial_id"
         ] == "a"
+
+
+def test_evaluate_an_experiment_saves_final_numbers_beside_it(tmp_path):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+    from orchestrator.results import load_results
+
+    experiment = _experiment_with_checkpoint(tmp_path)
+    args = ["evaluate", "exp", "--storage", str(tmp_path), "--attack", "pgd", "--attack", "apgd-ce"]
+    result = CliRunner().invoke(cli, [*args, "-n", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.output.strip().splitlines()[-1])
+    assert line["trial_id"] == "a" and line["n"] == 8 and line["eps_scale"] == "[0, 1] pixels"
+    row = load_results(Location.parse(experiment))[0].to_pylist()[0]
+    assert row["last/test/apgd_ce_acc"] == line["apgd-ce_acc"] and row["last/test/eval_n"] == 8
+    assert row["last/test/pgd40_acc"] == line["pgd_acc"]
+    assert row["last/test/strong_worst_acc"] <= min(line["pgd_acc"], line["apgd-ce_acc"])
+    assert row["last/val/acc"] == pytest.approx(0.9), "the trial's own values stay"
+    again = CliRunner().invoke(cli, [*args[:4], "--attack", "square", "-n", "4"])
+    assert again.exit_code == 0 and "evaluations.parquet" in again.output, again.output
+    row = load_results(Location.parse(experiment))[0].to_pylist()[0]
+    assert row["last/test/eval_n"] == 4 and "last/test/apgd_ce_acc" not in row, "a new evaluation replaces"

@@ -165,6 +165,12 @@ register(
     EVAL + "/noise_acc/{noise}/{level}",
     Metric(label="{split_name} accuracy under {noise} noise, {level} ({level_amount})", **_ACC),
 )
+# ---- final numbers of `orchestrator evaluate` (orchestrator/evaluate.py), test split only ----
+register(
+    "test/{attack:aa|apgd_ce|apgd_t|square|pgd40|pgd100x5|strong_worst}_acc",
+    Metric(label="test accuracy under {attack} (orchestrator evaluate)", **_ACC),
+)
+register("test/eval_n", Metric("count", "", "test images attacked by orchestrator evaluate", "images"))
 # ---- training progress shared by the trainables ----
 register("{split:train|pretrain}/acc", Metric(label="{split_name} accuracy", **_ACC))
 register("{split:train|pretrain}/loss", Metric("loss", "min", "{split_name} loss", "nats"))
