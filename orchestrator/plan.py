@@ -155,7 +155,7 @@ def describe_params(
 def _check_objectives_reported(objectives: list[tuple[str, str]], base: TrialConfig) -> None:
     """Refuse an objective from the evaluation suite that these settings switch off (e.g. the
     PGD objective with ``-s pgd_steps=0``), which would otherwise fail at the first result."""
-    every = set(metric_keys(EvalSpec(), "val")) | {"val/pgd_acc"}
+    every = set(metric_keys(EvalSpec(apgd_steps=1), "val")) | {"val/pgd_acc"}
     reported = set(metric_keys(base.eval_spec(), "val"))
     for metric, _ in objectives:
         if metric in every and metric not in reported:

@@ -2,7 +2,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.attacks import adversarial_examples, eval_mode, fgsm, pgd
+from trainables.attacks import (
+    _apgd_checkpoints,
+    adversarial_examples,
+    apgd,
+    apgd_robust,
+    dlr_loss,
+    eval_mode,
+    fgsm,
+    pgd,
+)
 from trainables.models import ClassicClassifier
 
 
@@ -31,6 +40,8 @@ ATTACKS = {
     "fgsm": lambda m, x, y, e: fgsm(m, x, y, e),
     "pgd": lambda m, x, y, e: pgd(m, x, y, e, steps=5, step_size=e / 4),
     "pgd_restarts": lambda m, x, y, e: pgd(m, x, y, e, steps=3, step_size=e / 2, restarts=3),
+    "apgd_ce": lambda m, x, y, e: apgd(m, x, y, e, steps=8)[0],
+    "apgd_dlr": lambda m, x, y, e: apgd(m, x, y, e, steps=8, loss="dlr")[0],
 }
 
 
@@ -87,3 +98,29 @@ def test_pgd_is_deterministic_with_generator(setup):
     a = pgd(model, x, y, 0.3, steps=2, generator=torch.Generator().manual_seed(3))
     b = pgd(model, x, y, 0.3, steps=2, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+def test_apgd_step_halving_checkpoints_follow_croce_and_hein():
+    assert _apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert _apgd_checkpoints(1) == [1]
+
+
+def test_dlr_loss_ignores_the_logits_scale():
+    logits, y = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    assert torch.allclose(dlr_loss(logits, y), dlr_loss(5 * logits, y), atol=1e-5)
+    right = torch.tensor([[5.0, 1.0, 0.0, -1.0]])
+    assert dlr_loss(right, torch.tensor([0])).item() < 0 < dlr_loss(right, torch.tensor([3])).item()
+
+
+def test_apgd_is_at_least_as_strong_as_pgd_with_the_same_steps(setup):
+    model, x, y = setup
+    with torch.no_grad(), eval_mode(model):
+        y = model(x).argmax(1)  # every image starts correctly classified
+    gen = torch.Generator().manual_seed(0)
+    adv, correct = apgd(model, x, y, 0.05, steps=20, generator=gen)
+    with torch.no_grad(), eval_mode(model):
+        assert torch.equal(correct, model(adv).argmax(1) == y), "correct says whether adv fools the model"
+        pgd_correct = model(pgd(model, x, y, 0.05, steps=20, step_size=0.005, generator=gen)).argmax(1) == y
+    assert correct.sum() <= pgd_correct.sum() and correct.sum() < len(y)
+    both = apgd_robust(model, x, y, 0.05, steps=20, generator=gen)
+    assert (both <= correct).all(), "DLR only runs on what CE left, so it can only lower accuracy"

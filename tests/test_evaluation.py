@@ -29,6 +29,19 @@ def test_evaluate_reports_every_key_in_range(split):
     assert model.training, "evaluation restores the model's mode"
 
 
+def test_apgd_accuracy_is_reported_when_asked_and_never_above_clean(split):
+    model = ClassicClassifier(1, 10)
+    without = evaluate(model, split, EvalSpec(pgd_steps=2, robust_n=20, noise=False), "val")
+    assert "val/apgd_acc" not in without
+    spec = EvalSpec(pgd_steps=2, apgd_steps=4, robust_n=20, clean_n=20, noise=False)
+    out = evaluate(model, split, spec, "val")
+    assert list(out) == metric_keys(spec, "val") and out.keys() - without.keys() == {"val/apgd_acc"}
+    clean_on_robust_subset = evaluate(
+        model, split.subset(20, seed=1), EvalSpec(pgd_steps=0, noise=False), "v"
+    )
+    assert 0.0 <= out["val/apgd_acc"] <= clean_on_robust_subset["v/acc"]
+
+
 def test_evaluate_is_deterministic(split):
     spec = EvalSpec(pgd_steps=2, robust_n=20)
     model = ClassicClassifier(1, 10)

@@ -6,7 +6,10 @@
 - ``fgsm_acc/eps{e}``: FGSM accuracy for each eps of the grid (default 0.1, 0.2, 0.3);
 - ``pgd_acc``: PGD accuracy at ``pgd_eps`` (default: PGD-40, eps 0.3, step 0.01, random
   start; the MNIST adversarial challenge protocol);
-- ``noise_acc/{kind}/{level}``: accuracy under each corruption of seed 004.
+- ``noise_acc/{kind}/{level}``: accuracy under each corruption of seed 004;
+- ``apgd_acc`` (when ``apgd_steps`` > 0): accuracy under APGD-CE then APGD-DLR at ``pgd_eps``
+  (Croce & Hein 2020, the project's own torch code: per image the worst of the two), an attack
+  that PGD-40's fixed small step and gradient masking do not fool as easily.
 
 Every eps is on the [0, 1] pixel scale. Attacks and noise use a fixed seed, so all trials of a
 search are measured on the same perturbations. During training the prefix is ``val``; the
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.attacks import eval_mode, fgsm, pgd
+from trainables.attacks import apgd_robust, eval_mode, fgsm, pgd
 from trainables.corruptions import NOISE_LEVELS, corrupt
 from trainables.data import Split
 
@@ -33,6 +36,8 @@ class EvalSpec:
     pgd_steps: int = 40
     pgd_step_size: float = 0.01
     pgd_restarts: int = 1
+    #: APGD-CE + APGD-DLR steps each (0: no ``apgd_acc``).
+    apgd_steps: int = 0
     noise: bool = True
     #: Examples for clean accuracy (0 = the whole split).
     clean_n: int = 0
@@ -54,6 +59,8 @@ def metric_keys(spec: EvalSpec, prefix: str) -> list[str]:
         keys.append(f"{prefix}/pgd_acc")
     if spec.noise:
         keys += [f"{prefix}/noise_acc/{k}/{lvl}" for k, lv in NOISE_LEVELS.items() for lvl in lv]
+    if spec.apgd_steps > 0:
+        keys.append(f"{prefix}/apgd_acc")
     return keys
 
 
@@ -105,6 +112,10 @@ def evaluate(model: nn.Module, split: Split, spec: EvalSpec, prefix: str) -> dic
                     totals[j] += (model(x_adv).argmax(1) == y).sum()
                     counts[j] += y.numel()
                     j += 1
+            if spec.apgd_steps > 0:
+                robust_now = apgd_robust(model, x, y, spec.pgd_eps, steps=spec.apgd_steps, generator=gen)
+                totals[-1] += robust_now.sum()
+                counts[-1] += y.numel()
     values = (totals / counts.clamp_min(1)).tolist()
     return dict(zip(keys, values))
 

@@ -161,6 +161,7 @@ register(f"{EVAL}/acc", Metric(label="clean {split_name} accuracy", **_ACC))
 register(f"{EVAL}/loss", Metric("loss", "min", "clean {split_name} cross-entropy", "nats"))
 register(EVAL + "/fgsm_acc/eps{eps}", Metric(label="FGSM {split_name} accuracy (eps {eps})", **_ACC))
 register(f"{EVAL}/pgd_acc", Metric(label="PGD-{pgd_steps} {split_name} accuracy (eps {pgd_eps})", **_ACC))
+register(f"{EVAL}/apgd_acc", Metric(label="APGD-CE+DLR {split_name} accuracy (eps {pgd_eps})", **_ACC))
 register(
     EVAL + "/noise_acc/{noise}/{level}",
     Metric(label="{split_name} accuracy under {noise} noise, {level} ({level_amount})", **_ACC),

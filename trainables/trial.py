@@ -53,6 +53,9 @@ class TrialConfig(Config):
     pgd_steps: int = param(40, lo=0, hi=1000, doc="PGD steps (0 disables PGD)")
     pgd_step_size: float = param(0.01, lo=1e-5, hi=1.0, doc="PGD step, [0,1] pixel scale")
     pgd_restarts: int = param(1, lo=1, hi=100, doc="PGD random restarts")
+    apgd_steps: int = param(
+        0, lo=0, hi=1000, doc="APGD-CE + APGD-DLR steps for val/test apgd_acc at pgd_eps (0 = off)"
+    )
     noise_eval: bool = param(True, doc="evaluate Gaussian / salt-and-pepper / periodic noise")
     batch_size: int = param(128, lo=2, hi=8192, doc="training batch size")
     seed: int = param(0, lo=0, doc="seed of models, data order and noise")
@@ -73,6 +76,7 @@ class TrialConfig(Config):
             pgd_steps=self.pgd_steps,
             pgd_step_size=self.pgd_step_size,
             pgd_restarts=self.pgd_restarts,
+            apgd_steps=self.apgd_steps,
             noise=self.noise_eval,
             clean_n=self.eval_subset,
             robust_n=self.test_robust_n if final else self.robust_n,
