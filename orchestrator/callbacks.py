@@ -66,11 +66,25 @@ class ParquetCallback(Callback):
         self._trials: dict[str, Any] = {}
         self._dirty: set[str] = set()
         self._previous_trials: dict[str, dict[str, Any]] = {}
+        #: trial id -> the status of its last written row
+        self._written_status: dict[str, str] = {}
+        #: trial id -> TERMINATED / ERROR: Ray calls on_trial_complete while the trial's status
+        #: still reads RUNNING (it changes when the actor has stopped).
+        self._ended: dict[str, str] = {}
         self._last_flush = 0.0
 
     def __getstate__(self):  # the experiment state pickles callbacks: keep it small
         state = self.__dict__.copy()
-        for key in ("_history", "_pending", "_trials", "_dirty", "_previous_trials", "_last_flush"):
+        for key in (
+            "_history",
+            "_pending",
+            "_trials",
+            "_dirty",
+            "_previous_trials",
+            "_written_status",
+            "_ended",
+            "_last_flush",
+        ):
             state.pop(key, None)
         return state
 
@@ -110,20 +124,30 @@ class ParquetCallback(Callback):
 
     def on_step_end(self, iteration, trials, **info) -> None:
         for trial in trials:
-            previous = self._trials.get(trial.trial_id)
-            if previous is None or getattr(previous, "status", None) != trial.status:
-                self._dirty.add(trial.trial_id)
-            self._trials[trial.trial_id] = trial
+            tid = trial.trial_id
+            if self._status(tid, trial) != self._written_status.get(tid):
+                self._dirty.add(tid)
+            self._trials[tid] = trial
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._ended.pop(trial.trial_id, None)  # it runs again (from its last checkpoint)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._trials[trial.trial_id] = trial
+        self._ended[trial.trial_id] = "TERMINATED"
         self._dirty.add(trial.trial_id)
         self.flush()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._trials[trial.trial_id] = trial
+        self._ended[trial.trial_id] = "ERROR"
         self._dirty.add(trial.trial_id)
         self.flush()
+
+    def _status(self, tid: str, trial) -> str:
+        if trial.status in ("RUNNING", "PENDING") and tid in self._ended:
+            return self._ended[tid]
+        return trial.status
 
     def on_experiment_end(self, trials, **info) -> None:
         for trial in trials:
@@ -135,11 +159,12 @@ class ParquetCallback(Callback):
         history = [row for _, row in sorted(self._history.get(tid, {}).items())]
         checkpoint = trial.checkpoint
         error = None
-        if trial.status == "ERROR" and trial.error_file:
+        status = self._status(tid, trial)
+        if status == "ERROR" and trial.error_file:
             error = _first_line_of_error(trial)
         return trial_row(
             trial_id=tid,
-            status=trial.status,
+            status=status,
             config=dict(trial.config),
             history=history,
             space=self.meta.get("space", ""),
@@ -167,6 +192,7 @@ class ParquetCallback(Callback):
             return
         changed = [self._row(tid, self._trials[tid]) for tid in sorted(self._dirty) if tid in self._trials]
         self.store.append(self._pending, changed, self.metadata())
+        self._written_status.update({row["trial_id"]: row["status"] for row in changed})
         self._pending = []
         self._dirty = set()
 

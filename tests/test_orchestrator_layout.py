@@ -123,6 +123,29 @@ def test_parts_while_running_then_two_tables(tmp_path):
     assert again.trial_rows()
 
 
+def test_a_finished_trial_reads_completed_while_the_search_runs(tmp_path):
+    # Ray Tune calls on_trial_complete while the trial's status still reads RUNNING; readers of
+    # a running search (the resume and cluster tests, `orchestrator results`) must see it done.
+    experiment = tmp_path / "exp"
+    callback = ParquetCallback(
+        str(experiment), metadata=META, budget_key="epochs", objectives=OBJECTIVES, flush_s=3600
+    )
+    first, second = FakeTrial("a", 1e-3, budget=1), FakeTrial("b", 2e-3, budget=1)
+    callback.on_step_end(0, [first, second])
+    callback.on_trial_result(
+        1, [first, second], first, {"iteration": 1, "training_iteration": 1, "val/acc": 0.5}
+    )
+    callback.on_trial_complete(1, [first, second], first)  # status still RUNNING here
+    rows = {r["trial_id"]: r for r in load_results(Location.parse(experiment))[0].to_pylist()}
+    assert rows["a"]["status"] == "TERMINATED" and rows["a"]["outcome"] == "completed"
+    first.status = "TERMINATED"
+    second.status = "ERROR"
+    callback.on_step_end(1, [first, second])  # a status change alone is written at the next flush
+    callback.flush()
+    rows = {r["trial_id"]: r for r in load_results(Location.parse(experiment))[0].to_pylist()}
+    assert rows["a"]["outcome"] == "completed" and rows["b"]["status"] == "ERROR"
+
+
 def test_private_ray_internals_are_all_there():
     assert ray_compat.check() == []
 
