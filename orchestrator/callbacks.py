@@ -1,5 +1,5 @@
-"""Ray Tune callbacks of a search: the Parquet writer, and Tune's JSON/CSV loggers without the
-PNG payloads of ``media/*`` keys.
+"""Ray Tune callbacks of a search: the Parquet writer, a compact progress line per result, and
+Tune's JSON/CSV loggers without the PNG payloads of ``media/*`` keys.
 
 :class:`ParquetCallback` keeps ``history.parquet`` and ``trials.parquet`` (``orchestrator.results``)
 up to date: whenever a trial finishes, and at most every ``flush_s`` seconds otherwise, it
@@ -37,6 +37,65 @@ class JsonLogger(JsonLoggerCallback):
 class CsvLogger(CSVLoggerCallback):
     def log_trial_result(self, iteration, trial, result):
         super().log_trial_result(iteration, trial, _without_media(result))
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) and abs(value) < 1e4 else str(value)
+
+
+class ResultLines(Callback):
+    """One line per reported result (besides Ray Tune's periodic table), and one when a trial
+    ends: when, which trial, which iteration of how many, the objectives, clean accuracy and
+    where the iteration's time went (training / validation)."""
+
+    def __init__(
+        self,
+        *,
+        unit: str,
+        budget: int,
+        keys: Sequence[str],
+        echo: Any = None,
+    ):
+        self.unit, self.budget = unit, budget
+        self.keys = list(dict.fromkeys(keys))
+        self.echo = echo or (lambda line: print(line, flush=True))
+        self._start = time.monotonic()
+        self._last: dict[str, int] = {}
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "echo"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.echo = lambda line: print(line, flush=True)
+        self._start = time.monotonic()  # a resumed driver counts from its own start
+
+    def _stamp(self) -> str:
+        seconds = int(time.monotonic() - self._start)
+        return f"[{seconds // 60:3d}:{seconds % 60:02d}]"
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        it = int(result.get("iteration") or result.get("training_iteration") or 0)
+        self._last[trial.trial_id] = it
+        shown = "  ".join(f"{k} {_fmt(result[k])}" for k in self.keys if k in result)
+        times = [
+            f"{what} {result[key]:.0f}s"
+            for what, key in (("train", "time/train_s"), ("val", "time/eval_s"), ("test", "time/test_s"))
+            if isinstance(result.get(key), (int, float))
+        ]
+        flag = "  DIVERGED" if result.get("diverged") else ""
+        self.echo(
+            f"{self._stamp()} {trial.trial_id} {self.unit} {it}/{self.budget}  {shown}{flag}"
+            + (f"  ({', '.join(times)})" if times else "")
+        )
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        it = self._last.get(trial.trial_id, 0)
+        how = "finished" if it >= self.budget else f"stopped early by the scheduler after {self.unit} {it}"
+        self.echo(f"{self._stamp()} {trial.trial_id} {how}")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.echo(f"{self._stamp()} {trial.trial_id} failed ({trial.num_failures} failure(s))")
 
 
 class ParquetCallback(Callback):

@@ -487,7 +487,7 @@ def export_cmd(name, storage, out, trial_id, fmt):
     metrics = meta["metrics"]
     shown = "  ".join(
         f"{k} {metrics[k]:.4f}"
-        for k in ("val/acc", "val/pgd_acc", "test/acc", "test/pgd_acc")
+        for k in ("val/acc", "val/apgd_acc", "test/acc", "test/pgd_acc", "test/apgd_acc")
         if k in metrics
     )
     click.echo(f"{out}: trial {meta['trial_id']} ({meta['trainable']}, {meta['dataset']}) {shown}")

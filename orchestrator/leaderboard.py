@@ -42,8 +42,8 @@ STRONG_KEYS = ("aa_acc", "apgd_ce_acc", "apgd_t_acc", "square_acc", "apgd_acc")
 
 def masking_flags(row: dict[str, Any]) -> list[str]:
     """Signs that a trial's robust numbers come from gradient masking, not robustness, from
-    its ``last/`` values (validation and test): PGD accuracy above FGSM accuracy at the same eps
-    (an iterative attack cannot be weaker than its own first step), accuracy rising with eps
+    its ``last/`` values (validation and test): PGD or APGD accuracy above FGSM accuracy at the
+    same eps (an iterative attack cannot be weaker than its own first step), accuracy rising with eps
     (a larger ball contains the smaller one), a strong attack (AutoAttack, APGD, Square) more
     than 5 points below PGD-40. The PGD eps is taken from ``config/pgd_eps`` (default 0.3)."""
     flags = []
@@ -56,9 +56,13 @@ def masking_flags(row: dict[str, Any]) -> list[str]:
             if k.startswith(prefix + "fgsm_acc/eps") and isinstance(v, (int, float)) and math.isfinite(v)
         )
         pgd = row.get(prefix + "pgd_acc")
-        for eps, acc in fgsm:
-            if pgd is not None and math.isclose(eps, pgd_eps) and pgd > acc + MASKING_TOLERANCE:
-                flags.append(f"{split}: PGD {pgd:.0%} above FGSM {acc:.0%} at eps {eps:g}")
+        for name, key in (("PGD", "pgd_acc"), ("APGD", "apgd_acc")):
+            iterative = row.get(prefix + key)
+            for eps, acc in fgsm:
+                if iterative is None or not math.isclose(eps, pgd_eps):
+                    continue
+                if iterative > acc + MASKING_TOLERANCE:
+                    flags.append(f"{split}: {name} {iterative:.0%} above FGSM {acc:.0%} at eps {eps:g}")
         for (e1, a1), (e2, a2) in itertools.pairwise(fgsm):
             if a2 > a1 + MASKING_TOLERANCE:
                 rise = f"{a1:.0%} at {e1:g}, {a2:.0%} at {e2:g}"
@@ -95,9 +99,11 @@ def display_columns(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[s
     columns = ["trial_id", "outcome", "iterations"]
     for key in [f"last/{m}" for m, _ in objectives] + [
         "last/val/acc",
+        "last/val/apgd_acc",
         "last/val/pgd_acc",
         "last/test/acc",
         "last/test/pgd_acc",
+        "last/test/apgd_acc",
     ]:
         if key not in columns and any(key in r for r in rows):
             columns.append(key)

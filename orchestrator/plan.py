@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator import ray_runtime
-from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, OBJECTIVES, SCHEDULERS, SEARCHERS, WANDB_MODES
+from orchestrator.choices import (
+    MULTI_OBJECTIVE_SEARCHERS,
+    OBJECTIVES,
+    SCHEDULERS,
+    SEARCHERS,
+    WANDB_MODES,
+    asha_rungs,
+)
 from orchestrator.errors import UserError
 from orchestrator.leaderboard import CLEAN_METRIC
 from orchestrator.settings import SearchSettings
@@ -155,13 +162,13 @@ def describe_params(
 def _check_objectives_reported(objectives: list[tuple[str, str]], base: TrialConfig) -> None:
     """Refuse an objective from the evaluation suite that these settings switch off (e.g. the
     PGD objective with ``-s pgd_steps=0``), which would otherwise fail at the first result."""
-    every = set(metric_keys(EvalSpec(apgd_steps=1), "val")) | {"val/pgd_acc"}
+    every = set(metric_keys(EvalSpec(apgd_steps=1, pgd_steps=1), "val"))
     reported = set(metric_keys(base.eval_spec(), "val"))
     for metric, _ in objectives:
         if metric in every and metric not in reported:
             raise UserError(
                 f"the objective {metric} would never be reported: these settings switch its "
-                "evaluation off (see -s pgd_steps, fgsm_eps, noise_eval)"
+                "evaluation off (see -s apgd_steps, val_pgd, pgd_steps, fgsm_eps, noise_eval)"
             )
 
 
@@ -208,6 +215,10 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
     if settings.data_dir:
         trial_config["data_dir"] = str(resolve_data_root(settings.data_dir))
     trial_config[budget_key] = max_iterations
+    if scheduler == "asha" and "robust_rungs" not in settings.config:
+        # Robust validation metrics are fresh wherever ASHA compares trials (carried between).
+        grace = min(settings.grace_period, max_iterations)
+        trial_config["robust_rungs"] = asha_rungs(max_iterations, grace, settings.reduction_factor)
     try:
         base = trainable.config_cls.from_dict({**trial_config, **fixed})
     except ConfigError as exc:

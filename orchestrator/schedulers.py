@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from orchestrator.choices import SCHEDULERS
+from orchestrator.choices import SCHEDULERS, asha_rungs
 from orchestrator.pareto import crowding, pareto_ranks
 
 
@@ -42,9 +42,8 @@ class ParetoASHA(FIFOScheduler):
         self._time_attr = time_attr
         self._max_t = max_t
         self._rf = reduction_factor
-        n_rungs = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1e-9) + 1
-        milestones = [grace_period * reduction_factor**k for k in range(n_rungs)]
-        self._rungs: dict[float, dict[str, list[float]]] = {m: {} for m in milestones if m < max_t}
+        milestones = asha_rungs(max_t, grace_period, reduction_factor)
+        self._rungs: dict[float, dict[str, list[float]]] = {m: {} for m in milestones}
         self.num_stopped = 0
 
     @property

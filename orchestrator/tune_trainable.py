@@ -22,13 +22,13 @@ from trainables.runtime import Runtime, cap_gpu_memory
 class TuneReporter(Reporter):
     """Reports to Ray Tune; checkpoints are persisted by Tune to the experiment's storage.
 
-    Keys are ordered clean and PGD validation accuracy first, then the trainable's headline
+    Keys are ordered clean and APGD validation accuracy first, then the trainable's headline
     metrics: Tune's progress table shows the first few metrics of a report. Caps CUDA memory to
     the trial's share of a GPU.
     """
 
     def __init__(self, headline: tuple[str, ...] = ()):
-        self.order = ("val/acc", "val/pgd_acc", *headline)
+        self.order = ("val/acc", "val/apgd_acc", *headline)
         self.node_id = ""
 
     def start(self, runtime: Runtime, budget: int) -> None:
@@ -74,6 +74,6 @@ def tune_trainable(info: TrainableInfo) -> Callable[[dict], dict]:
     trial.__name__ = trial.__qualname__ = info.name
     # What Tune prints of a finished trial (it would print every one of ~40 metrics).
     ray_compat.set_progress_metrics(
-        trial, ["iteration", "val/acc", "val/pgd_acc", *info.headline, "diverged"]
+        trial, ["iteration", "val/acc", "val/apgd_acc", *info.headline, "diverged"]
     )
     return trial

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrator.callbacks import CsvLogger, JsonLogger, ParquetCallback
+from orchestrator.callbacks import CsvLogger, JsonLogger, ParquetCallback, ResultLines
 from orchestrator.plan import Plan
 from orchestrator.schedulers import make_scheduler
 from orchestrator.searchers import make_searcher
@@ -28,6 +28,11 @@ def callbacks(plan: Plan) -> list:
             metadata=plan.results_metadata(),
             budget_key=plan.budget_key,
             objectives=plan.objectives,
+        ),
+        ResultLines(
+            unit=plan.info.unit,
+            budget=plan.max_iterations,
+            keys=[m for m, _ in plan.objectives] + ["val/acc"],
         ),
         JsonLogger(),
         CsvLogger(),

@@ -47,6 +47,7 @@ def synthetic(**overrides):
         "test_robust_n": 40,
         "eval_subset": 100,
         "pgd_steps": 3,
+        "apgd_steps": 3,
         "pgd_step_size": 0.1,
         "train_subset": 256,
         "batch_size": 32,

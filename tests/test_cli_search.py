@@ -75,7 +75,7 @@ def test_spaces_lists_parameters_and_objectives():
         "classic",
         "wgan_gp",
         "adaptive_ratio",
-        "val/pgd_acc",
+        "val/apgd_acc",
         "n_critic",
         "target_gen_loss",
         "when schedule=adaptive",

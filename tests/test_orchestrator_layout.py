@@ -239,3 +239,19 @@ def test_evaluate_an_experiment_saves_final_numbers_beside_it(tmp_path):
     assert again.exit_code == 0 and "evaluations.parquet" in again.output, again.output
     row = load_results(Location.parse(experiment))[0].to_pylist()[0]
     assert row["last/test/eval_n"] == 4 and "last/test/apgd_ce_acc" not in row, "a new evaluation replaces"
+
+
+def test_result_lines_print_one_compact_line_per_result_and_per_end():
+    from types import SimpleNamespace
+
+    from orchestrator.callbacks import ResultLines
+
+    lines = []
+    cb = ResultLines(unit="cycle", budget=3, keys=["val/apgd_acc", "val/acc"], echo=lines.append)
+    trial = SimpleNamespace(trial_id="abc_00001", num_failures=0)
+    result = {"iteration": 1, "val/acc": 0.93, "val/apgd_acc": 0.25, "time/train_s": 40.2, "time/eval_s": 3.9}
+    cb.on_trial_result(1, [], trial, result)
+    cb.on_trial_complete(2, [], trial)
+    assert lines[0].endswith("abc_00001 cycle 1/3  val/apgd_acc 0.250  val/acc 0.930  (train 40s, val 4s)")
+    assert lines[1].endswith("abc_00001 stopped early by the scheduler after cycle 1")
+    assert len(lines) == 2

@@ -183,7 +183,7 @@ def _settings(tmp_path, **kw):
         ({"name": "a/b"}, "plain folder name"),
         ({"wandb_mode": "sometimes"}, "unknown W&B mode"),
         ({"min_clean": 1.5}, "--min-clean 1.5 must be in [0, 1]"),
-        ({"config": {"pgd_steps": 0}}, "objective val/pgd_acc would never be reported"),
+        ({"config": {"apgd_steps": 0}}, "objective val/apgd_acc would never be reported"),
         ({"min_clean": -0.1}, "--min-clean -0.1 must be in [0, 1]"),
     ],
 )
@@ -215,7 +215,7 @@ def test_build_tuner_without_starting_ray(tmp_path, monkeypatch):
     tune_config = tuner._local_tuner._tune_config
     assert isinstance(tune_config.scheduler, ParetoASHA)
     assert isinstance(tune_config.search_alg, BudgetAwareOptunaSearch)
-    assert tune_config.search_alg.metric == ["val/acc", "val/pgd_acc"]
+    assert tune_config.search_alg.metric == ["val/acc", "val/apgd_acc"]
     assert tune_config.num_samples == 5
     assert tuner._local_tuner._param_space["epochs"] == 4
     assert plan.wandb_mode in ("offline", "disabled", "online")
@@ -306,6 +306,18 @@ def test_the_dataset_sets_the_default_constraint(tmp_path):
     assert own.constraint == {"metric": "val/acc", "min": 0.5}
 
 
+def test_robust_validation_is_fresh_at_the_asha_rungs(tmp_path):
+    asha = plan_search(_settings(tmp_path, max_iterations=20), check_dataset=False)
+    assert asha.scheduler == "asha" and asha.trial_config["robust_rungs"] == (1, 3, 9)
+    assert asha.base.robust_rungs == (1, 3, 9)
+    grace = plan_search(
+        _settings(tmp_path, max_iterations=20, grace_period=2, reduction_factor=2), check_dataset=False
+    )
+    assert grace.trial_config["robust_rungs"] == (2, 4, 8, 16)
+    fifo = plan_search(_settings(tmp_path, scheduler="fifo"), check_dataset=False)
+    assert "robust_rungs" not in fifo.trial_config
+
+
 def _last(**values):
     return {f"last/{k}": v for k, v in values.items()}
 
@@ -323,6 +335,8 @@ def test_masking_flags_catch_the_documented_examples():
     # PGD above FGSM at the PGD eps.
     odd = _last(**{"val/fgsm_acc/eps0.3": 0.2, "val/pgd_acc": 0.5})
     assert masking_flags(odd) == ["val: PGD 50% above FGSM 20% at eps 0.3"]
+    odd_apgd = _last(**{"val/fgsm_acc/eps0.3": 0.2, "val/apgd_acc": 0.3})
+    assert masking_flags(odd_apgd) == ["val: APGD 30% above FGSM 20% at eps 0.3"]
     # docs/RESULTS.md's PGD-trained Classic Classifier: consistent numbers, no flag.
     honest = _last(**{"test/fgsm_acc/eps0.1": 0.932, "test/fgsm_acc/eps0.2": 0.882})
     honest.update(_last(**{"test/fgsm_acc/eps0.3": 0.826, "test/pgd_acc": 0.767, "test/aa_acc": 0.74}))

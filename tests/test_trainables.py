@@ -71,7 +71,9 @@ COMMON = [
     "iteration",
     "diverged",
     "val/acc",
-    "val/pgd_acc",
+    "val/apgd_acc",
+    "val/robust_iteration",
+    "time/eval_s",
     "val/fgsm_acc/eps0.1",
     "val/noise_acc/periodic/high",
 ]
@@ -87,7 +89,8 @@ def test_trainable_reports_its_keys(name):
     for key in EXPECTED[name] + COMMON:
         assert key in keys, key
     last = reports[-1]
-    assert "test/acc" in last and "test/pgd_acc" in last, "the test split is evaluated at the end"
+    assert {"test/acc", "test/pgd_acc", "test/apgd_acc", "time/test_s"} <= set(last), "test split at the end"
+    assert "val/pgd_acc" not in keys, "validation's robust metric is APGD; PGD-40 only on test"
     assert not any(k.startswith("test/") for k in reports[0]), "and only at the end"
     assert last["diverged"] == 0
     assert any(
@@ -181,7 +184,7 @@ def test_non_finite_loss_ends_the_trial_with_diverged_flag():
     last = run_trial(spec, synthetic(pgd_steps=1), reporter)
     assert [r["iteration"] for r in reporter.reports] == [1, 2], "the trial stops at the divergence"
     assert last["diverged"] == 1 and reporter.reports[0]["diverged"] == 0
-    assert last["val/acc"] == 0.0 and last["val/pgd_acc"] == 0.0, "finite worst-case sentinels"
+    assert last["val/acc"] == 0.0 and last["val/apgd_acc"] == 0.0, "finite worst-case sentinels"
     assert math.isnan(last["train/loss"])
 
 
@@ -189,3 +192,80 @@ def test_train_function_outside_tune_prints_progress(capsys):
     get_trainable("classic")(synthetic(epochs=1, pgd_steps=1, noise_eval=False))
     out = capsys.readouterr().out
     assert "classic epoch 1/1" in out
+
+
+class _DriftProgram(_NaNProgram):
+    """A classifier whose weights change every iteration, so fresh robust values differ."""
+
+    def train_iteration(self, iteration):
+        with torch.no_grad():
+            for p in self.classifier.parameters():
+                p.add_(torch.randn_like(p))
+        self.images_seen += 1
+        return {"loss": torch.tensor(1.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _SixIterations(TrialConfig):
+    iterations: int = param(6, lo=1)
+
+
+def test_robust_metrics_every_nth_iteration_at_rungs_and_last_carried_between():
+    spec = TrainableSpec("drift", _SixIterations, _DriftProgram)
+    reporter = MemoryReporter()
+    run_trial(spec, synthetic(robust_every=3, robust_rungs=(2,), noise_eval=False, robust_n=64), reporter)
+    reports = reporter.reports
+    measured = [r["val/robust_iteration"] for r in reports]
+    # 1: nothing to carry yet; 2: an ASHA rung; 3 and 6: every third; 6: the last.
+    assert measured == [1, 2, 3, 3, 3, 6]
+    assert reports[3]["val/apgd_acc"] == reports[2]["val/apgd_acc"] == reports[4]["val/apgd_acc"]
+    assert reports[3]["val/loss"] != reports[2]["val/loss"], "clean metrics are measured every iteration"
+    assert all(r["time/eval_s"] >= 0 for r in reports)
+    assert reports[3]["time/eval_s"] < reports[2]["time/eval_s"], "carried iterations skip the attacks"
+
+
+class _ProgressRecorder(MemoryReporter):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def progress(self, iteration, phase, done=0, total=None):
+        self.calls.append((iteration, phase, done, total))
+
+
+def test_progress_within_an_iteration_counts_training_batches_then_evaluation(monkeypatch):
+    import trainables.trial as trial_module
+
+    monkeypatch.setattr(trial_module._BatchCounter, "__init__", _counter_every_batch)
+    reporter = _ProgressRecorder()
+    run_trial(get_spec("classic"), synthetic(epochs=1, noise_eval=False), reporter)
+    training = [c for c in reporter.calls if c[1] == "training"]
+    total = training[0][3]
+    assert total == 256 // 32, "an epoch's batches: the subset over the batch size"
+    assert [c[2] for c in training] == list(range(total + 1)), "every batch counted, in order"
+    assert [c[1] for c in reporter.calls if c[1] != "training"] == ["validation", "test"]
+
+
+def _counter_every_batch(self, reporter, every_s=0.25):
+    self.reporter, self.every_s = reporter, 0.0
+    self.iteration, self.done, self.total, self.last = 0, 0, None, 0.0
+
+
+def test_console_progress_writes_lines_when_not_a_terminal():
+    import io
+
+    from trainables.reporting import ConsoleReporter
+
+    lines = []
+    reporter = ConsoleReporter("classic", 2, "epoch", ("val/acc",), echo=lines.append)
+    reporter.stream = io.StringIO()  # not a terminal: a plain line every LINE_EVERY_S
+    reporter.LINE_EVERY_S = 0.0
+    reporter.progress(1, "training", 5, 10)
+    reporter.progress(1, "validation")
+    reporter.report({"iteration": 1, "val/acc": 0.5}, None)
+    written = reporter.stream.getvalue().splitlines()
+    assert written == [
+        "classic epoch 1/2 training [##########..........] 5/10 batches, 0s",
+        "classic epoch 1/2 validation..., 0s",
+    ]
+    assert lines == ["classic epoch 1/2 | val/acc 0.5000"]

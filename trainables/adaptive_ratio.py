@@ -130,6 +130,13 @@ class AdaptiveRatioProgram(StatefulProgram):
             return stepped_k(cycle, self.cfg.k_steps)
         return self.k  # fixed, or the adaptive schedule's current value
 
+    def planned_batches(self, cycle: int) -> int:
+        """Training batches cycle ``cycle`` draws (pre-training included), for progress."""
+        cfg = self.cfg
+        n = 0 if self.pretrained else cfg.pretrain_epochs * self.stream.batches_per_epoch
+        n += self.k_for(cycle) * cfg.cycle_steps
+        return n + (cfg.cycle_steps if cfg.generator == "image" else 0)
+
     def _cls_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         self.images_seen += len(y)
         return classifier_step(self.classifier, self.cls_opt, self.rt, [("clean", x, y, 1.0)])

@@ -62,7 +62,7 @@ register(
         "classic",
         "trainables.classic",
         "epoch",
-        ("train/loss", "train/acc", "val/acc", "val/fgsm_acc/eps0.3", "val/pgd_acc"),
+        ("train/loss", "train/acc", "val/acc", "val/fgsm_acc/eps0.3", "val/apgd_acc"),
     )
 )
 register(
@@ -95,7 +95,7 @@ register(
             "attack/gen_acc",
             "attack/pgd10_acc",
             "val/acc",
-            "val/pgd_acc",
+            "val/apgd_acc",
         ),
         report_sections=("trainables.sections:ratio_cycles",),
     )

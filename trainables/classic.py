@@ -78,6 +78,9 @@ class ClassicProgram(StatefulProgram):
     def train_iteration(self, iteration: int) -> dict[str, torch.Tensor]:
         return run_steps(self.stream.epoch(), self.step)
 
+    def planned_batches(self, iteration: int) -> int:
+        return self.stream.batches_per_epoch
+
     def media(self, iteration: int) -> dict[str, torch.Tensor]:
         """PGD examples (the evaluation attack) with the model's predictions."""
         x, y = self.data.val.x[:10], self.data.val.y[:10]

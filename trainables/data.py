@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,6 +265,8 @@ class BatchStream:
         self.generator = torch.Generator(device=split.y.device).manual_seed(seed)
         self.perm: torch.Tensor | None = None
         self.pos = 0
+        #: Called after every batch drawn (progress display; not part of the state).
+        self.on_batch: Callable[[], None] | None = None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -276,6 +278,8 @@ class BatchStream:
             self.pos = 0
         idx = self.perm[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
+        if self.on_batch is not None:
+            self.on_batch()
         return self.split.x[idx], self.split.y[idx]
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

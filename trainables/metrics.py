@@ -93,7 +93,7 @@ class MetricInfo:
 _CONFIG_DEFAULTS: dict[str, Any] = {
     "pgd_steps": 40,
     "pgd_eps": 0.3,
-    "strong_steps": 25,
+    "apgd_steps": 10,
 }
 
 ACCURACY = "accuracy"
@@ -161,7 +161,14 @@ register(f"{EVAL}/acc", Metric(label="clean {split_name} accuracy", **_ACC))
 register(f"{EVAL}/loss", Metric("loss", "min", "clean {split_name} cross-entropy", "nats"))
 register(EVAL + "/fgsm_acc/eps{eps}", Metric(label="FGSM {split_name} accuracy (eps {eps})", **_ACC))
 register(f"{EVAL}/pgd_acc", Metric(label="PGD-{pgd_steps} {split_name} accuracy (eps {pgd_eps})", **_ACC))
-register(f"{EVAL}/apgd_acc", Metric(label="APGD-CE+DLR {split_name} accuracy (eps {pgd_eps})", **_ACC))
+register(
+    f"{EVAL}/apgd_acc",
+    Metric(label="APGD-CE+DLR-{apgd_steps} {split_name} accuracy (eps {pgd_eps})", **_ACC),
+)
+register(
+    "val/robust_iteration",
+    Metric("count", "", "iteration the robust validation metrics were measured at", "iterations"),
+)
 register(
     EVAL + "/noise_acc/{noise}/{level}",
     Metric(label="{split_name} accuracy under {noise} noise, {level} ({level_amount})", **_ACC),

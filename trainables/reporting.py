@@ -1,7 +1,8 @@
 """Where a trial's reports and checkpoints go.
 
-- :class:`ConsoleReporter`: ``orchestrator train``: a progress line per iteration and an
-  optional local checkpoint directory to resume from.
+- :class:`ConsoleReporter`: ``orchestrator train``: a progress line per iteration, progress
+  within the iteration on stderr (training batches, then validation and test), and an optional
+  local checkpoint directory to resume from.
 - :class:`MemoryReporter`: keeps reports and the last checkpoint in memory (tests, reference
   models, notebooks).
 - Searches report to Ray Tune through ``orchestrator.tune_trainable.TuneReporter``; nothing in
@@ -14,6 +15,8 @@ import io
 import json
 import math
 import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,11 @@ class Reporter:
     def load_checkpoint(self) -> dict | None:
         return None
 
+    def progress(self, iteration: int, phase: str, done: int = 0, total: int | None = None) -> None:
+        """Where iteration ``iteration`` stands: ``phase`` is ``training`` (``done`` of
+        ``total`` batches), ``validation`` or ``test``. Called at most every few tenths of a
+        second; the default shows nothing."""
+
     def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
         raise NotImplementedError
 
@@ -110,6 +118,11 @@ class ConsoleReporter(Reporter):
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.echo = echo or (lambda line: print(line, flush=True))
         self.reports: list[dict[str, Any]] = []
+        self.stream = sys.stderr
+        self._bar_open = False  # a \r progress bar is on the terminal's last line
+        self._iteration_start = 0.0
+        self._last_line = 0.0
+        self._iteration = 0
 
     def start(self, runtime: Runtime, budget: int) -> None:
         self.budget = budget
@@ -124,7 +137,39 @@ class ConsoleReporter(Reporter):
             return state
         return None
 
+    #: Seconds between progress lines when stderr is not a terminal (logs, pipes).
+    LINE_EVERY_S = 30.0
+
+    def progress(self, iteration: int, phase: str, done: int = 0, total: int | None = None) -> None:
+        now = time.monotonic()
+        if iteration != self._iteration:
+            self._iteration, self._iteration_start, self._last_line = iteration, now, now
+        elapsed = now - self._iteration_start
+        head = f"{self.name} {self.unit} {iteration}/{self.budget}"
+        if phase == "training" and total:
+            frac = min(done / total, 1.0)
+            bar = "#" * round(20 * frac) + "." * (20 - round(20 * frac))
+            text = f"{head} training [{bar}] {done}/{total} batches, {elapsed:.0f}s"
+        elif phase == "training":
+            text = f"{head} training: {done} batches, {elapsed:.0f}s"
+        else:
+            text = f"{head} {phase}..., {elapsed:.0f}s"
+        if self.stream.isatty():
+            self.stream.write("\r" + text.ljust(78)[:100])
+            self.stream.flush()
+            self._bar_open = True
+        elif now - self._last_line >= self.LINE_EVERY_S:
+            self._last_line = now
+            print(text, file=self.stream, flush=True)
+
+    def _close_bar(self) -> None:
+        if self._bar_open:
+            self.stream.write("\r" + " " * 100 + "\r")
+            self.stream.flush()
+            self._bar_open = False
+
     def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
+        self._close_bar()
         metrics = scalar_metrics(metrics)
         self.reports.append(metrics)
         shown = [f"{k} {_format(metrics[k])}" for k in self.headline if k in metrics]

@@ -111,9 +111,9 @@ def ratio_cycles(ctx) -> list[str]:
     axes[1].legend(fontsize=7)
     for key in sorted(k for k in rows[-1] if k.startswith("val/fgsm_acc/")):
         axes[2].plot(xs, [r.get(key) for r in rows], "-o", label=f"FGSM eps {key.rsplit('eps', 1)[1]}")
-    axes[2].plot(
-        xs, [r.get("val/pgd_acc") for r in rows], "-s", color="black", label=ctx.label("val/pgd_acc")
-    )
+    for key, style in (("val/apgd_acc", "-s"), ("val/pgd_acc", "-^")):
+        if any(r.get(key) is not None for r in rows):
+            axes[2].plot(xs, [r.get(key) for r in rows], style, color="black", label=ctx.label(key))
     if any(r.get("attack/gen_acc") is not None for r in rows):
         axes[2].plot(
             xs,

@@ -20,7 +20,7 @@ from torch import nn
 from trainables.catalog import TrainableInfo, get_info
 from trainables.config import Config, param
 from trainables.data import DATASETS, Data, load_data
-from trainables.evaluation import EvalSpec, evaluate, metric_keys
+from trainables.evaluation import EvalSpec, evaluate, metric_keys, robust_keys
 from trainables.metrics import worst
 from trainables.reporting import Reporter, encode_png
 from trainables.runtime import (
@@ -44,7 +44,13 @@ class TrialConfig(Config):
     val_size: int = param(0, lo=0, doc="validation images split off the training file (0 = dataset default)")
     train_subset: int = param(0, lo=0, doc="train on the first n training images (0 = all)")
     eval_subset: int = param(0, lo=0, doc="clean accuracy on a fixed subset of n images (0 = all)")
-    robust_n: int = param(1000, lo=0, doc="validation images attacked/corrupted per evaluation (0 = all)")
+    robust_n: int = param(200, lo=0, doc="validation images attacked/corrupted per evaluation (0 = all)")
+    robust_every: int = param(
+        1, lo=1, doc="robust validation metrics every n-th iteration (and at robust_rungs and the last)"
+    )
+    robust_rungs: tuple[int, ...] = param(
+        (), lo=1, doc="iterations that always get robust validation metrics (search: ASHA's rungs)"
+    )
     test_robust_n: int = param(0, lo=0, doc="test images attacked/corrupted at the end (0 = all)")
     fgsm_eps: tuple[float, ...] = param(
         (0.1, 0.2, 0.3), lo=0.0, hi=1.0, doc="FGSM eps grid, [0,1] pixel scale"
@@ -54,8 +60,9 @@ class TrialConfig(Config):
     pgd_step_size: float = param(0.01, lo=1e-5, hi=1.0, doc="PGD step, [0,1] pixel scale")
     pgd_restarts: int = param(1, lo=1, hi=100, doc="PGD random restarts")
     apgd_steps: int = param(
-        0, lo=0, hi=1000, doc="APGD-CE + APGD-DLR steps for val/test apgd_acc at pgd_eps (0 = off)"
+        10, lo=0, hi=1000, doc="APGD-CE + APGD-DLR steps for val/test apgd_acc at pgd_eps (0 = off)"
     )
+    val_pgd: bool = param(False, doc="also PGD on validation (the test split always gets it)")
     noise_eval: bool = param(True, doc="evaluate Gaussian / salt-and-pepper / periodic noise")
     batch_size: int = param(128, lo=2, hi=8192, doc="training batch size")
     seed: int = param(0, lo=0, doc="seed of models, data order and noise")
@@ -69,11 +76,22 @@ class TrialConfig(Config):
     def budget(self) -> int:
         return int(getattr(self, self.budget_key))
 
+    def robust_iteration(self, iteration: int, first: bool = False) -> bool:
+        """Whether validation at ``iteration`` runs the attacks and corruptions (``first``:
+        the first iteration of this process, which has no earlier values to carry)."""
+        return (
+            first
+            or iteration % self.robust_every == 0
+            or iteration in self.robust_rungs
+            or iteration == self.budget
+        )
+
     def eval_spec(self, final: bool = False) -> EvalSpec:
+        """Validation (``final=False``) or test-split evaluation protocol."""
         return EvalSpec(
             fgsm_eps=self.fgsm_eps,
             pgd_eps=self.pgd_eps,
-            pgd_steps=self.pgd_steps,
+            pgd_steps=self.pgd_steps if final or self.val_pgd else 0,
             pgd_step_size=self.pgd_step_size,
             pgd_restarts=self.pgd_restarts,
             apgd_steps=self.apgd_steps,
@@ -97,6 +115,9 @@ class Program(Protocol):
     def train_iteration(self, iteration: int) -> dict[str, torch.Tensor]: ...
 
     def extra_metrics(self, iteration: int, final: bool) -> dict[str, float]: ...
+
+    # Optional, for progress within an iteration: ``stream`` (the training BatchStream, whose
+    # batches are counted) and ``planned_batches(iteration) -> int`` (how many it will draw).
 
     def media(self, iteration: int) -> dict[str, torch.Tensor]: ...
 
@@ -177,6 +198,26 @@ def load_trial_data(cfg: TrialConfig, rt: Runtime) -> Data:
     )
 
 
+class _BatchCounter:
+    """Counts the training batches an iteration draws and tells the reporter, at most every
+    ``every_s`` seconds (a clock read per batch; no device sync)."""
+
+    def __init__(self, reporter: Reporter, every_s: float = 0.25):
+        self.reporter, self.every_s = reporter, every_s
+        self.iteration, self.done, self.total, self.last = 0, 0, None, 0.0
+
+    def start(self, iteration: int, total: int | None) -> None:
+        self.iteration, self.done, self.total, self.last = iteration, 0, total, time.monotonic()
+        self.reporter.progress(iteration, "training", 0, total)
+
+    def __call__(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            self.reporter.progress(self.iteration, "training", self.done, self.total)
+
+
 def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, reporter: Reporter) -> dict:
     """Run (or resume) one trial of ``spec`` and return its last report."""
     cfg = config if isinstance(config, spec.config_cls) else spec.config_cls.from_dict(config)
@@ -195,10 +236,17 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         start = int(state["iteration"])
     val_spec, test_spec = cfg.eval_spec(), cfg.eval_spec(final=True)
     last: dict[str, Any] = {}
+    carried: dict[str, float] = {}  # the last robust validation values, between robust iterations
+    counter = _BatchCounter(reporter)
+    stream = getattr(program, "stream", None)
+    if stream is not None:
+        stream.on_batch = counter
     for it in range(start + 1, cfg.budget + 1):
         final = it == cfg.budget
         t0 = time.perf_counter()
         images0 = program.images_seen
+        planned = getattr(program, "planned_batches", None)
+        counter.start(it, planned(it) if planned else None)
         train_tensors = program.train_iteration(it)
         names = list(train_tensors)
         values = torch.stack([train_tensors[k].float() for k in names]).tolist() if names else []
@@ -210,10 +258,22 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
             metrics["diverged"] = 1
             reporter.report(metrics, None)
             return metrics
-        metrics.update(evaluate(program.classifier, data.val, val_spec, "val"))
+        t1 = time.perf_counter()
+        robust = cfg.robust_iteration(it, first=not carried)
+        reporter.progress(it, "validation" if robust else "validation (clean)")
+        val = evaluate(program.classifier, data.val, val_spec, "val", robust=robust)
+        if robust:
+            carried = {k: val[k] for k in robust_keys(val_spec, "val")}
+            carried["val/robust_iteration"] = it
+        metrics.update(val)
+        metrics.update({k: v for k, v in carried.items() if k not in val})
+        t_eval = time.perf_counter() - t1
         metrics.update(program.extra_metrics(it, final))
         if final:
+            t2 = time.perf_counter()
+            reporter.progress(it, "test")
             metrics.update(evaluate(program.classifier, data.test, test_spec, "test"))
+            metrics["time/test_s"] = time.perf_counter() - t2
         if cfg.media_every and (it % cfg.media_every == 0 or final):
             for name, image in program.media(it).items():
                 metrics[f"media/{name}"] = encode_png(image)
@@ -221,6 +281,7 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         elapsed = time.perf_counter() - t0
         metrics["time/iteration_s"] = elapsed
         metrics["time/train_s"] = t_train
+        metrics["time/eval_s"] = t_eval
         metrics["time/train_images_per_s"] = (program.images_seen - images0) / max(t_train, 1e-9)
         checkpoint = None
         if final or it % cfg.checkpoint_every == 0:

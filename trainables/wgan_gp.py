@@ -92,6 +92,11 @@ class WganGpProgram(StatefulProgram):
     def _labels(self, n: int) -> torch.Tensor:
         return torch.randint(0, self.num_classes, (n,), device=self.rt.device)
 
+    def planned_batches(self, iteration: int) -> int:
+        """Training batches an iteration draws (critic and classifier), for progress."""
+        cfg = self.cfg
+        return cfg.gen_steps * cfg.n_critic + int(self.cls_credit + cfg.gen_steps * cfg.cls_rate)
+
     def train_iteration(self, iteration: int) -> dict[str, torch.Tensor]:
         cfg, rt = self.cfg, self.rt
         meter = Meter()
