@@ -9,7 +9,12 @@ Ray Tune's public API does not cover three things this project needs:
   ``ray.air.integrations.wandb._WandbLoggingActor`` (its ``_wandb``), whose ``_handle_result``
   :class:`SummaryLoggingActor` extends for ``orchestrator.tracking``;
 - which metrics Tune's progress table shows: Tune reads a function trainable's
-  ``_progress_metrics`` attribute.
+  ``_progress_metrics`` attribute;
+- handing a result to a trial's W&B logging actor without blocking the driver: Ray's
+  ``WandbLoggerCallback.log_trial_result`` waits for the queue actor's answer (1-2 s for a
+  trial's first result on a busy 2-core machine, which Tune reports as a slow callback);
+  :func:`wandb_submit_result` submits the same queue item (``_trial_queues``, ``_clean_log``,
+  ``_QueueItem``) and returns at once.
 
 ``tests/test_ray_compat.py`` fails fast when an upgrade removes or renames any of these; that
 is also why ``pyproject.toml`` pins Ray to one minor release.
@@ -21,7 +26,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ray.air.integrations.wandb import _WandbLoggingActor
+from ray.air.integrations.wandb import _clean_log, _QueueItem, _WandbLoggingActor
 from ray.tune.search.optuna import OptunaSearch
 
 
@@ -58,6 +63,19 @@ def completed_trial_ids(searcher: OptunaSearch) -> set[str]:
     return searcher._completed_trials
 
 
+def wandb_submit_result(callback, trial, result: dict):
+    """Queue ``result`` for ``trial``'s W&B logging actor as Ray's ``log_trial_result`` does,
+    but without waiting: returns the put's ObjectRef (the caller checks it later). Items from
+    the driver reach the queue actor in submission order."""
+    if trial not in callback._trial_logging_actors:
+        callback.log_trial_start(trial)
+    item = (
+        _QueueItem.RESULT,
+        _clean_log(result, video_kwargs=callback.video_kwargs, image_kwargs=callback.image_kwargs),
+    )
+    return callback._trial_queues[trial].actor.put.remote(item, None)
+
+
 def set_progress_metrics(trainable: Callable, metrics: Sequence[str]) -> None:
     """Which metrics Tune's progress table shows for ``trainable``."""
     trainable._progress_metrics = list(metrics)
@@ -77,6 +95,15 @@ def check() -> list[str]:
         missing.append("_WandbLoggingActor._handle_result(self, result)")
     if "self._wandb" not in inspect.getsource(_WandbLoggingActor):
         missing.append("_WandbLoggingActor._wandb (the run)")
+    from ray.air.integrations.wandb import WandbLoggerCallback
+    from ray.util.queue import Queue
+
+    source = inspect.getsource(WandbLoggerCallback)
+    for name in ("_trial_queues", "_trial_logging_actors", "video_kwargs", "image_kwargs"):
+        if f"self.{name}" not in source:
+            missing.append(f"WandbLoggerCallback.{name}")
+    if "self.actor" not in inspect.getsource(Queue.__init__):
+        missing.append("ray.util.queue.Queue.actor")
     from ray.tune import progress_reporter
 
     detect = getattr(progress_reporter, "_detect_progress_metrics", None)

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 import pyarrow.fs
 from ray.air.integrations.wandb import WandbLoggerCallback
 
+from orchestrator import ray_compat
 from orchestrator.choices import WANDB_MODES
 from orchestrator.ray_compat import SummaryLoggingActor
 
@@ -174,7 +175,25 @@ class WandbCallback(WandbLoggerCallback):
         decoded = {
             k: _decode_png(v) for k, v in result.items() if k.startswith("media/") and isinstance(v, bytes)
         }
-        super().log_trial_result(iteration, trial, {**result, **decoded})
+        # Submitted without waiting for the queue actor (see ray_compat.wandb_submit_result);
+        # a failed put surfaces at a later result or at the trial's end.
+        put = ray_compat.wandb_submit_result(self, trial, {**result, **decoded})
+        self._puts = [*self._check_puts(timeout=0), put]
+
+    def _check_puts(self, timeout: float | None) -> list:
+        """Raise the error of any finished put that failed; the puts still under way."""
+        import ray
+
+        puts = getattr(self, "_puts", [])
+        if not puts:
+            return []
+        done, pending = ray.wait(puts, num_returns=len(puts), timeout=timeout)
+        ray.get(done)
+        return pending
+
+    def log_trial_end(self, trial, failed: bool = False):
+        self._puts = self._check_puts(timeout=30)  # every result queued before the end marker
+        super().log_trial_end(trial, failed)
 
     def on_experiment_end(self, trials, **info):
         super().on_experiment_end(trials, **info)  # waits for the runs to finish writing

@@ -96,7 +96,7 @@ def test_export_reproduces_the_reported_accuracy(space_runs, tmp_path, fmt):
     assert trial["outcome"] == "completed"
     assert meta["dataset"] == "synthetic" and meta["pixel_range"] == [-1.0, 1.0]
     data = load_data("synthetic", torch.device("cpu"), train_subset=trial["config/train_subset"])
-    spec = EvalSpec(fgsm_eps=(), pgd_steps=0, noise=False, clean_n=trial["config/eval_subset"])
+    spec = EvalSpec(fgsm_eps=(), pgd_steps=0, noise=False, apgd_steps=0, clean_n=0)  # test: all images
     assert evaluate(model, data.test, spec, "test")["test/acc"] == pytest.approx(trial["last/test/acc"])
 
 

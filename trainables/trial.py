@@ -43,7 +43,9 @@ class TrialConfig(Config):
     data_dir: str = param("", doc="dataset root ('' = $ORCHESTRATOR_DATA_DIR or the cache)")
     val_size: int = param(0, lo=0, doc="validation images split off the training file (0 = dataset default)")
     train_subset: int = param(0, lo=0, doc="train on the first n training images (0 = all)")
-    eval_subset: int = param(0, lo=0, doc="clean accuracy on a fixed subset of n images (0 = all)")
+    eval_subset: int = param(
+        1000, lo=0, doc="clean validation accuracy on a fixed subset of n images (0 = all; test: all)"
+    )
     robust_n: int = param(200, lo=0, doc="validation images attacked/corrupted per evaluation (0 = all)")
     robust_every: int = param(
         1, lo=1, doc="robust validation metrics every n-th iteration (and at robust_rungs and the last)"
@@ -96,7 +98,7 @@ class TrialConfig(Config):
             pgd_restarts=self.pgd_restarts,
             apgd_steps=self.apgd_steps,
             noise=self.noise_eval,
-            clean_n=self.eval_subset,
+            clean_n=0 if final else self.eval_subset,
             robust_n=self.test_robust_n if final else self.robust_n,
             seed=0,  # the same perturbations for every trial of a search, whatever its seed
         )
