@@ -105,3 +105,26 @@ def test_gtsrb_is_resized_to_32x32_rgb(tmp_path, monkeypatch):
     assert data.train.x.min() >= -1 and data.train.x.max() <= 1
     # uniform grey test images stay uniform after the resize; 50 * i / 255 on the [0, 1] scale
     assert torch.allclose(data.test.x[2], torch.full((3, 32, 32), 100 / 127.5 - 1), atol=1e-6)
+
+
+def test_damaged_dataset_files_are_called_damaged_not_missing(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (raw / name).write_bytes(b"\x00\x01 not an idx file")
+    with pytest.raises(DatasetUnavailable) as info:
+        prepare_dataset("mnist", tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "could not be read" in message and "damaged" in message and "not under" not in message

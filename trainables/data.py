@@ -163,6 +163,14 @@ def prepare_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Pat
             try:
                 x, y = _torchvision_arrays(spec, work, train)
             except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError
+                present = sorted(p.name for p in (work / spec.folder).rglob("*") if p.is_file())
+                if present:
+                    raise DatasetUnavailable(
+                        f"{spec.folder} files under {root} could not be read "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+                        f"they may be damaged or incomplete: replace them with torchvision's "
+                        f"{spec.folder} files, or pass --data-dir / set {DATA_ENV} to a folder that has them"
+                    ) from None
                 raise DatasetUnavailable(
                     f"{spec.folder} is not under {root} and could not be downloaded "
                     f"({type(exc).__name__}): put torchvision's {spec.folder} files there, or "
