@@ -110,6 +110,20 @@ def _decode_png(png: bytes):
         return np.asarray(image.convert("RGB"))
 
 
+def full_config(trainable: str, config: dict) -> dict:
+    """Every parameter of the trial (the trainable's defaults under what the search set), flat,
+    tuples as lists; ``config`` as it is when the trainable is unknown or rejects it."""
+    if not trainable:
+        return dict(config)
+    from trainables import get_spec
+
+    try:
+        resolved = get_spec(trainable).config_cls.from_dict(config).to_dict()
+    except (KeyError, ValueError):
+        return dict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in {**resolved, **config}.items()}
+
+
 class WandbCallback(WandbLoggerCallback):
     """One W&B run per trial: group = experiment, job type = space, flat config, every
     report's metrics, media images, best-value summaries of the objective(s)."""
@@ -126,6 +140,7 @@ class WandbCallback(WandbLoggerCallback):
         objectives: Sequence[tuple[str, str]],
         tags: Sequence[str] = (),
         upload_timeout: int | None = None,
+        trainable: str = "",
     ):
         if mode not in WANDB_MODES:
             raise ValueError(f"unknown W&B mode {mode!r}")
@@ -142,6 +157,8 @@ class WandbCallback(WandbLoggerCallback):
         )
         self.objectives = [tuple(o) for o in objectives]
         self.wandb_mode = mode
+        #: Whose config class resolves a trial's config to every parameter (defaults included).
+        self.trainable = trainable
 
     def setup(self, *args, **kwargs):
         if self.wandb_mode != "online":
@@ -163,6 +180,7 @@ class WandbCallback(WandbLoggerCallback):
                     storage.experiment_fs_path,
                 )
             wandb_init_kwargs["dir"] = run_dir(trial)
+            wandb_init_kwargs["config"] = full_config(self.trainable, wandb_init_kwargs.get("config", {}))
             super()._start_logging_actor(
                 trial, exclude_results, objectives=self.objectives, **wandb_init_kwargs
             )

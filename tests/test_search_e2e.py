@@ -62,8 +62,12 @@ def test_each_space_runs_a_real_search(space_runs, space):
             if key.startswith("config/") and value is not None and not isinstance(value, list):
                 expected = pytest.approx(value) if isinstance(value, float) else value
                 assert run["config"][key[len("config/") :]] == expected
+        # The full flat config: defaults the search did not set are there too.
+        assert {"batch_size", "seed", "robust_n", "apgd_steps", "pgd_steps"} <= set(run["config"])
         logged = set().union(*run["history"])
-        assert {"val/acc", "val/pgd_acc", "iteration"} <= logged
+        assert {"val/acc", "val/apgd_acc", "time/eval_s", "iteration"} <= logged
+        if trial["outcome"] == "completed":
+            assert {"test/pgd_acc", "test/apgd_acc"} <= logged, "the test split: PGD-40 and APGD"
         assert any(k.startswith("media/") for k in logged)
         objective = SPACES[space].objective.metric
         assert run["summary"][objective] == {
