@@ -399,7 +399,10 @@ def results(name, storage, top, fmt, all_columns):
 
 @cli.command()
 def spaces():
-    """List every search space: trainable, objective, default budget, parameters and ranges."""
+    """List every search space: trainable, objective, default budget, parameters and ranges.
+
+    Example: orchestrator spaces
+    """
     from search_spaces.introspect import explore
 
     for spec in SPACES.values():
@@ -553,7 +556,10 @@ def evaluate(target, storage, trial_id, top, attacks, n, eps, data_dir, device, 
 
 @cli.group()
 def cluster():
-    """Ray cluster configs: check an edited cluster.yaml before `ray up`."""
+    """Ray cluster configs: check an edited cluster.yaml before `ray up`.
+
+    Example: orchestrator cluster validate cluster.yaml
+    """
 
 
 @cluster.command("validate")

@@ -81,3 +81,18 @@ def test_spaces_lists_parameters_and_objectives():
         "when schedule=adaptive",
     ):
         assert needle in result.output
+
+
+def test_every_command_help_has_an_example():
+    import click
+
+    def commands(group, prefix=()):
+        for name, command in group.commands.items():
+            yield (*prefix, name), command
+            if isinstance(command, click.Group):
+                yield from commands(command, (*prefix, name))
+
+    for path, _ in commands(cli):
+        result = CliRunner().invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert "Example" in result.output, f"orchestrator {' '.join(path)} --help has no example"
