@@ -204,6 +204,13 @@ storage_option = click.option(
 address_option = click.option(
     "--address", help="Join a running Ray cluster (HOST:PORT or auto) instead of a local Ray."
 )
+study_storage_option = click.option(
+    "--study-storage",
+    envvar="ORCHESTRATOR_STUDY_STORAGE",
+    metavar="URL",
+    help="Optuna storage of the study: sqlite:///..., postgresql://..., mysql://... (passed to Optuna "
+    "unchanged) or journal:///path/file.log (default: sqlite:///EXPERIMENT/study.db).",
+)
 
 #: What to search and how (the names are SearchSettings' fields).
 search_options = option_group(
@@ -222,7 +229,7 @@ search_options = option_group(
         type=click.Choice(["single", "pareto"]),
         default="single",
         show_default=True,
-        help="single: the space's metric; pareto: clean vs PGD validation accuracy.",
+        help="single: the space's metric; pareto: clean vs robust (APGD) validation accuracy.",
     ),
     click.option("--scheduler", type=click.Choice(SCHEDULERS), help="Default: asha (single), fifo (pareto)."),
     click.option(
@@ -243,6 +250,19 @@ search_options = option_group(
         type=float,
         help="Minimum clean validation accuracy of a feasible trial, in [0, 1] (default per dataset: "
         "MNIST 0.8, Fashion-MNIST and GTSRB 0.6; 0 switches it off).",
+    ),
+    click.option(
+        "--warm-start",
+        metavar="NAME",
+        help="Start from an earlier experiment of the same space: its finished trials join the new "
+        "study and its best configurations run first.",
+    ),
+    click.option(
+        "--warm-start-top",
+        type=click.IntRange(min=0),
+        default=3,
+        show_default=True,
+        help="How many of the earlier experiment's best configurations to run first.",
     ),
 )
 #: Where trials run.
@@ -302,6 +322,7 @@ trial_options = option_group(
 #: Where results and runs go.
 output_options = option_group(
     storage_option,
+    study_storage_option,
     click.option("--name", help="Experiment name (default: SPACE-DATE-TIME)."),
     click.option("--wandb-project", default="robust-orchestrator", show_default=True),
     click.option(
@@ -328,6 +349,7 @@ def search(overrides, ranges, time_budget, train_subset, media_every, top, **opt
       orchestrator search --space adaptive_ratio
       orchestrator search --space classic --objective pareto --searcher nsga2 -n 24
       orchestrator search --space wgan_gp --address auto --gpus-per-trial 0.25 --storage s3://bucket/runs
+      orchestrator search --space classic --warm-start classic-20261121-101500 --warm-start-top 3
     """
     from orchestrator.plan import plan_search
     from orchestrator.search import run_search
@@ -352,7 +374,8 @@ def search(overrides, ranges, time_budget, train_subset, media_every, top, **opt
 @click.argument("name")
 @storage_option
 @address_option
-def resume(name, storage, address):
+@study_storage_option
+def resume(name, storage, address, study_storage):
     """Continue an interrupted search: unfinished and errored trials resume from their last
     checkpoints, finished ones stay, the Optuna study is kept.
 
@@ -360,7 +383,38 @@ def resume(name, storage, address):
     """
     from orchestrator.search import resume_search
 
-    _print_outcome(resume_search(name, storage, address, echo=click.echo))
+    _print_outcome(resume_search(name, storage, address, echo=click.echo, study_storage=study_storage))
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@study_storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: all).")
+@click.option("--port", type=click.IntRange(min=1, max=65535), default=8080, show_default=True)
+def dashboard(name, storage, study_storage, host, port):
+    """Serve optuna-dashboard on an experiment's Optuna study, while the search runs or after.
+
+    The dashboard (http://HOST:PORT) shows the study's optimisation history, the Pareto front of
+    a Pareto search, parameter importances, parallel coordinates and each trial's intermediate
+    values (one per reported iteration) with its parameters and its Ray Tune trial id. It binds
+    to localhost by default; Ctrl-C stops it.
+
+    Example: orchestrator dashboard adaptive_ratio-20261121-101500 --port 8080
+    """
+    from orchestrator.search import study_url_of
+    from orchestrator.settings import load_settings
+    from orchestrator.study import open_storage, redact
+
+    record = load_settings(name, storage)
+    url = study_url_of(record, study_storage)
+    if not url:
+        raise UserError(f"experiment {name!r} has no Optuna study in a database (it predates them)")
+    backend = open_storage(url)
+    import optuna_dashboard
+
+    click.echo(f"optuna-dashboard: study {name} in {redact(url)}, on http://{host}:{port} (Ctrl-C stops)")
+    optuna_dashboard.run_server(backend, host=host, port=port)
 
 
 @cli.command()

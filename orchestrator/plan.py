@@ -28,6 +28,7 @@ from orchestrator.errors import UserError
 from orchestrator.leaderboard import CLEAN_METRIC
 from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, check_writable, default_storage, normalize
+from orchestrator.study import check_study, default_study_url, open_storage, redact, warm_trials
 from orchestrator.tracking import has_api_key, resolve_mode
 from search_spaces import SPACES, SpaceSpec, get_space
 from search_spaces.introspect import ParamInfo, explore
@@ -63,6 +64,23 @@ class Plan:
     address: str = ""
     #: ``{"metric": "val/acc", "min": x}``: trials below it are infeasible (None: no constraint).
     constraint: dict[str, Any] | None = None
+    #: The Optuna storage URL of the study (``orchestrator.study``).
+    study_url: str = ""
+    #: ``--warm-start``: the earlier experiment's finished trials (Optuna FrozenTrials) and
+    #: the configurations to run first.
+    warm_trials: list = dataclasses.field(default_factory=list)
+    warm_points: list = dataclasses.field(default_factory=list)
+
+    def study_attrs(self) -> dict[str, Any]:
+        """What the Optuna study records about the search (user attributes)."""
+        return {
+            "space": self.space.name,
+            "trainable": self.trainable.name,
+            "objectives": [list(o) for o in self.objectives],
+            "constraint": self.constraint,
+            "experiment": self.experiment.uri,
+            "warm_start": self.settings.warm_start or None,
+        }
 
     @property
     def info(self) -> TrainableInfo:
@@ -97,6 +115,7 @@ class Plan:
             "fixed": self.fixed,
             "params": self.params,
             "wandb_mode_resolved": self.wandb_mode,
+            "study_storage_resolved": redact(self.study_url),
             "budget_key": self.budget_key,
             "unit": self.info.unit,
             "constraint": self.constraint,
@@ -245,6 +264,10 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
     address = ray_runtime.check_address(settings.address) if settings.address else ""
     min_clean = DATASETS[base.dataset].min_clean if settings.min_clean is None else settings.min_clean
     constraint = {"metric": CLEAN_METRIC, "min": float(min_clean)} if min_clean > 0 else None
+    study_url = settings.study_storage or default_study_url(experiment, name)
+    if settings.study_storage:
+        check_study(open_storage(study_url), name, space.name)
+    warm, points = _warm_start(settings, space, params, fixed, ranges, objectives, storage)
     settings = dataclasses.replace(settings, name=name, storage=storage, ranges=ranges)
     return Plan(
         settings=settings,
@@ -263,4 +286,50 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
         wandb_reason=reason,
         address=address,
         constraint=constraint,
+        study_url=study_url,
+        warm_trials=warm,
+        warm_points=points,
+    )
+
+
+def _warm_start(settings, space, params, fixed, ranges, objectives, storage) -> tuple[list, list]:
+    """``--warm-start NAME``: the earlier experiment's finished trials and best configurations,
+    checked against this search's space (one-line :class:`UserError` on any mismatch)."""
+    if not settings.warm_start:
+        return [], []
+    from orchestrator.results import CorruptResults, load_results
+    from orchestrator.settings import load_settings
+    from search_spaces.introspect import ConstrainedSpace
+
+    if settings.warm_start_top < 0:
+        raise UserError("--warm-start-top must not be negative")
+    try:
+        record = load_settings(settings.warm_start, storage)
+    except UserError as exc:
+        raise UserError(f"--warm-start {settings.warm_start}: {exc}") from None
+    if record.get("space") != space.name:
+        raise UserError(
+            f"--warm-start {settings.warm_start}: a search of space {record.get('space')!r}, "
+            f"not {space.name!r}"
+        )
+    try:
+        trials, _ = load_results(Location.parse(record["experiment_uri"]))
+    except FileNotFoundError:
+        raise UserError(f"--warm-start {settings.warm_start}: the experiment has no results yet") from None
+    except CorruptResults as exc:
+        raise UserError(f"--warm-start {settings.warm_start}: {exc}") from None
+    if [list(o) for o in objectives] != [list(o) for o in record.get("objectives", [])]:
+        raise UserError(
+            f"--warm-start {settings.warm_start}: it optimised {record.get('objectives')}, this search "
+            f"{[list(o) for o in objectives]}"
+        )
+    searched = [p["name"] for p in record.get("params", [])]
+    return warm_trials(
+        trials.to_pylist(),
+        searched=searched,
+        objectives=objectives,
+        space=ConstrainedSpace(space.space, fixed, ranges),
+        names=set(params),
+        fixed=fixed,
+        top=settings.warm_start_top,
     )

@@ -104,7 +104,33 @@ def run_search(plan: Plan, echo: Callable[[str], None] = print) -> Outcome:
         _fit(build_tuner(plan), s.name, echo)
     finally:
         ray_runtime.stop(started)
+    reconcile_study(plan.study_url, s.name, plan.experiment, plan.objectives, echo)
     return collect(plan.experiment.uri, plan.objectives)
+
+
+def study_url_of(record: dict[str, Any], override: str | None = None) -> str:
+    """The study storage URL of a saved search (``override``: the user's ``--study-storage``,
+    needed when the saved URL had a password, which is never written down)."""
+    url = override or record.get("study_storage_resolved") or ""
+    if not url:  # an experiment from before studies were kept in a database
+        return ""
+    if "***@" in url:
+        raise UserError("the study storage URL has a password, which is not saved: pass --study-storage URL")
+    return url
+
+
+def reconcile_study(
+    url: str, name: str, experiment: Location, objectives, echo: Callable[[str], None]
+) -> None:
+    """After a search: the study agrees with trials.parquet (``orchestrator.study.reconcile``)."""
+    if not url:
+        return
+    from orchestrator.study import open_storage, reconcile
+
+    trials, _ = load_results(experiment)
+    fixed = reconcile(open_storage(url), name, trials.to_pylist(), objectives)
+    if fixed["orphaned"]:
+        echo(f"study: {fixed['orphaned']} trial(s) asked for by an interrupted driver marked FAIL (orphaned)")
 
 
 def resume_search(
@@ -112,6 +138,7 @@ def resume_search(
     storage: str | None = None,
     address: str | None = None,
     echo: Callable[[str], None] = print,
+    study_storage: str | None = None,
 ) -> Outcome:
     """Continue an interrupted search: unfinished and errored trials resume from their last
     checkpoints; the Optuna study and the scheduler's state come back with the experiment."""
@@ -122,6 +149,7 @@ def resume_search(
     if not tune.Tuner.can_restore(uri):
         raise UserError(f"experiment {name!r} at {uri} has no Ray Tune state to resume from")
     settings = SearchSettings.from_record(record)
+    study_url = study_url_of(record, study_storage)
     info = get_info(record["trainable"])
     mode = record.get("wandb_mode_resolved", "offline")
     resolved = ray_runtime.check_address(address) if address else ""
@@ -140,4 +168,5 @@ def resume_search(
         _fit(tuner, name, echo)
     finally:
         ray_runtime.stop(started)
+    reconcile_study(study_url, name, Location.parse(uri), [tuple(o) for o in record["objectives"]], echo)
     return collect(uri, [tuple(o) for o in record["objectives"]])

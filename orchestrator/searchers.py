@@ -33,6 +33,7 @@ from ray.tune.search.optuna import OptunaSearch
 from orchestrator import ray_compat
 from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, SEARCHERS
 from orchestrator.leaderboard import constraint_violation
+from orchestrator.study import RAY_TRIAL_ID
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +73,47 @@ def make_sampler(name: str, seed: int, multi_objective: bool) -> optuna.samplers
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that reports partial-budget trials to Optuna as pruned (see module)."""
+    """``OptunaSearch`` that reports partial-budget trials to Optuna as pruned (see module).
 
-    def __init__(self, *args, budget_key: str, budget: int, constraint: dict | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    With a database storage (``orchestrator.study``) the study also records what the search is
+    (``study_attrs``), starts from an earlier search's finished trials (``warm_trials``, added
+    once, to a study without trials) and tags each trial with its Ray Tune trial id.
+    """
+
+    def __init__(
+        self,
+        *args,
+        budget_key: str,
+        budget: int,
+        constraint: dict | None = None,
+        study_attrs: dict | None = None,
+        warm_trials: Sequence = (),
+        **kwargs,
+    ):
+        # Set first: OptunaSearch.__init__ creates the study (_setup_study) for a given space.
         self.budget_key = budget_key
         self.budget = int(budget)
         self.constraint = constraint
+        self.study_attrs = dict(study_attrs or {})
+        self.warm_trials = list(warm_trials)
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        study = ray_compat.optuna_study(self)
+        fresh = not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        for key, value in getattr(self, "study_attrs", {}).items():
+            study.set_user_attr(key, value)
+        if fresh and getattr(self, "warm_trials", None):
+            study.add_trials(self.warm_trials)
+        self.warm_trials = []  # not kept in the pickled searcher state
+
+    def suggest(self, trial_id: str):
+        suggestion = super().suggest(trial_id)
+        asked = ray_compat.optuna_trials(self).get(trial_id)
+        if asked is not None and isinstance(suggestion, dict):
+            asked.set_user_attr(RAY_TRIAL_ID, trial_id)
+        return suggestion
 
     def _full_budget(self, result: dict[str, Any]) -> bool:
         budget = result.get("config", {}).get(self.budget_key, self.budget)
@@ -111,9 +146,16 @@ def make_searcher(
     budget_key: str,
     budget: int,
     constraint: dict | None = None,
+    storage=None,
+    study_name: str | None = None,
+    study_attrs: dict | None = None,
+    warm_trials: Sequence = (),
+    points_to_evaluate: Sequence[dict] = (),
 ) -> BudgetAwareOptunaSearch:
     """The Optuna searcher of a search: one metric, or several for a Pareto search;
-    ``constraint`` (``{"metric", "min"}``) makes it a constrained study."""
+    ``constraint`` (``{"metric", "min"}``) makes it a constrained study; ``storage`` and
+    ``study_name`` keep the study in a database (``orchestrator.study``), ``warm_trials`` and
+    ``points_to_evaluate`` start it from an earlier search."""
     multi = len(metrics) > 1
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler(searcher, seed, multi)
@@ -125,4 +167,9 @@ def make_searcher(
         budget_key=budget_key,
         budget=budget,
         constraint=constraint,
+        storage=storage,
+        study_name=study_name,
+        study_attrs=study_attrs,
+        warm_trials=warm_trials,
+        points_to_evaluate=list(points_to_evaluate) or None,
     )

@@ -50,6 +50,9 @@ class SearchSettings:
     wandb_mode: str = ""  # "": online with a key and a reachable server, else offline
     max_failures: int = 2
     keep_checkpoints: int = 2
+    study_storage: str = ""  # "": sqlite:///<experiment>/study.db (see orchestrator.study)
+    warm_start: str = ""  # an earlier experiment of the same space to start from
+    warm_start_top: int = 3
 
     @classmethod
     def fields(cls) -> set[str]:

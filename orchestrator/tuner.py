@@ -10,6 +10,7 @@ from orchestrator.plan import Plan
 from orchestrator.schedulers import make_scheduler
 from orchestrator.searchers import make_searcher
 from orchestrator.settings import SearchSettings
+from orchestrator.study import open_storage
 from orchestrator.tracking import WandbCallback
 from orchestrator.tune_trainable import tune_trainable
 from search_spaces.introspect import ConstrainedSpace
@@ -78,6 +79,11 @@ def build_tuner(plan: Plan):
         budget_key=plan.budget_key,
         budget=plan.max_iterations,
         constraint=plan.constraint,
+        storage=open_storage(plan.study_url),
+        study_name=s.name,
+        study_attrs=plan.study_attrs(),
+        warm_trials=plan.warm_trials,
+        points_to_evaluate=plan.warm_points,
     )
     scheduler = make_scheduler(
         plan.scheduler,

@@ -103,6 +103,7 @@ def tiny_trial_config(space: str) -> dict:
         "test_robust_n": 32,
         "pgd_steps": 2,
         "pgd_step_size": 0.1,
+        "apgd_steps": 2,
         "media_every": 1,
         **TINY[space],
     }

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from orchestrator.cli import cli
 from orchestrator.results import CorruptResults, load_results
 from orchestrator.storage import Location
+from orchestrator.study import study_trials
 from tests.conftest import search_command, short_tmpdir
 
 pytestmark = pytest.mark.slow
@@ -88,3 +89,12 @@ def test_resume_after_sigkill(local_ray, tmp_path, isolated_environment):
     assert len({(h["trial_id"], h["iteration"]) for h in history}) == 12 == len(history)
     listing = CliRunner().invoke(cli, ["results", name, "--storage", str(storage), "--format", "json"])
     assert listing.exit_code == 0 and len(json.loads(listing.output)) == 4
+    # The Optuna study in the experiment's SQLite file agrees: each trial once, finished.
+    study = study_trials(f"sqlite:///{experiment / 'study.db'}", name)
+    assert not [t for t in study if t["state"] == "RUNNING"], "no orphan RUNNING trial"
+    live = [t for t in study if not t["orphaned"]]
+    assert sorted(t["ray_trial_id"] for t in live) == sorted(after), "one study trial per Tune trial"
+    assert all(t["state"] == "COMPLETE" for t in live)
+    for t in live:
+        assert t["params"]["lr"] == pytest.approx(after[t["ray_trial_id"]]["config/lr"])
+        assert t["values"][0] == pytest.approx(after[t["ray_trial_id"]]["last/val/apgd_acc"])

@@ -1,0 +1,250 @@
+"""The Optuna study of a search, in a real database.
+
+Every search keeps its study in an Optuna storage that other tools can read (optuna-dashboard,
+``optuna.load_study``): by default the SQLite file ``study.db`` in a local experiment folder;
+for an experiment on remote storage (``s3://...``), where SQLite cannot live, a SQLite file on
+the driver under ``~/.cache/orchestrator/studies/<name>.db`` (the driver is the only writer);
+``--study-storage URL`` takes any Optuna storage URL unchanged (``sqlite:///...``,
+``postgresql://...``, ``mysql://...``) or ``journal:///path/file.log`` for Optuna's journal
+file. The study is named after the experiment and records the space, the trainable, the
+objectives and the constraint as user attributes; each of its trials carries its Ray Tune trial
+id (user attribute ``ray_trial_id``).
+
+After a search ends (or is resumed after a killed driver), :func:`reconcile` makes the study
+agree with ``trials.parquet``: one trial per Ray Tune trial in the state the project's rules
+give it, and no trial left ``RUNNING`` (an Optuna trial asked for by a driver that was killed
+before it saved its state is marked ``FAIL`` with the user attribute ``orphaned``).
+
+This module imports Optuna but neither Ray nor torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import UserError
+from orchestrator.storage import Location
+
+STUDY_FILE = "study.db"
+RAY_TRIAL_ID = "ray_trial_id"
+JOURNAL_PREFIX = "journal:///"
+#: The study state each trials.parquet outcome implies (orchestrator.searchers' rules).
+OUTCOME_STATE = {
+    "completed": "COMPLETE",
+    "diverged": "COMPLETE",
+    "early_stopped": "PRUNED",
+    "error": "FAIL",
+}
+
+
+def default_study_url(experiment: Location, name: str) -> str:
+    """``sqlite:///<experiment>/study.db``, or a driver-local file for a remote experiment."""
+    if "://" not in experiment.uri:
+        return f"sqlite:///{Path(experiment.path) / STUDY_FILE}"
+    root = Path(os.environ.get("ORCHESTRATOR_CACHE_DIR", Path.home() / ".cache" / "orchestrator"))
+    return f"sqlite:///{root / 'studies' / f'{name}.db'}"
+
+
+def open_storage(url: str):
+    """The Optuna storage of ``url`` (an RDB URL passed to Optuna unchanged, or
+    ``journal:///path`` for a journal file); :class:`UserError` (one line) when it cannot be
+    opened."""
+    import optuna
+
+    try:
+        if url.startswith(JOURNAL_PREFIX):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = Path("/" + url[len(JOURNAL_PREFIX) :])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except Exception as exc:  # SQLAlchemy / driver errors of every kind
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--study-storage {redact(url)}: cannot open it ({cause})") from None
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30}}  # the dashboard may read while the driver writes
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+
+
+def redact(url: str) -> str:
+    """``url`` without a password (for messages)."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def check_study(storage, name: str, space: str) -> None:
+    """Refuse an existing study ``name`` in ``storage`` that belongs to another space."""
+    import optuna
+
+    for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
+        if summary.study_name == name:
+            other = summary.user_attrs.get("space")
+            if other and other != space:
+                raise UserError(
+                    f"study {name!r} in the study storage belongs to space {other!r}, not {space!r}; "
+                    "pick another --name"
+                )
+
+
+def describe(study, attrs: Mapping[str, Any]) -> None:
+    """Record what the study is (space, trainable, objectives, constraint) on it."""
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+
+
+def reconcile(
+    storage, name: str, rows: Iterable[Mapping[str, Any]], objectives: Sequence[tuple[str, str]]
+) -> dict[str, int]:
+    """Make study ``name`` agree with the search's trial rows (see the module docstring):
+    per Ray Tune trial one study trial (a finished one if there is one, else the last asked),
+    told the state its row's outcome implies if it is still RUNNING; every other RUNNING trial is
+    an orphan and marked FAIL. Returns how many trials were marked orphaned and told."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    by_row = {r["trial_id"]: r for r in rows}
+    groups: dict[str, list] = {}
+    for trial in study.get_trials(deepcopy=False):
+        groups.setdefault(trial.user_attrs.get(RAY_TRIAL_ID) or "", []).append(trial)
+    orphaned = told = 0
+    for ray_id, trials in groups.items():
+        row = by_row.get(ray_id) if ray_id else None
+        finished = [t for t in trials if t.state != TrialState.RUNNING]
+        keeper = (finished or trials)[-1] if row is not None else None
+        for trial in trials:
+            if trial.state != TrialState.RUNNING:
+                continue
+            if trial is keeper:
+                state = OUTCOME_STATE.get(row.get("outcome"))
+                if state is None:
+                    continue  # still running or interrupted: a resume will tell it
+                values = [row.get(f"last/{m}") for m, _ in objectives]
+                if state == "COMPLETE" and any(v is None for v in values):
+                    state = "FAIL"
+                study.tell(trial.number, values if state == "COMPLETE" else None, state=TrialState[state])
+                told += 1
+                continue
+            # FrozenTrial has no public id setter; the storage API takes the internal id.
+            study._storage.set_trial_user_attr(trial._trial_id, "orphaned", True)
+            study.tell(trial.number, state=TrialState.FAIL)
+            orphaned += 1
+    return {"orphaned": orphaned, "told": told}
+
+
+def study_trials(storage, name: str) -> list[dict[str, Any]]:
+    """The study's trials as plain rows (number, state, Ray Tune id, values, params)."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    return [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            RAY_TRIAL_ID: t.user_attrs.get(RAY_TRIAL_ID),
+            "values": t.values,
+            "params": dict(t.params),
+            "orphaned": bool(t.user_attrs.get("orphaned")),
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+
+
+def warm_trials(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    searched: Iterable[str],
+    objectives: Sequence[tuple[str, str]],
+    space,
+    names: Iterable[str],
+    fixed: Mapping[str, Any],
+    top: int,
+) -> tuple[list, list[dict[str, Any]]]:
+    """From an earlier experiment's trial rows: its finished trials as Optuna ``FrozenTrial``s
+    for the new study (completed and diverged -> COMPLETE with their objective values,
+    early-stopped -> PRUNED), and the searched parameters of its ``top`` best completed ones
+    (feasible first), to run first.
+
+    ``searched``: the earlier search's searched parameters; ``space``: the new search's space
+    with its fixed values and narrowed ranges (``ConstrainedSpace``); ``names``: every parameter
+    of the new space. A parameter the new space does not have, a value outside the new search's
+    range or choices, or one that differs from a value the new search fixes raises
+    :class:`UserError` (one line)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from search_spaces.introspect import distributions_for
+
+    searched, names = set(searched), set(names)
+    frozen, ranked = [], []
+    for row in rows:
+        outcome = row.get("outcome")
+        if outcome not in ("completed", "early_stopped", "diverged"):
+            continue
+        tid = row["trial_id"]
+        config = {k[len("config/") :]: v for k, v in row.items() if k.startswith("config/") and v is not None}
+        for key in sorted(searched & set(config)):
+            if key not in names:
+                raise UserError(f"--warm-start: trial {tid} searched {key!r}, which this space does not have")
+            if key in fixed and config[key] != fixed[key]:
+                raise UserError(
+                    f"--warm-start: trial {tid} has {key}={config[key]!r}, "
+                    f"but this search fixes {key}={fixed[key]!r}"
+                )
+        distributions = distributions_for(space, config)
+        params = {}
+        for key, dist in distributions.items():
+            if key not in config:
+                raise UserError(
+                    f"--warm-start: trial {tid} has no value for {key!r}, which this space searches"
+                )
+            if not _allows(dist, config[key]):
+                raise UserError(f"--warm-start: trial {tid} has {key}={config[key]!r}, outside {_show(dist)}")
+            params[key] = config[key]
+        values = [row.get(f"last/{m}") for m, _ in objectives]
+        if outcome == "early_stopped" or any(v is None for v in values):
+            state, values = TrialState.PRUNED, None
+        else:
+            state = TrialState.COMPLETE
+            ranked.append((values, params, row.get("feasible") is not False))
+        frozen.append(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=distributions,
+                values=values,
+                state=state,
+                user_attrs={"warm_start_from": tid},
+            )
+        )
+    sign = [1.0 if mode == "max" else -1.0 for _, mode in objectives]
+    ranked.sort(key=lambda r: (not r[2], [-s * v for s, v in zip(sign, r[0])]))
+    return frozen, [dict(params) for _, params, _ in ranked[:top]]
+
+
+def _allows(dist, value: Any) -> bool:
+    """Whether Optuna distribution ``dist`` can hold ``value``."""
+    if hasattr(dist, "choices"):
+        return value in dist.choices
+    try:
+        return dist.low <= float(value) <= dist.high
+    except (TypeError, ValueError):
+        return False
+
+
+def _show(dist) -> str:
+    if hasattr(dist, "choices"):
+        return f"choices {list(dist.choices)}"
+    return f"range [{dist.low:g}, {dist.high:g}]"

@@ -1,0 +1,171 @@
+"""The Optuna study in a real database: storage, bad input, warm start, the dashboard."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import optuna
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator.errors import UserError
+from orchestrator.plan import plan_search
+from orchestrator.settings import SearchSettings
+from orchestrator.study import study_trials
+from tests.conftest import search
+
+
+def _settings(tmp_path, **kw):
+    base = dict(space="classic", storage=str(tmp_path), name="x", config={"dataset": "synthetic"})
+    base.update(kw)
+    return SearchSettings(**base)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["notaurl", "sqlite:////proc/no/such/dir/study.db", "postgresql://user:s3cret@127.0.0.1:1/db"],
+)
+def test_a_bad_study_storage_is_one_line_before_anything_starts(tmp_path, url):
+    with pytest.raises(UserError) as info:
+        plan_search(_settings(tmp_path, study_storage=url), check_dataset=False)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("--study-storage")
+    assert "s3cret" not in message, "no password in messages"
+    assert not (tmp_path / "x").exists(), "nothing written"
+
+
+def test_a_study_of_another_space_under_the_same_name_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    optuna.create_study(study_name="x", storage=url).set_user_attr("space", "wgan_gp")
+    with pytest.raises(UserError, match="belongs to space 'wgan_gp'"):
+        plan_search(_settings(tmp_path, study_storage=url), check_dataset=False)
+    plan = plan_search(_settings(tmp_path, study_storage=url, space="wgan_gp"), check_dataset=False)
+    assert plan.study_url == url, "the URL goes to Optuna unchanged"
+
+
+def test_default_study_is_a_sqlite_file_of_the_experiment(tmp_path):
+    plan = plan_search(_settings(tmp_path), check_dataset=False)
+    assert plan.study_url == f"sqlite:///{tmp_path / 'x' / 'study.db'}"
+    assert plan.record()["study_storage_resolved"] == plan.study_url
+
+
+def _check_study_matches_trials(experiment, name):
+    trials = {t["trial_id"]: t for t in pq.read_table(experiment / "trials.parquet").to_pylist()}
+    study = study_trials(f"sqlite:///{experiment / 'study.db'}", name)
+    assert not [t for t in study if t["state"] == "RUNNING"]
+    own = [t for t in study if t["ray_trial_id"]]
+    assert sorted(t["ray_trial_id"] for t in own) == sorted(trials), "each Tune trial once"
+    expected = {"completed": "COMPLETE", "diverged": "COMPLETE", "early_stopped": "PRUNED", "error": "FAIL"}
+    for t in own:
+        assert t["state"] == expected[trials[t["ray_trial_id"]]["outcome"]]
+    return study, trials
+
+
+@pytest.mark.slow
+def test_each_space_keeps_its_study_in_sqlite(space_runs):
+    root, runs = space_runs
+    for space, (plan, _) in runs.items():
+        _study, _trials = _check_study_matches_trials(root / plan.settings.name, plan.settings.name)
+        attrs = optuna.load_study(study_name=plan.settings.name, storage=plan.study_url).user_attrs
+        assert attrs["space"] == space and attrs["trainable"] == plan.trainable.name
+        assert attrs["objectives"] == [list(o) for o in plan.objectives]
+
+
+@pytest.mark.slow
+def test_warm_start_mismatches_are_one_line(space_runs, tmp_path):
+    root, _ = space_runs
+    cases = [
+        (dict(space="adaptive_ratio", warm_start="e2e-classic"), "space 'classic', not 'adaptive_ratio'"),
+        (dict(warm_start="nope"), "--warm-start nope"),
+        (dict(warm_start="e2e-classic", ranges={"lr": (1e-4, 1.1e-4)}), "outside range"),
+        (dict(warm_start="e2e-classic", objective="pareto", searcher="nsga2"), "it optimised"),
+    ]
+    for kw, needle in cases:
+        settings = SearchSettings(space=kw.pop("space", "classic"), storage=str(root), name="w", **kw)
+        with pytest.raises(UserError) as info:
+            plan_search(settings, check_dataset=False)
+        assert needle in str(info.value) and "\n" not in str(info.value), str(info.value)
+    assert not (root / "w").exists()
+
+
+@pytest.mark.slow
+def test_warm_start_seeds_the_study_and_runs_the_best_first(space_runs, tmp_path):
+    root, _runs = space_runs
+    old = pq.read_table(root / "e2e-classic" / "trials.parquet").to_pylist()
+    finished = [t for t in old if t["outcome"] in ("completed", "early_stopped", "diverged")]
+    plan, _ = search(
+        root,
+        "classic",
+        "warm",
+        num_samples=2,
+        max_iterations=2,
+        scheduler="fifo",
+        warm_start="e2e-classic",
+        warm_start_top=1,
+    )
+    assert len(plan.warm_trials) == len(finished) and len(plan.warm_points) == 1
+    study = optuna.load_study(study_name="warm", storage=plan.study_url)
+    seeded = [t for t in study.trials if "warm_start_from" in t.user_attrs]
+    assert sorted(t.user_attrs["warm_start_from"] for t in seeded) == sorted(t["trial_id"] for t in finished)
+    best = max(
+        (t for t in old if t["outcome"] == "completed"),
+        key=lambda t: t["last/val/apgd_acc"],
+    )
+    new = [t for t in study.trials if "warm_start_from" not in t.user_attrs]
+    first = min(new, key=lambda t: t.number)
+    for name, value in first.params.items():
+        assert value == pytest.approx(best[f"config/{name}"]), "the best earlier configuration runs first"
+    _check_study_matches_trials(root / "warm", "warm")
+    assert study.user_attrs["warm_start"] == "e2e-classic"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_dashboard_serves_the_study(space_runs):
+    root, _runs = space_runs
+    port = _free_port()
+    args = [sys.executable, "-m", "orchestrator.cli", "dashboard", "e2e-classic", "--storage", str(root)]
+    proc = subprocess.Popen(
+        [*args, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ)
+    )
+    try:
+        deadline, studies = time.time() + 60, None
+        while time.time() < deadline and studies is None:
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            try:
+                studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, "the dashboard did not answer within a minute"
+        (study,) = [s for s in studies if s["study_name"] == "e2e-classic"]
+        detail = _get(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}?after=0")
+        rows = pq.read_table(root / "e2e-classic" / "trials.parquet").to_pylist()
+        ids = {a["value"] for t in detail["trials"] for a in t["user_attrs"] if a["key"] == "ray_trial_id"}
+        assert ids == {r["trial_id"] for r in rows}
+        assert any(t["intermediate_values"] for t in detail["trials"]), "per-iteration values"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_dashboard_of_a_missing_experiment_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    result = CliRunner().invoke(cli, ["dashboard", "nope", "--storage", str(tmp_path)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
