@@ -191,6 +191,30 @@ def _check_objectives_reported(objectives: list[tuple[str, str]], base: TrialCon
             )
 
 
+def _check_local_resources(settings: SearchSettings) -> None:
+    """A trial that asks a private local Ray for more CPUs or GPUs than this machine has would
+    stay pending for ever: refuse it before Ray starts."""
+    import os
+
+    cpus = settings.num_cpus or os.cpu_count() or 1
+    if settings.num_cpus and settings.num_cpus > (os.cpu_count() or 1):
+        raise UserError(f"--num-cpus {settings.num_cpus}: this machine has {os.cpu_count()} CPUs")
+    if settings.cpus_per_trial > cpus:
+        raise UserError(
+            f"--cpus-per-trial {settings.cpus_per_trial:g}: the local Ray has {cpus} CPUs, "
+            "so no trial could start"
+        )
+    if settings.gpus_per_trial > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if settings.gpus_per_trial > gpus:
+            raise UserError(
+                f"--gpus-per-trial {settings.gpus_per_trial:g}: this machine has {gpus} GPU(s), so no trial "
+                "could start (use --address to join a cluster with GPUs)"
+            )
+
+
 def default_name(space: str) -> str:
     return f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -219,6 +243,8 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
     gpus = settings.gpus_per_trial
     if gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
         raise UserError("--gpus-per-trial must be a fraction of one GPU (0.25) or a whole number")
+    if not settings.address:
+        _check_local_resources(settings)
     max_iterations = settings.max_iterations or space.max_iterations
     if settings.min_clean is not None and not 0.0 <= settings.min_clean <= 1.0:
         raise UserError(f"--min-clean {settings.min_clean} must be in [0, 1] (a validation accuracy)")

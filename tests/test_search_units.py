@@ -179,6 +179,8 @@ def _settings(tmp_path, **kw):
         ({"config": {"epochs": 3}}, "--max-iterations"),
         ({"config": {"dataset": "synthetic", "lrr": 1}}, "did you mean 'lr'"),
         ({"gpus_per_trial": 1.5}, "fraction"),
+        ({"cpus_per_trial": 100}, "so no trial could start"),
+        ({"num_cpus": 10_000}, "this machine has"),
         ({"address": "127.0.0.1:1"}, "cannot reach"),
         ({"name": "a/b"}, "plain folder name"),
         ({"wandb_mode": "sometimes"}, "unknown W&B mode"),
@@ -355,3 +357,13 @@ def test_flagged_trials_show_in_the_results(tmp_path):
     rows = {r["trial_id"]: r for r in load_results(experiment)[0].to_pylist()}
     assert "PGD 60% above FGSM 10%" in rows["masked"]["masking"] and rows["fine"]["masking"] is None
     assert display_columns(list(rows.values()), [("val/pgd_acc", "max")])[-1] == "masking"
+
+
+def test_gpus_a_local_machine_does_not_have_are_refused_before_ray(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(UserError) as info:
+        plan_search(_settings(tmp_path, gpus_per_trial=0.3), check_dataset=False)
+    assert "this machine has 0 GPU(s)" in info.value.message and "\n" not in info.value.message
+    assert not (tmp_path / "x").exists()
