@@ -19,7 +19,8 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from orchestrator.results import ResultsStore, history_row, mark_pareto, trial_row
+from orchestrator import interrupt
+from orchestrator.results import INTERRUPTED, ResultsStore, history_row, mark_pareto, trial_row
 from orchestrator.storage import Location
 
 FLUSH_ENV = "ORCHESTRATOR_PARQUET_FLUSH_S"
@@ -131,6 +132,8 @@ class ParquetCallback(Callback):
         #: still reads RUNNING (it changes when the actor has stopped).
         self._ended: dict[str, str] = {}
         self._last_flush = 0.0
+        #: The user stopped the search (set at its end, see ``orchestrator.interrupt``).
+        self._interrupted = False
 
     def __getstate__(self):  # the experiment state pickles callbacks: keep it small
         state = self.__dict__.copy()
@@ -143,6 +146,7 @@ class ParquetCallback(Callback):
             "_written_status",
             "_ended",
             "_last_flush",
+            "_interrupted",
         ):
             state.pop(key, None)
         return state
@@ -204,15 +208,20 @@ class ParquetCallback(Callback):
         self.flush()
 
     def _status(self, tid: str, trial) -> str:
-        if trial.status in ("RUNNING", "PENDING") and tid in self._ended:
+        if tid in self._ended and trial.status in ("RUNNING", "PENDING", "TERMINATED"):
             return self._ended[tid]
+        if self._interrupted and trial.status != "ERROR":
+            # Stopped by the user, not finished: Tune's cleanup marks it TERMINATED.
+            return INTERRUPTED
         return trial.status
 
     def on_experiment_end(self, trials, **info) -> None:
         for trial in trials:
             self._trials[trial.trial_id] = trial
+            self._dirty.add(trial.trial_id)
+        self._interrupted = bool(interrupt.requested())
         self.flush()
-        self.store.compact(self.metadata(), trials=self.trial_rows())
+        self.store.compact(self.metadata(), trials=self.trial_rows(final=True))
 
     def _row(self, tid: str, trial) -> dict[str, Any]:
         history = [row for _, row in sorted(self._history.get(tid, {}).items())]
@@ -234,9 +243,15 @@ class ParquetCallback(Callback):
             error=error,
         )
 
-    def trial_rows(self) -> list[dict[str, Any]]:
-        """Every trial's row (those of an interrupted driver's trials included), Pareto marked."""
+    def trial_rows(self, final: bool = False) -> list[dict[str, Any]]:
+        """Every trial's row (those of an interrupted driver's trials included), Pareto marked.
+        ``final``: the search is over, so a row of an earlier driver's trial that this one did
+        not run again cannot stay ``running``; it reads ``interrupted``."""
         rows = {tid: dict(row) for tid, row in self._previous_trials.items()}
+        if final:
+            for row in rows.values():
+                if row.get("status") in ("RUNNING", "PENDING", "PAUSED"):
+                    row["status"], row["outcome"] = INTERRUPTED, "interrupted"
         for tid, trial in self._trials.items():
             rows[tid] = self._row(tid, trial)
         out = list(rows.values())

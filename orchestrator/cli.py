@@ -1,6 +1,8 @@
 """The ``orchestrator`` command line: a thin layer over the library.
 
-User errors print one line (``Error: ...``) and exit with code 2 before any work starts.
+User errors print one line (``Error: ...``) and exit with code 2 before any work starts; a search
+that cannot go on prints one line and exits with 1; an interrupted one says how to resume it
+and exits with 130 (``orchestrator.errors``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import click
 
 from orchestrator.choices import SCHEDULERS, SEARCHERS
-from orchestrator.errors import UserError
+from orchestrator.errors import SearchInterrupted, UserError
 from search_spaces import SPACES
 from trainables import TRAINABLES
 
@@ -25,12 +27,15 @@ class OneLineErrors(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except SearchInterrupted as exc:
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except click.Abort:  # Ctrl-C before a search started
             click.echo("Aborted!", err=True)
-            sys.exit(1)
+            sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -14,7 +14,11 @@ Ray Tune's public API does not cover three things this project needs:
   ``WandbLoggerCallback.log_trial_result`` waits for the queue actor's answer (1-2 s for a
   trial's first result on a busy 2-core machine, which Tune reports as a slow callback);
   :func:`wandb_submit_result` submits the same queue item (``_trial_queues``, ``_clean_log``,
-  ``_QueueItem``) and returns at once.
+  ``_QueueItem``) and returns at once;
+- what Ray Tune only logs: when it cannot restore an experiment's state it logs "Failed to
+  restore the run state." and starts the experiment over (:func:`restore_must_succeed` turns
+  that into an exception), and on an interruption it prints its Python ``Tuner.restore`` hint
+  (:func:`quiet_interrupt_hints` drops it: the CLI prints ``orchestrator resume NAME``).
 
 ``tests/test_ray_compat.py`` fails fast when an upgrade removes or renames any of these; that
 is also why ``pyproject.toml`` pins Ray to one minor release.
@@ -22,8 +26,10 @@ is also why ``pyproject.toml`` pins Ray to one minor release.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ray.air.integrations.wandb import _clean_log, _QueueItem, _WandbLoggingActor
@@ -81,6 +87,55 @@ def set_progress_metrics(trainable: Callable, metrics: Sequence[str]) -> None:
     trainable._progress_metrics = list(metrics)
 
 
+#: Ray Tune's loggers whose records these helpers watch.
+CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
+TUNE_LOGGER = "ray.tune.tune"
+RESTORE_FAILED = "Failed to restore the run state"
+#: Starts of Ray Tune's interruption messages, which name its Python API.
+INTERRUPT_HINTS = ("Experiment has been interrupted", "Stop signal received", "Trials did not complete")
+
+
+class RestoreFailed(RuntimeError):
+    """Ray Tune could not restore an experiment's state (``cause``: its exception)."""
+
+    def __init__(self, cause: BaseException | None):
+        lines = [line for line in str(cause or "").splitlines() if line.strip()]
+        reason = f"{type(cause).__name__}: {lines[-1][:300]}" if lines else type(cause).__name__
+        super().__init__(reason)
+        self.cause = cause
+
+
+class _RaiseOnRestoreFailure(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith(RESTORE_FAILED):
+            raise RestoreFailed(record.exc_info[1] if record.exc_info else None)
+        return True
+
+
+class _DropInterruptHints(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(INTERRUPT_HINTS)
+
+
+@contextlib.contextmanager
+def restore_must_succeed() -> Iterator[None]:
+    """Within the block, Ray Tune failing to restore an experiment raises
+    :class:`RestoreFailed` instead of silently starting the experiment over."""
+    logger, watch = logging.getLogger(CONTROLLER_LOGGER), _RaiseOnRestoreFailure()
+    logger.addFilter(watch)
+    try:
+        yield
+    finally:
+        logger.removeFilter(watch)
+
+
+def quiet_interrupt_hints() -> None:
+    """Drop Ray Tune's interruption messages (idempotent)."""
+    logger = logging.getLogger(TUNE_LOGGER)
+    if not any(isinstance(f, _DropInterruptHints) for f in logger.filters):
+        logger.addFilter(_DropInterruptHints())
+
+
 def check() -> list[str]:
     """What is missing from the installed Ray (empty when everything this module uses exists)."""
     missing = []
@@ -114,4 +169,15 @@ def check() -> list[str]:
     set_progress_metrics(probe, ["m"])
     if detect is None or list(detect(probe) or []) != ["m"]:
         missing.append("Tune's _progress_metrics attribute of a function trainable")
+    from ray.tune import tune as tune_module
+    from ray.tune.execution import tune_controller
+
+    if RESTORE_FAILED not in inspect.getsource(tune_controller.TuneController.__init__):
+        missing.append(f"TuneController logging {RESTORE_FAILED!r}")
+    if tune_controller.logger.name != CONTROLLER_LOGGER or tune_module.logger.name != TUNE_LOGGER:
+        missing.append("Ray Tune's logger names")
+    source = inspect.getsource(tune_module)
+    for hint in INTERRUPT_HINTS:
+        if hint not in source:
+            missing.append(f"Ray Tune's message {hint!r}")
     return missing

@@ -3,14 +3,20 @@
 A local run starts a private Ray instance (``address="local"``: never attaches to some other
 instance found through ``/tmp/ray``), without the dashboard, with token authentication off
 (``RAY_AUTH_MODE=disabled``, unless the user set it) and a bounded object store. ``--address``
-joins a running cluster after a quick reachability check, so a wrong address fails in a
-second with one line instead of hanging.
+joins a running cluster only once it is known to be one: something must listen there, and for
+a GCS address (``HOST:PORT``, ``auto``) Ray's GCS must answer within ``ADDRESS_TIMEOUT_S``
+(asked from a subprocess, because Ray's GCS client waits for ever on a port where something
+else listens), which also tells the alive nodes' CPUs and GPUs. A wrong address fails with one
+line, before Ray starts and before anything is written.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from orchestrator.errors import UserError
@@ -65,6 +71,10 @@ def resolve_address(address: str) -> str:
     )
 
 
+#: Seconds a Ray GCS gets to answer (env: ORCHESTRATOR_ADDRESS_TIMEOUT_S).
+ADDRESS_TIMEOUT_S = 15.0
+
+
 def check_address(address: str, timeout: float = 3.0) -> str:
     """The resolved address if something listens there; one-line :class:`UserError` if not."""
     resolved = resolve_address(address)
@@ -77,6 +87,41 @@ def check_address(address: str, timeout: float = 3.0) -> str:
             f"--address {address}: cannot reach a Ray cluster at {host}:{port} ({exc.strerror or exc})"
         ) from None
     return resolved
+
+
+def cluster_nodes(address: str, timeout: float | None = None) -> list[dict[str, float]]:
+    """The resources (``CPU``, ``GPU``, ...) of each alive node of the Ray cluster whose GCS is
+    at ``address`` (resolved, not ``ray://``); one-line :class:`UserError` when no Ray GCS
+    answers there within ``timeout`` seconds."""
+    timeout = timeout or float(os.environ.get("ORCHESTRATOR_ADDRESS_TIMEOUT_S", ADDRESS_TIMEOUT_S))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator.ray_runtime", address],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise UserError(
+            f"--address {address}: something listens there, but no Ray head answered within "
+            f"{timeout:g} s (a wrong port, or not Ray?); the GCS port of `ray start --head` is 6379"
+        ) from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        cause = (done.stderr.strip().splitlines() or ["no answer"])[-1][:300]
+        raise UserError(f"--address {address}: not a usable Ray head ({cause})")
+    return json.loads(lines[-1])
+
+
+def _print_nodes(address: str) -> None:
+    """``python -m orchestrator.ray_runtime ADDRESS``: the alive nodes' resources as JSON."""
+    import ray._raylet
+    from ray.core.generated import gcs_pb2
+
+    client = ray._raylet.GcsClient(address=address)
+    nodes = client.get_all_node_info(timeout=10).values()
+    alive = gcs_pb2.GcsNodeInfo.GcsNodeState.Value("ALIVE")
+    print(json.dumps([dict(n.resources_total) for n in nodes if n.state == alive]))
 
 
 def start(
@@ -116,3 +161,7 @@ def stop(started: bool) -> None:
 
     if started and ray.is_initialized():
         ray.shutdown()
+
+
+if __name__ == "__main__":
+    _print_nodes(sys.argv[1])

@@ -31,6 +31,7 @@ from orchestrator.leaderboard import is_feasible, masking_flags
 from orchestrator.pareto import pareto_front
 from orchestrator.storage import Location
 from trainables import metrics as metric_registry
+from trainables.metrics import RESTORE_NOTE
 
 HISTORY_FILE = "history.parquet"
 TRIALS_FILE = "trials.parquet"
@@ -50,6 +51,9 @@ _DROP = {
     "trial_id",
     "experiment_tag",
 }
+#: The status of a trial that was running or pending when the user stopped the search (Ray
+#: Tune's own status would read TERMINATED); ``orchestrator resume`` continues it.
+INTERRUPTED = "INTERRUPTED"
 #: Outcomes of trials that are not running any more.
 FINISHED = ("completed", "early_stopped", "diverged", "error", "interrupted")
 
@@ -75,6 +79,9 @@ def history_row(trial_id: str, result: dict) -> dict[str, Any]:
         if key in _DROP or key.startswith("config/"):
             continue
         if key.startswith("media/") and not isinstance(value, bytes):
+            continue
+        if key == RESTORE_NOTE and isinstance(value, str):
+            row[key] = value
             continue
         if key in TUNE_KEYS or isinstance(value, (int, float, bool, bytes, np.generic)) or key == "node_id":
             row[key] = _value(value)
@@ -148,6 +155,8 @@ def table_metadata(table: pa.Table) -> dict[str, Any]:
 def outcome(status: str, iterations: int, budget: int, diverged: bool) -> str:
     if status == "ERROR":
         return "error"
+    if status == INTERRUPTED:
+        return "interrupted"
     if diverged:
         return "diverged"
     if status in ("RUNNING", "PENDING", "PAUSED"):
@@ -186,6 +195,8 @@ def trial_row(
         "diverged": diverged,
         "num_failures": num_failures,
         "error": error,
+        # A damaged checkpoint skipped on a restore (trainables.reporting.load_first_readable).
+        RESTORE_NOTE: next((r[RESTORE_NOTE] for r in reversed(history) if r.get(RESTORE_NOTE)), None),
     }
     for key, value in config.items():
         row[f"config/{key}"] = _value(value)
@@ -312,6 +323,24 @@ class ResultsStore:
         new = {r["trial_id"]: dict(r) for r in rows}
         kept = [r for r in self.evaluations() if r["trial_id"] not in new]
         write_table(to_table(kept + list(new.values())), self.experiment.child(EVALUATIONS_FILE))
+
+    def mark_unfinished_interrupted(self) -> int:
+        """Rows still ``running`` / ``pending`` / ``paused`` -> ``interrupted`` (appended as a
+        part; nothing else changes); how many. For a search that ended without its driver
+        writing the final rows."""
+        if not self.has_results():
+            return 0
+        raw, meta = self._rows("trials")
+        latest = {row["trial_id"]: row for row in raw}
+        changed = [
+            {**row, "status": INTERRUPTED, "outcome": "interrupted"}
+            for row in latest.values()
+            if row.get("outcome") in ("running", "pending", "paused")
+        ]
+        if changed:
+            encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+            self.append([], changed, encoded)
+        return len(changed)
 
     def has_results(self) -> bool:
         return self.experiment.child(TRIALS_FILE).exists() or bool(self.parts.files(prefix="trials-"))

@@ -20,6 +20,10 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from orchestrator.choices import SCHEDULERS, asha_rungs
 from orchestrator.pareto import crowding, pareto_ranks
 
+#: The trainable's own iteration counter, not Tune's ``training_iteration``: after a damaged
+#: checkpoint is skipped on a restore, a trial repeats iterations Tune has already counted.
+ITERATION = "iteration"
+
 
 class ParetoASHA(FIFOScheduler):
     """Asynchronous successive halving on several objectives (see module docstring)."""
@@ -32,7 +36,7 @@ class ParetoASHA(FIFOScheduler):
         max_t: int,
         grace_period: int = 1,
         reduction_factor: float = 3,
-        time_attr: str = "training_iteration",
+        time_attr: str = ITERATION,
     ):
         super().__init__()
         if grace_period < 1 or max_t < grace_period or reduction_factor <= 1:
@@ -118,7 +122,7 @@ def make_scheduler(
     if len(metrics) > 1:
         return ParetoASHA(metrics, modes, max_t=max_t, grace_period=grace, reduction_factor=reduction_factor)
     return ASHAScheduler(
-        time_attr="training_iteration",
+        time_attr=ITERATION,
         metric=metrics[0],
         mode=modes[0],
         max_t=max_t,

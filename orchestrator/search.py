@@ -7,20 +7,30 @@ an experiment from its storage and finishes it.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from orchestrator import ray_runtime
-from orchestrator.errors import UserError
+from orchestrator import interrupt, ray_compat, ray_runtime
+from orchestrator.errors import SearchFailed, SearchInterrupted, UserError
 from orchestrator.leaderboard import leaderboard
 from orchestrator.plan import Plan
-from orchestrator.results import HISTORY_FILE, TRIALS_FILE, load_results, table_metadata
+from orchestrator.results import (
+    HISTORY_FILE,
+    PARTS_DIR,
+    TRIALS_FILE,
+    ResultsStore,
+    load_results,
+    table_metadata,
+)
 from orchestrator.settings import SearchSettings, load_settings, save_record
-from orchestrator.storage import SETTINGS_FILE, Location
+from orchestrator.storage import SETTINGS_FILE, Location, StorageWriteError
 from orchestrator.tuner import build_tuner, trainable_with_resources
 from trainables.catalog import get_info, resolve
+
+E = TypeVar("E", bound=BaseException)
 
 
 @dataclass
@@ -73,12 +83,49 @@ def prepare(plan: Plan, echo: Callable[[str], None]) -> None:
     plan.trial_config.update(updates)
 
 
-def _fit(tuner, name: str, echo) -> None:
+def _behind(exc: BaseException | None, cls: type[E]) -> E | None:
+    """The ``cls`` exception behind ``exc`` (Ray Tune may wrap it), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, cls):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _fit(tuner, name: str, experiment: Location) -> None:
+    """``tuner.fit()``; a write failure or an interruption becomes one line and its exit code,
+    with what was finished kept."""
     try:
         tuner.fit()
     except KeyboardInterrupt:
-        echo(f"interrupted: continue with `orchestrator resume {name}`")
-        raise
+        error = SearchInterrupted(
+            f"interrupted (forced): trials were killed; `orchestrator resume {name}` continues "
+            "them from their last checkpoints"
+        )
+        error.exit_code = 128 + (interrupt.requested() or signal.SIGINT)
+        raise error from None
+    except Exception as exc:
+        failure = _behind(exc, StorageWriteError)
+        if failure is None:
+            raise
+        experiment.remove_leftovers()
+        experiment.child(PARTS_DIR).remove_leftovers()
+        raise SearchFailed(
+            f"{failure}; the search stopped. What was written before stays readable; once the "
+            f"cause is fixed, `orchestrator resume {name}` continues it"
+        ) from None
+    signum = interrupt.requested()
+    if signum:
+        rows = load_results(experiment)[0].to_pylist()
+        stopped = sum(r["outcome"] == "interrupted" for r in rows)
+        error = SearchInterrupted(
+            f"interrupted by {signal.Signals(signum).name}: {stopped} unfinished trial(s) recorded as "
+            f"interrupted; continue with `orchestrator resume {name}`"
+        )
+        error.exit_code = 128 + signum
+        raise error
 
 
 def run_search(plan: Plan, echo: Callable[[str], None] = print) -> Outcome:
@@ -97,13 +144,14 @@ def run_search(plan: Plan, echo: Callable[[str], None] = print) -> Outcome:
     echo(f"W&B: {plan.wandb_mode} ({plan.wandb_reason}), project {s.wandb_project}, group {s.name}")
     prepare(plan, echo)
     save_record(plan.experiment, plan.record())
-    started = ray_runtime.start(
-        plan.address or None, ray_runtime.worker_env(plan.wandb_mode), num_cpus=s.num_cpus or None
-    )
-    try:
-        _fit(build_tuner(plan), s.name, echo)
-    finally:
-        ray_runtime.stop(started)
+    with interrupt.stop_requests(echo):
+        started = ray_runtime.start(
+            plan.address or None, ray_runtime.worker_env(plan.wandb_mode), num_cpus=s.num_cpus or None
+        )
+        try:
+            _fit(build_tuner(plan), s.name, plan.experiment)
+        finally:
+            ray_runtime.stop(started)
     reconcile_study(plan.study_url, s.name, plan.experiment, plan.objectives, echo)
     return collect(plan.experiment.uri, plan.objectives)
 
@@ -148,25 +196,45 @@ def resume_search(
     uri = record["experiment_uri"]
     if not tune.Tuner.can_restore(uri):
         raise UserError(f"experiment {name!r} at {uri} has no Ray Tune state to resume from")
+    experiment = Location.parse(uri)
+    store = ResultsStore(experiment)
+    if store.has_results():
+        store.read()  # a damaged table is one line (CorruptResults) before Ray starts
     settings = SearchSettings.from_record(record)
     study_url = study_url_of(record, study_storage)
     info = get_info(record["trainable"])
     mode = record.get("wandb_mode_resolved", "offline")
     resolved = ray_runtime.check_address(address) if address else ""
     echo(f"resuming experiment {name} from {uri}")
-    started = ray_runtime.start(
-        resolved or None, ray_runtime.worker_env(mode), num_cpus=settings.num_cpus or None
-    )
-    try:
-        tuner = tune.Tuner.restore(
-            uri,
-            trainable=trainable_with_resources(info, settings),
-            resume_unfinished=True,
-            resume_errored=True,
-            param_space=record.get("trial_config"),
+    with interrupt.stop_requests(echo):
+        started = ray_runtime.start(
+            resolved or None, ray_runtime.worker_env(mode), num_cpus=settings.num_cpus or None
         )
-        _fit(tuner, name, echo)
-    finally:
-        ray_runtime.stop(started)
+        try:
+            with ray_compat.restore_must_succeed():
+                try:
+                    tuner = tune.Tuner.restore(
+                        uri,
+                        trainable=trainable_with_resources(info, settings),
+                        resume_unfinished=True,
+                        resume_errored=True,
+                        param_space=record.get("trial_config"),
+                    )
+                except Exception as exc:  # a damaged tuner.pkl
+                    raise ray_compat.RestoreFailed(exc) from exc
+                _fit(tuner, name, experiment)
+        except Exception as exc:
+            failed = _behind(exc, ray_compat.RestoreFailed)
+            if failed is None:
+                raise
+            marked = store.mark_unfinished_interrupted()
+            now = f", and its {marked} unfinished trial(s) are now recorded as interrupted" if marked else ""
+            raise SearchFailed(
+                f"cannot restore Ray Tune's state of {name!r} ({failed}); nothing was run{now}. "
+                f"Its finished trials stay; to search again, start a new search "
+                f"(`orchestrator search --warm-start {name}` begins from them)"
+            ) from None
+        finally:
+            ray_runtime.stop(started)
     reconcile_study(study_url, name, Location.parse(uri), [tuple(o) for o in record["objectives"]], echo)
     return collect(uri, [tuple(o) for o in record["objectives"]])

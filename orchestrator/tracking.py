@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import sys
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
@@ -31,6 +32,15 @@ from orchestrator.choices import WANDB_MODES
 from orchestrator.ray_compat import SummaryLoggingActor
 
 API_KEY_ENV = "WANDB_API_KEY"
+
+
+def warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__
 
 
 def has_api_key() -> bool:
@@ -151,8 +161,9 @@ class WandbCallback(WandbLoggerCallback):
             tags=list(tags),
             mode=mode,
             resume="allow",
-            # Offline runs finish at once; online uploads get a bounded wait at the end.
-            upload_timeout=upload_timeout or (60 if mode != "online" else 600),
+            # A bounded wait at the end for W&B to finish writing (offline: seconds, unless the
+            # machine is very busy) or uploading (online); a run that misses it is reported.
+            upload_timeout=upload_timeout or (300 if mode != "online" else 900),
             excludes=["node_id", "done", "should_checkpoint"],
         )
         self.objectives = [tuple(o) for o in objectives]
@@ -211,10 +222,34 @@ class WandbCallback(WandbLoggerCallback):
 
     def log_trial_end(self, trial, failed: bool = False):
         self._puts = self._check_puts(timeout=30)  # every result queued before the end marker
+        self._ended_runs = {*getattr(self, "_ended_runs", set()), trial.trial_id}
         super().log_trial_end(trial, failed)
 
     def on_experiment_end(self, trials, **info):
-        super().on_experiment_end(trials, **info)  # waits for the runs to finish writing
+        """Every run gets its last results and its end marker (the runs of trials a Ctrl-C
+        stopped too), then W&B gets up to ``upload_timeout`` seconds to finish writing them; a
+        run that does not finish in time, or fails, is reported, never dropped silently."""
+        import ray
+
+        self._puts = self._check_puts(timeout=30)
+        ended = getattr(self, "_ended_runs", set())
+        for trial in list(self._trial_logging_actors):
+            if trial.trial_id not in ended:
+                self._signal_logging_actor_stop(trial=trial)
+        futures = dict(self._logging_future_to_trial)
+        if futures:
+            done, remaining = ray.wait(list(futures), num_returns=len(futures), timeout=self._upload_timeout)
+            for future in done:
+                try:
+                    ray.get(future)
+                except Exception as exc:  # the run's own error; the others are unaffected
+                    warn(f"W&B: the run of trial {futures[future].trial_id} failed: {_first_line(exc)}")
+            for future in remaining:
+                warn(
+                    f"W&B: the run of trial {futures[future].trial_id} did not finish writing within "
+                    f"{self._upload_timeout} s and was stopped; its files may be incomplete"
+                )
+        super().on_experiment_end(trials, **info)  # collects the finished logging actors
         remote = getattr(self, "_remote", None)
         if remote:
             copy_runs_to_storage(*remote)

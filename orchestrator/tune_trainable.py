@@ -13,9 +13,17 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from orchestrator import ray_compat
 from trainables.catalog import TrainableInfo
-from trainables.reporting import Reporter, load_checkpoint_file, save_checkpoint
+from trainables.reporting import (
+    RESTORE_NOTE,
+    Reporter,
+    load_checkpoint_file,
+    load_first_readable,
+    save_checkpoint,
+)
 from trainables.runtime import Runtime, cap_gpu_memory
 
 
@@ -30,6 +38,39 @@ class TuneReporter(Reporter):
     def __init__(self, headline: tuple[str, ...] = ()):
         self.order = ("val/acc", "val/apgd_acc", *headline)
         self.node_id = ""
+        self.note: str | None = None
+
+
+def checkpoint_candidates(checkpoint) -> list:
+    """``checkpoint``, then the older checkpoints Tune kept for the same trial
+    (``checkpoint_NNNNNN`` beside it), newest first."""
+    from ray import tune
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    parent, name = path.rsplit("/", 1)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    except OSError:
+        infos = []
+    older = sorted(
+        (
+            info.path
+            for info in infos
+            if info.type == pafs.FileType.Directory
+            and info.base_name.startswith("checkpoint_")
+            and info.base_name < name
+        ),
+        reverse=True,
+    )
+    return [checkpoint, *(tune.Checkpoint(p, filesystem=fs) for p in older)]
+
+
+def _loader(checkpoint) -> Callable[[], dict]:
+    def load() -> dict:
+        with checkpoint.as_directory() as directory:
+            return load_checkpoint_file(directory)
+
+    return load
 
     def start(self, runtime: Runtime, budget: int) -> None:
         import ray
@@ -40,19 +81,28 @@ class TuneReporter(Reporter):
         self.gpu_cap = cap_gpu_memory(runtime, float(resources.get("GPU", 0.0)))
 
     def load_checkpoint(self) -> dict | None:
+        """The trial's latest checkpoint; if it is damaged, the newest older one that loads,
+        else none (the trial starts over). Either way the trial's log and its next report
+        (``restore_note``, which lands in its row) say so."""
         from ray import tune
 
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
-        with checkpoint.as_directory() as directory:
-            return load_checkpoint_file(directory)
+        state, self.note = load_first_readable(
+            [(c.path.rsplit("/", 1)[-1], _loader(c)) for c in checkpoint_candidates(checkpoint)]
+        )
+        if self.note:
+            print(f"trial {tune.get_context().get_trial_id()}: {self.note}", flush=True)
+        return state
 
     def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
         from ray import tune
 
         first = {k: metrics[k] for k in self.order if k in metrics}
         metrics = {**first, **metrics, "node_id": self.node_id}
+        if self.note:
+            metrics[RESTORE_NOTE], self.note = self.note, None
         if checkpoint is None:
             tune.report(metrics)
             return

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from orchestrator.callbacks import CsvLogger, JsonLogger, ParquetCallback, ResultLines
 from orchestrator.plan import Plan
-from orchestrator.schedulers import make_scheduler
+from orchestrator.schedulers import ITERATION, make_scheduler
 from orchestrator.searchers import make_searcher
 from orchestrator.settings import SearchSettings
 from orchestrator.study import open_storage
@@ -105,7 +105,7 @@ def build_tuner(plan: Plan):
     run_config = tune.RunConfig(
         name=s.name,
         storage_path=s.storage,
-        stop={"training_iteration": plan.max_iterations},
+        stop={ITERATION: plan.max_iterations},
         callbacks=callbacks(plan),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=s.keep_checkpoints),
         failure_config=tune.FailureConfig(max_failures=s.max_failures),

@@ -18,6 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+#: Report key (a sentence) of a trial's first report after a damaged checkpoint was skipped on
+#: a restore (``trainables.reporting.load_first_readable``); it lands in the trial's row.
+RESTORE_NOTE = "restore_note"
+
 #: Noise of seed 004 (which names three levels per type without numbers): level name ->
 #: amount on the [0, 1] pixel scale; :data:`NOISE_AMOUNT` says what the amount is.
 NOISE_LEVELS: dict[str, dict[str, float]] = {

@@ -17,12 +17,13 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from trainables.metrics import RESTORE_NOTE  # noqa: F401 - re-exported
 from trainables.runtime import Runtime
 
 CHECKPOINT_FILE = "state.pt"
@@ -51,6 +52,37 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
     if path.is_dir():
         path = path / CHECKPOINT_FILE
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+_STATE_KEYS = ("program", "rng", "iteration")
+
+
+def load_first_readable(
+    candidates: Sequence[tuple[str, Callable[[], dict]]],
+) -> tuple[dict | None, str | None]:
+    """The first checkpoint of ``candidates`` (``(name, load)``, newest first) that loads and
+    holds a trial's state, and a note when a newer one had to be skipped (``None`` if the
+    newest was fine). No readable checkpoint at all: ``(None, note)``, the trial starts over."""
+    skipped: list[str] = []
+    for name, load in candidates:
+        try:
+            state = load()
+            if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
+                raise ValueError("not a trial state")
+        except Exception as exc:  # truncated, not a torch file, unpickling error, ...
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            cause = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+            skipped.append(f"{name} ({cause})")
+            continue
+        if not skipped:
+            return state, None
+        return state, f"damaged checkpoint skipped: {'; '.join(skipped)}; resumed from {name}"
+    if not skipped:
+        return None, None
+    return (
+        None,
+        f"damaged checkpoint skipped: {'; '.join(skipped)}; no readable checkpoint, restarted from scratch",
+    )
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -131,9 +163,13 @@ class ConsoleReporter(Reporter):
 
     def load_checkpoint(self) -> dict | None:
         if self.checkpoint_dir and (self.checkpoint_dir / CHECKPOINT_FILE).exists():
-            state = load_checkpoint_file(self.checkpoint_dir)
-            where = f"{self.unit} {state['iteration']} from {self.checkpoint_dir}"
-            self.echo(f"{self.name}: resuming after {where}")
+            path = self.checkpoint_dir / CHECKPOINT_FILE
+            state, note = load_first_readable([(str(path), lambda: load_checkpoint_file(path))])
+            if note:
+                self.echo(f"{self.name}: {note}")
+            if state is not None:
+                where = f"{self.unit} {state['iteration']} from {self.checkpoint_dir}"
+                self.echo(f"{self.name}: resuming after {where}")
             return state
         return None
 

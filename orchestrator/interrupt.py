@@ -1,0 +1,70 @@
+"""Ctrl-C and SIGTERM during a search: the first stops it gracefully, a second forces.
+
+Ray Tune's own SIGINT handler would end the run quietly (exit code 0, its Python
+``Tuner.restore`` hint, interrupted trials recorded as stopped). Instead, while a search runs,
+:func:`stop_requests` handles SIGINT and SIGTERM itself: the first signal is remembered
+(:func:`requested`) and handed to Tune as SIGUSR1, Tune's documented equivalent, so Tune saves
+its experiment state with the running trials still unfinished, stops their actors (they keep
+their last checkpoint) and returns; the Parquet writer records those trials as
+``interrupted`` and the command exits with 128 + the signal number (130 for Ctrl-C), printing
+``orchestrator resume NAME``. A second signal raises ``KeyboardInterrupt`` at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+
+#: The signal that asked the running search to stop (0: none).
+_received = 0
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def requested() -> int:
+    """The signal number that interrupted the current search, or 0."""
+    return _received
+
+
+def _tune_is_listening() -> bool:
+    """Whether Ray Tune's SIGUSR1 handler is installed (it is while ``Tuner.fit`` runs)."""
+    handler = signal.getsignal(signal.SIGUSR1)
+    return callable(handler) and getattr(handler, "__name__", "") == "signal_interrupt_tune_run"
+
+
+@contextlib.contextmanager
+def stop_requests(echo: Callable[[str], None]) -> Iterator[None]:
+    """Handle SIGINT / SIGTERM as described in the module docstring while the block runs."""
+    global _received
+    _received = 0
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        global _received
+        if _received or not _tune_is_listening():
+            _received = _received or signum
+            raise KeyboardInterrupt
+        _received = signum
+        echo(
+            f"{signal.Signals(signum).name}: stopping the search; running trials keep their last "
+            "checkpoint (Ctrl-C again forces)"
+        )
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    from orchestrator import ray_compat
+
+    ray_compat.quiet_interrupt_hints()
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    previous = {s: signal.getsignal(s) for s in (*_SIGNALS, signal.SIGUSR1)}
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # Tune installs its own when fit starts
+    for s in _SIGNALS:
+        signal.signal(s, handle)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
