@@ -38,7 +38,17 @@ from ray.tune.search.optuna import OptunaSearch
 
 class SummaryLoggingActor(_WandbLoggingActor):
     """Ray's W&B logging actor, summarising the objectives by their best value (W&B's
-    parallel-coordinates and importance panels read the summary)."""
+    parallel-coordinates and importance panels read the summary). Its W&B step is the trial's
+    own ``iteration`` (Ray logs at ``training_iteration``, which runs ahead of it after a
+    damaged checkpoint was skipped), and it closes W&B's service itself once the run has
+    finished: left to the process's exit hook, the teardown raced the actor being stopped and
+    printed a ``ConnectionResetError`` traceback."""
+
+    def run(self):
+        try:
+            super().run()
+        finally:
+            self._wandb.teardown()
 
     def __init__(self, *args, objectives: Sequence[tuple[str, str]] = (), **kwargs):
         super().__init__(*args, **kwargs)
@@ -51,6 +61,8 @@ class SummaryLoggingActor(_WandbLoggingActor):
             for metric, mode in self._objectives:
                 self._wandb.define_metric(metric, summary=mode)
             self._defined = True
+        if isinstance(result.get("iteration"), int) and "training_iteration" in log:
+            log["training_iteration"] = result["iteration"]
         return log, config_update
 
 

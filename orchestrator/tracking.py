@@ -22,6 +22,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pyarrow.fs
@@ -199,7 +200,18 @@ class WandbCallback(WandbLoggerCallback):
             if key is not None:
                 os.environ[API_KEY_ENV] = key
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_parquet_history", None)  # a cache of the Parquet history (see _missing_steps)
+        return state
+
     def log_trial_result(self, iteration, trial, result):
+        if trial not in self._trial_logging_actors:  # this driver's first result of the trial
+            for row in self._missing_steps(trial, int(result.get("iteration") or 0)):
+                self._submit(trial, row)
+        self._submit(trial, result)
+
+    def _submit(self, trial, result: dict) -> None:
         # PNG payloads -> HxWxC arrays, which Ray turns into wandb.Image panels.
         decoded = {
             k: _decode_png(v) for k, v in result.items() if k.startswith("media/") and isinstance(v, bytes)
@@ -208,6 +220,36 @@ class WandbCallback(WandbLoggerCallback):
         # a failed put surfaces at a later result or at the trial's end.
         put = ray_compat.wandb_submit_result(self, trial, {**result, **decoded})
         self._puts = [*self._check_puts(timeout=0), put]
+
+    def _missing_steps(self, trial, upto: int) -> list[dict]:
+        """Iterations before ``upto`` that an earlier driver of this trial reported (they are
+        in the experiment's Parquet history) but whose W&B run never wrote them (it was killed
+        first): logged again, first, so that the synced run has no gap. Local storage only."""
+        if upto <= 1 or not isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+            return []
+        if not list(Path(trial.path).glob("wandb/*run-*")):
+            return []  # the trial's first run: nothing to catch up
+        from orchestrator.results import ResultsStore
+        from orchestrator.storage import Location
+        from orchestrator.wandb_files import logged_steps
+
+        if getattr(self, "_parquet_history", None) is None:
+            store = ResultsStore(Location.parse(trial.storage.experiment_fs_path))
+            try:
+                self._parquet_history = store.read()[1] if store.has_results() else []
+            except Exception as exc:  # damaged tables: resume refuses those before it gets here
+                warn(f"W&B: cannot read the history to catch up interrupted runs: {_first_line(exc)}")
+                self._parquet_history = []
+        logged = logged_steps(trial.path)
+        rows = sorted(
+            (r for r in self._parquet_history if r["trial_id"] == trial.trial_id),
+            key=lambda r: int(r.get("iteration") or 0),
+        )
+        return [
+            {k: v for k, v in r.items() if k != "trial_id"}
+            for r in rows
+            if 0 < int(r.get("iteration") or 0) < upto and int(r["iteration"]) not in logged
+        ]
 
     def _check_puts(self, timeout: float | None) -> list:
         """Raise the error of any finished put that failed; the puts still under way."""

@@ -40,38 +40,6 @@ class TuneReporter(Reporter):
         self.node_id = ""
         self.note: str | None = None
 
-
-def checkpoint_candidates(checkpoint) -> list:
-    """``checkpoint``, then the older checkpoints Tune kept for the same trial
-    (``checkpoint_NNNNNN`` beside it), newest first."""
-    from ray import tune
-
-    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
-    parent, name = path.rsplit("/", 1)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
-    except OSError:
-        infos = []
-    older = sorted(
-        (
-            info.path
-            for info in infos
-            if info.type == pafs.FileType.Directory
-            and info.base_name.startswith("checkpoint_")
-            and info.base_name < name
-        ),
-        reverse=True,
-    )
-    return [checkpoint, *(tune.Checkpoint(p, filesystem=fs) for p in older)]
-
-
-def _loader(checkpoint) -> Callable[[], dict]:
-    def load() -> dict:
-        with checkpoint.as_directory() as directory:
-            return load_checkpoint_file(directory)
-
-    return load
-
     def start(self, runtime: Runtime, budget: int) -> None:
         import ray
         from ray import tune
@@ -109,6 +77,38 @@ def _loader(checkpoint) -> Callable[[], dict]:
         with tempfile.TemporaryDirectory(prefix="orchestrator-ckpt-") as directory:
             save_checkpoint(checkpoint, directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def checkpoint_candidates(checkpoint) -> list:
+    """``checkpoint``, then the older checkpoints Tune kept for the same trial
+    (``checkpoint_NNNNNN`` beside it), newest first."""
+    from ray import tune
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    parent, name = path.rsplit("/", 1)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    except OSError:
+        infos = []
+    older = sorted(
+        (
+            info.path
+            for info in infos
+            if info.type == pafs.FileType.Directory
+            and info.base_name.startswith("checkpoint_")
+            and info.base_name < name
+        ),
+        reverse=True,
+    )
+    return [checkpoint, *(tune.Checkpoint(p, filesystem=fs) for p in older)]
+
+
+def _loader(checkpoint) -> Callable[[], dict]:
+    def load() -> dict:
+        with checkpoint.as_directory() as directory:
+            return load_checkpoint_file(directory)
+
+    return load
 
 
 def tune_trainable(info: TrainableInfo) -> Callable[[dict], dict]:

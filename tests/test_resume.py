@@ -15,6 +15,7 @@ from orchestrator.cli import cli
 from orchestrator.results import CorruptResults, load_results
 from orchestrator.storage import Location
 from orchestrator.study import study_trials
+from orchestrator.wandb_files import logged_steps
 from tests.conftest import search_command, short_tmpdir
 
 pytestmark = pytest.mark.slow
@@ -87,6 +88,11 @@ def test_resume_after_sigkill(local_ray, tmp_path, isolated_environment):
         assert after[tid]["config/lr"] == trial["config/lr"]
     history = pq.read_table(experiment / "history.parquet").to_pylist()
     assert len({(h["trial_id"], h["iteration"]) for h in history}) == 12 == len(history)
+    # W&B: every iteration of every trial is in one of its run files (the resumed run logs
+    # again what the killed driver's run never wrote), so a synced run has no gap.
+    for tid in after:
+        trial_dir = next(experiment.glob(f"*_{tid}"))
+        assert sorted(logged_steps(trial_dir)) == [1, 2, 3], tid
     listing = CliRunner().invoke(cli, ["results", name, "--storage", str(storage), "--format", "json"])
     assert listing.exit_code == 0 and len(json.loads(listing.output)) == 4
     # The Optuna study in the experiment's SQLite file agrees: each trial once, finished.

@@ -1,50 +1,13 @@
-"""Read the records of a W&B offline run file (``run-ID.wandb``) for tests.
-
-The file is W&B's LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then 32 KiB
-blocks of records, each with a 7-byte header (crc32, little-endian length, type: 1 full,
-2 first, 3 middle, 4 last) and a ``wandb_internal_pb2.Record`` protobuf.
-"""
+"""Read W&B run files for tests: :func:`summarize` the records of ``orchestrator.wandb_files``."""
 
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
-from wandb.proto import wandb_internal_pb2 as pb
+from orchestrator.wandb_files import records
 
-BLOCK = 32 * 1024
-
-
-def records(path: str | Path):
-    data = Path(path).read_bytes()
-    assert data[:4] == b":W&B", "not a W&B run file"
-    pos, buffer = 7, b""
-    while pos + 7 <= len(data):
-        left = BLOCK - pos % BLOCK
-        if left < 7:
-            pos += left
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if length == 0 and kind == 0:
-            pos += left
-            continue
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 1:
-            buffer = chunk
-        elif kind == 2:
-            buffer = chunk
-            continue
-        elif kind == 3:
-            buffer += chunk
-            continue
-        else:
-            buffer += chunk
-        record = pb.Record()
-        record.ParseFromString(buffer)
-        yield record
-        buffer = b""
+__all__ = ["records", "summarize"]
 
 
 def summarize(path: str | Path) -> dict:

@@ -1,0 +1,237 @@
+"""Faults without a running search: damaged checkpoints, write failures, interrupted rows,
+Ctrl-C handling, a non-Ray listener given as --address."""
+
+import errno
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import torch
+from ray import tune
+
+from orchestrator import interrupt, ray_compat
+from orchestrator.errors import UserError
+from orchestrator.plan import _check_cluster_resources
+from orchestrator.ray_runtime import cluster_nodes
+from orchestrator.results import ResultsStore, history_row, outcome, trial_row
+from orchestrator.settings import SearchSettings
+from orchestrator.storage import Location, StorageWriteError
+from orchestrator.tune_trainable import _loader, checkpoint_candidates
+from trainables.reporting import ConsoleReporter, load_first_readable, save_checkpoint
+
+
+def _state(iteration: int) -> dict:
+    return {"program": {"w": torch.ones(2) * iteration}, "rng": {}, "iteration": iteration}
+
+
+def _checkpoints(root, iterations, damaged=()):
+    for i in iterations:
+        path = save_checkpoint(_state(i), root / f"checkpoint_{i:06d}")
+        if i in damaged:
+            path.write_bytes(path.read_bytes()[:40])  # truncated mid-write
+    return tune.Checkpoint.from_directory(str(root / f"checkpoint_{max(iterations):06d}"))
+
+
+def _load(checkpoint):
+    candidates = checkpoint_candidates(checkpoint)
+    return load_first_readable([(c.path.rsplit("/", 1)[-1], _loader(c)) for c in candidates])
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    state, note = _load(_checkpoints(tmp_path, [1, 2, 3], damaged={3}))
+    assert state["iteration"] == 2 and torch.equal(state["program"]["w"], torch.full((2,), 2.0))
+    assert "checkpoint_000003" in note and "resumed from checkpoint_000002" in note
+
+
+def test_no_readable_checkpoint_restarts_from_scratch_and_says_so(tmp_path):
+    state, note = _load(_checkpoints(tmp_path, [1, 2], damaged={1, 2}))
+    assert state is None and "restarted from scratch" in note
+    assert "checkpoint_000002" in note and "checkpoint_000001" in note
+
+
+def test_an_intact_checkpoint_loads_without_a_note(tmp_path):
+    state, note = _load(_checkpoints(tmp_path, [1, 2]))
+    assert state["iteration"] == 2 and note is None
+
+
+def test_train_with_a_damaged_checkpoint_starts_over_and_says_so(tmp_path):
+    path = save_checkpoint(_state(4), tmp_path)
+    path.write_bytes(b"not a checkpoint")
+    lines = []
+    reporter = ConsoleReporter("classic", 5, "epoch", (), checkpoint_dir=tmp_path, echo=lines.append)
+    assert reporter.load_checkpoint() is None
+    assert any("damaged checkpoint skipped" in line and "restarted from scratch" in line for line in lines)
+
+
+def test_the_restore_note_lands_in_history_and_the_trial_row():
+    history = [
+        history_row("t1", {"iteration": 3, "val/acc": 0.5}),
+        history_row("t1", {"iteration": 4, "val/acc": 0.6, "restore_note": "damaged checkpoint skipped: x"}),
+        history_row("t1", {"iteration": 5, "val/acc": 0.7}),
+    ]
+    row = trial_row(
+        trial_id="t1",
+        status="TERMINATED",
+        config={"epochs": 5},
+        history=history,
+        space="classic",
+        trainable="classic",
+        budget_key="epochs",
+        checkpoint_path=None,
+    )
+    assert row["restore_note"] == "damaged checkpoint skipped: x" and row["outcome"] == "completed"
+
+
+def test_a_failed_write_names_the_path_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    target = Location.parse(tmp_path).child("trials.parquet")
+    target.write_bytes(b"old")
+
+    def disk_full(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("orchestrator.storage.os.replace", disk_full)
+    with pytest.raises(StorageWriteError) as caught:
+        target.write_bytes(b"new")
+    assert str(caught.value) == f"cannot write {target.path}: No space left on device"
+    assert target.read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["trials.parquet"]
+
+
+def test_rows_left_running_are_marked_interrupted(tmp_path):
+    store = ResultsStore(Location.parse(tmp_path))
+    base = {"space": "classic", "trainable": "classic", "iterations": 1, "budget": 3}
+    store.append(
+        [],
+        [
+            {**base, "trial_id": "a", "status": "RUNNING", "outcome": "running"},
+            {**base, "trial_id": "b", "status": "TERMINATED", "outcome": "completed"},
+        ],
+        {"space": "classic"},
+    )
+    assert store.mark_unfinished_interrupted() == 1
+    rows = {r["trial_id"]: r for r in store.read()[0]}
+    assert rows["a"]["outcome"] == "interrupted" and rows["a"]["iterations"] == 1
+    assert rows["b"]["outcome"] == "completed"
+    assert store.mark_unfinished_interrupted() == 0
+    assert outcome("INTERRUPTED", 1, 3, False) == "interrupted"
+
+
+def test_ctrl_c_outside_a_running_tuner_raises_at_once():
+    lines = []
+    with interrupt.stop_requests(lines.append), pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    assert interrupt.requested() == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_first_ctrl_c_is_handed_to_tune_a_second_forces():
+    lines, tune_stops = [], []
+
+    def signal_interrupt_tune_run(signum, frame):  # what Ray Tune installs while fit runs
+        tune_stops.append(signum)
+
+    with interrupt.stop_requests(lines.append):
+        signal.signal(signal.SIGUSR1, signal_interrupt_tune_run)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        assert tune_stops == [signal.SIGUSR1] and interrupt.requested() == signal.SIGINT
+        assert "stopping the search" in lines[0] and "again forces" in lines[0]
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+
+
+def test_restore_failure_raises_instead_of_starting_over():
+    import logging
+
+    logger = logging.getLogger(ray_compat.CONTROLLER_LOGGER)
+    with ray_compat.restore_must_succeed(), pytest.raises(ray_compat.RestoreFailed, match="EOFError"):
+        try:
+            raise EOFError("Ran out of input")
+        except EOFError:
+            logger.exception("Failed to restore the run state.")
+    logger.error("Failed to restore the run state.")  # outside the block: only logged
+
+
+def _listener():
+    """A TCP server that answers like a web server, not like Ray."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nnot ray\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def test_an_address_where_no_ray_head_answers_fails_in_bounded_time():
+    server = _listener()
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    start = time.monotonic()
+    with pytest.raises(UserError, match="no Ray head answered within 3 s"):
+        cluster_nodes(address, timeout=3)
+    assert time.monotonic() - start < 15
+    server.close()
+
+
+def test_resources_are_checked_against_the_clusters_largest_node():
+    nodes = [{"CPU": 4.0}, {"CPU": 8.0, "GPU": 1.0}]
+    _check_cluster_resources(SearchSettings(space="classic", cpus_per_trial=8, gpus_per_trial=1), nodes)
+    with pytest.raises(UserError, match=r"--cpus-per-trial 16: the largest node .* has 8 CPU"):
+        _check_cluster_resources(SearchSettings(space="classic", cpus_per_trial=16), nodes)
+    with pytest.raises(UserError, match=r"--gpus-per-trial 2: .* has 1 GPU"):
+        _check_cluster_resources(SearchSettings(space="classic", gpus_per_trial=2), nodes)
+
+
+def test_a_resumed_run_logs_again_the_iterations_its_killed_run_never_wrote(tmp_path):
+    """The killed driver's W&B run has iterations 1-2, Parquet has 1-4: the resumed run logs 3
+    and 4 before its first new result (5)."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+    import wandb
+
+    from orchestrator.tracking import WandbCallback
+    from orchestrator.wandb_files import logged_steps
+
+    trial_dir = tmp_path / "classic_t1"
+    run = wandb.init(
+        mode="offline", dir=str(trial_dir), id="t1", project="p", settings=wandb.Settings(silent=True)
+    )
+    for step in (1, 2):
+        run.log({"val/acc": 0.5}, step=step)
+    run.finish()
+    assert logged_steps(trial_dir) == {1, 2}
+    rows = [
+        {"trial_id": "t1", "iteration": i, "training_iteration": i, "val/acc": i / 10} for i in range(1, 5)
+    ]
+    rows.append({"trial_id": "other", "iteration": 3, "training_iteration": 3, "val/acc": 0.0})
+    row = {"trial_id": "t1", "status": "RUNNING", "outcome": "running", "iterations": 4}
+    ResultsStore(Location.parse(tmp_path)).append(rows, [row], {"space": "classic"})
+    trial = SimpleNamespace(
+        trial_id="t1",
+        path=str(trial_dir),
+        storage=SimpleNamespace(
+            storage_filesystem=pyarrow.fs.LocalFileSystem(), experiment_fs_path=str(tmp_path)
+        ),
+    )
+    callback = WandbCallback(project="p", group="g", job_type="classic", mode="offline", objectives=[])
+    missing = callback._missing_steps(trial, upto=5)
+    assert [r["iteration"] for r in missing] == [3, 4] and missing[0]["val/acc"] == 0.3
+    assert "trial_id" not in missing[0]
+    assert callback._missing_steps(trial, upto=3) == []  # W&B has 1-2 already
+    fresh = SimpleNamespace(**{**vars(trial), "path": str(tmp_path / "classic_new")})
+    assert callback._missing_steps(fresh, upto=5) == []  # a first run: nothing to catch up

@@ -1,0 +1,270 @@
+"""Faults in real searches: Ctrl-C, a damaged Ray Tune state, a damaged checkpoint, a disk that
+fills up, damaged Parquet, a wrong --address, W&B under load."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.cli import cli
+from orchestrator.results import CorruptResults, load_results
+from orchestrator.storage import Location
+from tests.conftest import search_command, short_tmpdir, tiny_trial_config
+from tests.test_faults import _listener
+from tests.test_resume import _kill_session
+from tests.wandb_records import summarize
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(experiment: Path) -> list[dict]:
+    try:
+        return load_results(Location.parse(experiment))[0].to_pylist()
+    except (OSError, ValueError, CorruptResults):
+        return []
+
+
+def _history(experiment: Path) -> dict[tuple[str, int], dict]:
+    history = load_results(Location.parse(experiment))[1].to_pylist()
+    return {(h["trial_id"], h["iteration"]): h for h in history}
+
+
+def _session_processes(sid: int) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.getsid(int(pid)) == sid:
+                found.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:80])
+        except (ProcessLookupError, PermissionError, FileNotFoundError):
+            pass
+    return found
+
+
+def _wandb_steps(trial_dir: Path) -> list[int]:
+    steps = []
+    for run in sorted(trial_dir.glob("wandb/offline-run-*/*.wandb")):
+        steps += [int(h["iteration"]) for h in summarize(run)["history"]]
+    return steps
+
+
+def test_ctrl_c_interrupts_and_resume_continues(local_ray, tmp_path):
+    """Ctrl-C: exit 130 in seconds, trials `interrupted` (W&B has their last iteration), no
+    process left. A damaged Ray Tune state: resume stops with one line and runs nothing. Then
+    resume continues every trial, one of them from the checkpoint before its damaged latest."""
+    storage, name = tmp_path / "store", "ctrl-c"
+    experiment = storage / name
+    budget = 8
+    args = search_command(
+        "classic",
+        name,
+        storage,
+        "--max-concurrent",
+        "2",
+        "--wandb-mode",
+        "offline",
+        "--num-cpus",
+        "2",
+        n=2,
+        iterations=budget,
+    )
+    env = {**os.environ, "RAY_TMPDIR": short_tmpdir(), "ORCHESTRATOR_PARQUET_FLUSH_S": "0"}
+    log_path = tmp_path / "driver.log"
+    with open(log_path, "wb") as log:
+        driver = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline:
+                rows = _rows(experiment)
+                if len(rows) == 2 and all(2 <= r["iterations"] < budget for r in rows):
+                    break
+                assert driver.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.5)
+            else:
+                pytest.fail("the trials did not reach iteration 2 in time")
+            os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+            start = time.monotonic()
+            code = driver.wait(120)
+            took = time.monotonic() - start
+            left = []
+            for _ in range(20):
+                left = _session_processes(driver.pid)
+                if not left:
+                    break
+                time.sleep(0.5)
+        finally:
+            _kill_session(driver.pid)
+    output = log_path.read_text()
+    assert code == 130, output[-3000:]
+    assert took < 45, f"took {took:.0f} s to stop"
+    assert f"continue with `orchestrator resume {name}`" in output
+    assert "Tuner.restore" not in output and "Traceback" not in output
+    assert not left, f"processes outlived the search: {left}"
+    rows = _rows(experiment)
+    assert {r["outcome"] for r in rows} == {"interrupted"}, rows
+    before = _history(experiment)
+    for row in rows:  # W&B got every iteration Parquet has, the last one included
+        trial_dir = next(experiment.glob(f"*_{row['trial_id']}"))
+        assert _wandb_steps(trial_dir) == list(range(1, row["iterations"] + 1))
+
+    # A damaged Ray Tune state: one line, exit 1, nothing run, nothing started over.
+    state = next(experiment.glob("searcher-state-*.pkl"))
+    saved = state.read_bytes()
+    state.write_bytes(b"")
+    failed = CliRunner().invoke(cli, ["resume", name, "--storage", str(storage)])
+    assert failed.exit_code == 1, failed.output
+    assert "cannot restore Ray Tune's state" in failed.output and "nothing was run" in failed.output
+    assert _history(experiment) == before and len(list(experiment.glob("classic_*"))) == 2
+    state.write_bytes(saved)
+
+    # The checkpoint one trial would resume from is damaged: it resumes from the one before.
+    damaged = rows[0]["trial_id"]
+    latest = Path(rows[0]["checkpoint_path"])
+    assert sorted(latest.parent.glob("checkpoint_*"))[0] < latest, "no earlier checkpoint kept"
+    state_file = latest / "state.pt"
+    state_file.write_bytes(state_file.read_bytes()[:100])
+    redone = rows[0]["iterations"]  # the iteration the damaged checkpoint held runs again
+
+    resumed = CliRunner().invoke(cli, ["resume", name, "--storage", str(storage)])
+    assert resumed.exit_code == 0, resumed.output
+    trials = {t["trial_id"]: t for t in pq.read_table(experiment / "trials.parquet").to_pylist()}
+    assert all(t["outcome"] == "completed" and t["iterations"] == budget for t in trials.values()), trials
+    assert "damaged checkpoint skipped" in trials[damaged]["restore_note"]
+    assert "resumed from checkpoint_" in trials[damaged]["restore_note"]
+    assert trials[damaged]["num_failures"] == 0
+    other = next(t for t in trials if t != damaged)
+    assert trials[other]["restore_note"] is None
+    after = _history(experiment)
+    assert sorted(after) == sorted((t, i) for t in trials for i in range(1, budget + 1))
+    for (tid, it), row in before.items():  # continued, not started over
+        if tid == other or it < redone:
+            assert after[(tid, it)]["timestamp"] == row["timestamp"], (tid, it)
+    assert after[(damaged, redone)]["timestamp"] > before[(damaged, redone)]["timestamp"]
+
+
+def test_a_full_disk_stops_the_search_with_one_line_and_resume_finishes_it(local_ray, tmp_path, monkeypatch):
+    storage, name = tmp_path / "store", "disk-full"
+    experiment = storage / name
+    real_replace, writes = os.replace, []
+
+    def replace(src, dst):
+        if f"{os.sep}parts{os.sep}" in str(dst):
+            writes.append(dst)
+            if len(writes) > 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("orchestrator.storage.os.replace", replace)
+    monkeypatch.setenv("ORCHESTRATOR_PARQUET_FLUSH_S", "0")
+    sets = [a for k, v in tiny_trial_config("classic").items() for a in ("-s", f"{k}={json.dumps(v)}")]
+    common = ["--storage", str(storage)]
+    search = [
+        "search",
+        "--space",
+        "classic",
+        "-n",
+        "2",
+        "--max-iterations",
+        "3",
+        "--scheduler",
+        "fifo",
+        "--name",
+        name,
+        "--wandb-mode",
+        "disabled",
+        *common,
+        *sets,
+    ]
+    result = CliRunner().invoke(cli, search)
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "/parts/" in errors[0]
+    assert f"orchestrator resume {name}" in errors[0]
+    assert not list(experiment.rglob("*.tmp")), "a failed write left a temporary file"
+    assert len(_history(experiment)) >= 1  # what was written before stays readable
+
+    monkeypatch.setattr("orchestrator.storage.os.replace", real_replace)  # space freed
+    resumed = CliRunner().invoke(cli, ["resume", name, *common])
+    assert resumed.exit_code == 0, resumed.output
+    trials = pq.read_table(experiment / "trials.parquet").to_pylist()
+    assert len(trials) == 2 and all(t["outcome"] == "completed" for t in trials), trials
+
+
+def test_damaged_parquet_is_one_line_and_exit_2_in_every_command(space_runs, tmp_path):
+    root, _ = space_runs
+    storage = tmp_path / "store"
+    shutil.copytree(root / "e2e-classic", storage / "e2e-classic")
+    table = storage / "e2e-classic" / "trials.parquet"
+    table.write_bytes(table.read_bytes()[:-200])  # truncated: no footer
+    common = ["e2e-classic", "--storage", str(storage)]
+    for command in (
+        ["results", *common],
+        ["report", *common, "--out", str(tmp_path / "report")],
+        ["export", *common, "--out", str(tmp_path / "model.pt")],
+        ["resume", *common],
+    ):
+        result = CliRunner().invoke(cli, command)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2, (command, result.output)
+        assert len(lines) == 1, (command, lines)
+        assert "trials.parquet is damaged and cannot be read" in lines[0], (command, lines)
+
+
+def test_an_address_that_is_not_a_ray_head_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    server = _listener()
+    monkeypatch.setenv("ORCHESTRATOR_ADDRESS_TIMEOUT_S", "3")
+    sets = [a for k, v in tiny_trial_config("classic").items() for a in ("-s", f"{k}={json.dumps(v)}")]
+    args = ["search", "--space", "classic", "--storage", str(tmp_path), "--name", "x", *sets]
+    result = CliRunner().invoke(cli, [*args, "--address", f"127.0.0.1:{server.getsockname()[1]}"])
+    server.close()
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "no Ray head answered" in result.output
+    assert not (tmp_path / "x").exists(), "the name is not burned"
+
+
+def test_resources_are_checked_against_a_joined_cluster(local_ray, tmp_path):
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    sets = [a for k, v in tiny_trial_config("classic").items() for a in ("-s", f"{k}={json.dumps(v)}")]
+    args = ["search", "--space", "classic", "--storage", str(tmp_path), "--name", "x", "--address", address]
+    result = CliRunner().invoke(cli, [*args, "--cpus-per-trial", "3", *sets])
+    assert result.exit_code == 2, result.output
+    assert "the largest node of the cluster" in result.output and "2 CPU(s)" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_wandb_runs_are_complete_while_the_machine_is_busy(local_ray, tmp_path):
+    """Every trial's offline run holds its id and every iteration, with a CPU burner per core
+    running at the priority of Ray's workers (nice 15)."""
+    from tests.conftest import search
+
+    burn = "import os\nos.nice(15 - os.nice(0))\nwhile True: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 2)]
+    try:
+        _, outcome = search(
+            tmp_path, "classic", "busy", num_samples=3, max_iterations=2, scheduler="fifo", max_concurrent=2
+        )
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    rows = outcome.leaderboard
+    assert len(rows) == 3 and all(r["outcome"] == "completed" for r in rows)
+    for row in rows:
+        trial_dir = next((tmp_path / "busy").glob(f"*_{row['trial_id']}"))
+        runs = list(trial_dir.glob("wandb/offline-run-*/*.wandb"))
+        assert len(runs) == 1
+        summary = summarize(runs[0])
+        assert summary["run"]["id"] == row["trial_id"]
+        assert [int(h["iteration"]) for h in summary["history"]] == [1, 2]
