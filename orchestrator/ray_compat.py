@@ -81,6 +81,21 @@ def completed_trial_ids(searcher: OptunaSearch) -> set[str]:
     return searcher._completed_trials
 
 
+def use_unrestartable_logging_actors(callback) -> None:
+    """Make Ray's W&B callback create its logging actors without restarts. Ray creates them with
+    ``max_restarts=-1``, which made every search print a ``core_worker`` error line ("has
+    constructor arguments in the object store and max_restarts > 0") and, at the end, "infinite
+    retries remaining" lines for actors it had stopped on purpose; a restarted W&B actor would
+    start its run again without the queued results anyway."""
+    import ray
+    from ray.air.util.node import _force_on_current_node
+
+    if callback._remote_logger_class is None:
+        callback._remote_logger_class = ray.remote(num_cpus=0, max_restarts=0, **_force_on_current_node())(
+            callback._logger_actor_cls
+        )
+
+
 def wandb_submit_result(callback, trial, result: dict):
     """Queue ``result`` for ``trial``'s W&B logging actor as Ray's ``log_trial_result`` does,
     but without waiting: returns the put's ObjectRef (the caller checks it later). Items from
@@ -166,7 +181,14 @@ def check() -> list[str]:
     from ray.util.queue import Queue
 
     source = inspect.getsource(WandbLoggerCallback)
-    for name in ("_trial_queues", "_trial_logging_actors", "video_kwargs", "image_kwargs"):
+    for name in (
+        "_trial_queues",
+        "_trial_logging_actors",
+        "video_kwargs",
+        "image_kwargs",
+        "_remote_logger_class",
+        "_logger_actor_cls",
+    ):
         if f"self.{name}" not in source:
             missing.append(f"WandbLoggerCallback.{name}")
     if "self.actor" not in inspect.getsource(Queue.__init__):

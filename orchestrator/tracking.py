@@ -191,6 +191,7 @@ class WandbCallback(WandbLoggerCallback):
                     storage.storage_filesystem,
                     storage.experiment_fs_path,
                 )
+            ray_compat.use_unrestartable_logging_actors(self)
             wandb_init_kwargs["dir"] = run_dir(trial)
             wandb_init_kwargs["config"] = full_config(self.trainable, wandb_init_kwargs.get("config", {}))
             super()._start_logging_actor(

@@ -128,7 +128,8 @@ def test_ctrl_c_outside_a_running_tuner_raises_at_once():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
-def test_first_ctrl_c_is_handed_to_tune_a_second_forces():
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
+def test_first_signal_is_handed_to_tune_a_second_forces(first):
     lines, tune_stops = [], []
 
     def signal_interrupt_tune_run(signum, frame):  # what Ray Tune installs while fit runs
@@ -136,13 +137,14 @@ def test_first_ctrl_c_is_handed_to_tune_a_second_forces():
 
     with interrupt.stop_requests(lines.append):
         signal.signal(signal.SIGUSR1, signal_interrupt_tune_run)
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), first)
         time.sleep(0.2)
-        assert tune_stops == [signal.SIGUSR1] and interrupt.requested() == signal.SIGINT
+        assert tune_stops == [signal.SIGUSR1] and interrupt.requested() == first
         assert "stopping the search" in lines[0] and "again forces" in lines[0]
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_restore_failure_raises_instead_of_starting_over():
