@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from orchestrator.choices import SCHEDULERS, SEARCHERS
-from orchestrator.errors import SearchInterrupted, UserError
+from orchestrator.errors import SearchInterrupted, StorageWriteError, UserError
 from search_spaces import SPACES
 from trainables import TRAINABLES
 
@@ -33,6 +33,9 @@ class OneLineErrors(click.Group):
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
+        except StorageWriteError as exc:  # outside a search (which reports its own)
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
         except click.Abort:  # Ctrl-C before a search started
             click.echo("Aborted!", err=True)
             sys.exit(130)

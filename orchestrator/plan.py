@@ -215,7 +215,7 @@ def _check_local_resources(settings: SearchSettings) -> None:
             )
 
 
-def _check_cluster_resources(settings: SearchSettings, nodes: list[dict[str, float]]) -> None:
+def check_cluster_resources(settings: SearchSettings, nodes: list[dict[str, float]]) -> None:
     """A trial runs on one node: refuse CPUs or GPUs per trial that no alive node of the joined
     cluster has (its trials would stay pending for ever)."""
     for flag, key, wanted in (
@@ -304,7 +304,7 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
             raise UserError(str(exc)) from None
     address = ray_runtime.check_address(settings.address) if settings.address else ""
     if address and not address.startswith("ray://"):
-        _check_cluster_resources(settings, ray_runtime.cluster_nodes(address))
+        check_cluster_resources(settings, ray_runtime.cluster_nodes(address))
     min_clean = DATASETS[base.dataset].min_clean if settings.min_clean is None else settings.min_clean
     constraint = {"metric": CLEAN_METRIC, "min": float(min_clean)} if min_clean > 0 else None
     study_url = settings.study_storage or default_study_url(experiment, name)

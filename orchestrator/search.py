@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from orchestrator import interrupt, ray_compat, ray_runtime
 from orchestrator.errors import SearchFailed, SearchInterrupted, UserError
 from orchestrator.leaderboard import leaderboard
-from orchestrator.plan import Plan
+from orchestrator.plan import Plan, check_cluster_resources
 from orchestrator.results import (
     HISTORY_FILE,
     PARTS_DIR,
@@ -205,6 +205,8 @@ def resume_search(
     info = get_info(record["trainable"])
     mode = record.get("wandb_mode_resolved", "offline")
     resolved = ray_runtime.check_address(address) if address else ""
+    if resolved and not resolved.startswith("ray://"):
+        check_cluster_resources(settings, ray_runtime.cluster_nodes(resolved))
     echo(f"resuming experiment {name} from {uri}")
     with interrupt.stop_requests(echo):
         started = ray_runtime.start(

@@ -19,19 +19,12 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from orchestrator.errors import UserError
+from orchestrator.errors import StorageWriteError, UserError
+
+__all__ = ["Location", "StorageWriteError", "check_writable"]
 
 DEFAULT_STORAGE_ENV = "ORCHESTRATOR_STORAGE"
 TMP_SUFFIX = ".tmp"
-
-
-class StorageWriteError(OSError):
-    """A file of the experiment could not be written (disk full, permission lost, ...)."""
-
-    def __init__(self, path: str, cause: BaseException):
-        reason = getattr(cause, "strerror", None) or (str(cause).splitlines() or [type(cause).__name__])[0]
-        super().__init__(f"cannot write {path}: {reason}")
-        self.path, self.cause = path, cause
 
 
 SETTINGS_FILE = "orchestrator.json"

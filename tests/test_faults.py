@@ -14,7 +14,7 @@ from ray import tune
 
 from orchestrator import interrupt, ray_compat
 from orchestrator.errors import UserError
-from orchestrator.plan import _check_cluster_resources
+from orchestrator.plan import check_cluster_resources
 from orchestrator.ray_runtime import cluster_nodes
 from orchestrator.results import ResultsStore, history_row, outcome, trial_row
 from orchestrator.settings import SearchSettings
@@ -131,6 +131,7 @@ def test_ctrl_c_outside_a_running_tuner_raises_at_once():
 @pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
 def test_first_signal_is_handed_to_tune_a_second_forces(first):
     lines, tune_stops = [], []
+    before = signal.getsignal(signal.SIGTERM)
 
     def signal_interrupt_tune_run(signum, frame):  # what Ray Tune installs while fit runs
         tune_stops.append(signum)
@@ -144,7 +145,7 @@ def test_first_signal_is_handed_to_tune_a_second_forces(first):
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before  # restored
 
 
 def test_restore_failure_raises_instead_of_starting_over():
@@ -191,11 +192,11 @@ def test_an_address_where_no_ray_head_answers_fails_in_bounded_time():
 
 def test_resources_are_checked_against_the_clusters_largest_node():
     nodes = [{"CPU": 4.0}, {"CPU": 8.0, "GPU": 1.0}]
-    _check_cluster_resources(SearchSettings(space="classic", cpus_per_trial=8, gpus_per_trial=1), nodes)
+    check_cluster_resources(SearchSettings(space="classic", cpus_per_trial=8, gpus_per_trial=1), nodes)
     with pytest.raises(UserError, match=r"--cpus-per-trial 16: the largest node .* has 8 CPU"):
-        _check_cluster_resources(SearchSettings(space="classic", cpus_per_trial=16), nodes)
+        check_cluster_resources(SearchSettings(space="classic", cpus_per_trial=16), nodes)
     with pytest.raises(UserError, match=r"--gpus-per-trial 2: .* has 1 GPU"):
-        _check_cluster_resources(SearchSettings(space="classic", gpus_per_trial=2), nodes)
+        check_cluster_resources(SearchSettings(space="classic", gpus_per_trial=2), nodes)
 
 
 def test_a_resumed_run_logs_again_the_iterations_its_killed_run_never_wrote(tmp_path):
