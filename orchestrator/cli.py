@@ -383,15 +383,26 @@ def search(overrides, ranges, time_budget, train_subset, media_every, top, **opt
 @storage_option
 @address_option
 @study_storage_option
-def resume(name, storage, address, study_storage):
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Start the search over in this experiment (for a Ray Tune state that cannot be restored): "
+    "finished trials stay, unfinished ones are recorded as interrupted, new trials run.",
+)
+def resume(name, storage, address, study_storage, fresh):
     """Continue an interrupted search: unfinished and errored trials resume from their last
-    checkpoints, finished ones stay, the Optuna study is kept.
+    checkpoints, finished ones stay, the Optuna study is kept. Never starts over unless told
+    to with --fresh.
 
-    Example: orchestrator resume adaptive_ratio-20261121-101500
+    \b
+    Examples:
+      orchestrator resume adaptive_ratio-20261121-101500
+      orchestrator resume adaptive_ratio-20261121-101500 --fresh
     """
-    from orchestrator.search import resume_search
+    from orchestrator.search import restart_search, resume_search
 
-    _print_outcome(resume_search(name, storage, address, echo=click.echo, study_storage=study_storage))
+    run = restart_search if fresh else resume_search
+    _print_outcome(run(name, storage, address, echo=click.echo, study_storage=study_storage))
 
 
 @cli.command()

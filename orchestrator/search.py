@@ -7,6 +7,7 @@ an experiment from its storage and finishes it.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,10 +129,16 @@ def _fit(tuner, name: str, experiment: Location) -> None:
         raise error
 
 
-def run_search(plan: Plan, echo: Callable[[str], None] = print) -> Outcome:
-    """Run a planned search to the end and return its results."""
+def run_search(plan: Plan, echo: Callable[[str], None] = print, *, fresh: bool = False) -> Outcome:
+    """Run a planned search to the end and return its results. ``fresh``: the experiment
+    exists and the user asked to start it over (``resume --fresh``): its finished trials stay,
+    its unfinished ones are recorded as interrupted (FAIL in the study), new trials run."""
     s = plan.settings
-    if plan.experiment.child(SETTINGS_FILE).exists():
+    if fresh:
+        marked = ResultsStore(plan.experiment).mark_unfinished_interrupted()
+        reconcile_study(plan.study_url, s.name, plan.experiment, plan.objectives, echo, interrupted="FAIL")
+        echo(f"starting {s.name} over: {marked} unfinished trial(s) now interrupted, finished ones kept")
+    elif plan.experiment.child(SETTINGS_FILE).exists():
         raise UserError(
             f"experiment {s.name!r} already exists in {s.storage}; "
             f"`orchestrator resume {s.name}` continues it, or pick another --name"
@@ -168,17 +175,56 @@ def study_url_of(record: dict[str, Any], override: str | None = None) -> str:
 
 
 def reconcile_study(
-    url: str, name: str, experiment: Location, objectives, echo: Callable[[str], None]
+    url: str,
+    name: str,
+    experiment: Location,
+    objectives,
+    echo: Callable[[str], None],
+    interrupted: str | None = None,
 ) -> None:
-    """After a search: the study agrees with trials.parquet (``orchestrator.study.reconcile``)."""
+    """After a search: the study agrees with trials.parquet (``orchestrator.study.reconcile``;
+    ``interrupted``: the state to tell the trials of interrupted rows, which by default stay
+    RUNNING for a resume)."""
     if not url:
         return
     from orchestrator.study import open_storage, reconcile
 
-    trials, _ = load_results(experiment)
-    fixed = reconcile(open_storage(url), name, trials.to_pylist(), objectives)
+    try:
+        trials, _ = load_results(experiment)
+    except FileNotFoundError:
+        return
+    fixed = reconcile(open_storage(url), name, trials.to_pylist(), objectives, interrupted=interrupted)
     if fixed["orphaned"]:
         echo(f"study: {fixed['orphaned']} trial(s) asked for by an interrupted driver marked FAIL (orphaned)")
+
+
+def restart_search(
+    name: str,
+    storage: str | None = None,
+    address: str | None = None,
+    echo: Callable[[str], None] = print,
+    study_storage: str | None = None,
+) -> Outcome:
+    """Start an experiment over with its saved settings (``orchestrator resume NAME --fresh``),
+    in the same folder and study: for when its Ray Tune state cannot be restored."""
+    from orchestrator.plan import plan_search
+
+    record = load_settings(name, storage)
+    experiment = Location.parse(record["experiment_uri"])
+    store = ResultsStore(experiment)
+    if store.has_results():
+        store.read()  # a damaged table is one line before anything runs
+    # The study URL the user gave (none: the default beside the experiment, wherever it is now).
+    url = study_storage or record.get("study_storage") or ""
+    if "***@" in url:
+        raise UserError("the study storage URL has a password, which is not saved: pass --study-storage URL")
+    settings = dataclasses.replace(
+        SearchSettings.from_record(record),
+        storage=experiment.uri.rsplit("/", 1)[0],  # where it is now, if it was moved
+        study_storage=url,
+        address=address or "",
+    )
+    return run_search(plan_search(settings), echo, fresh=True)
 
 
 def resume_search(
@@ -233,8 +279,8 @@ def resume_search(
             now = f", and its {marked} unfinished trial(s) are now recorded as interrupted" if marked else ""
             raise SearchFailed(
                 f"cannot restore Ray Tune's state of {name!r} ({failed}); nothing was run{now}. "
-                f"Its finished trials stay; to search again, start a new search "
-                f"(`orchestrator search --warm-start {name}` begins from them)"
+                f"Its finished trials stay; `orchestrator resume {name} --fresh` starts it over "
+                f"beside them (or a new search: `orchestrator search --warm-start {name}`)"
             ) from None
         finally:
             ray_runtime.stop(started)

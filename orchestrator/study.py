@@ -106,12 +106,18 @@ def describe(study, attrs: Mapping[str, Any]) -> None:
 
 
 def reconcile(
-    storage, name: str, rows: Iterable[Mapping[str, Any]], objectives: Sequence[tuple[str, str]]
+    storage,
+    name: str,
+    rows: Iterable[Mapping[str, Any]],
+    objectives: Sequence[tuple[str, str]],
+    interrupted: str | None = None,
 ) -> dict[str, int]:
     """Make study ``name`` agree with the search's trial rows (see the module docstring):
     per Ray Tune trial one study trial (a finished one if there is one, else the last asked),
     told the state its row's outcome implies if it is still RUNNING; every other RUNNING trial is
-    an orphan and marked FAIL. Returns how many trials were marked orphaned and told."""
+    an orphan and marked FAIL. The trial of an ``interrupted`` row stays RUNNING for a resume,
+    unless ``interrupted`` names the state to tell it (``FAIL`` when the search starts over).
+    Returns how many trials were marked orphaned and told."""
     import optuna
     from optuna.trial import TrialState
 
@@ -130,6 +136,8 @@ def reconcile(
                 continue
             if trial is keeper:
                 state = OUTCOME_STATE.get(row.get("outcome"))
+                if row.get("outcome") == "interrupted":
+                    state = interrupted  # None: a resume will tell it; FAIL: abandoned
                 if state is None:
                     continue  # still running or interrupted: a resume will tell it
                 values = [row.get(f"last/{m}") for m, _ in objectives]

@@ -268,3 +268,30 @@ def test_wandb_runs_are_complete_while_the_machine_is_busy(local_ray, tmp_path):
         summary = summarize(runs[0])
         assert summary["run"]["id"] == row["trial_id"]
         assert [int(h["iteration"]) for h in summary["history"]] == [1, 2]
+
+
+def test_resume_fresh_starts_over_only_when_asked(space_runs, tmp_path):
+    """A finished experiment whose Ray Tune state is damaged: `resume` refuses (exit 1, nothing
+    run); `resume --fresh` runs the search again in the same experiment and study, beside the
+    trials that had finished."""
+    from orchestrator.study import study_trials
+
+    root, _ = space_runs
+    storage, name = tmp_path / "store", "e2e-classic"
+    shutil.copytree(root / name, storage / name)
+    experiment = storage / name
+    for state in experiment.glob("searcher-state-*.pkl"):
+        state.write_bytes(b"")
+    before = _rows(experiment)
+    common = [name, "--storage", str(storage)]
+    failed = CliRunner().invoke(cli, ["resume", *common])
+    assert failed.exit_code == 1 and f"orchestrator resume {name} --fresh" in failed.output, failed.output
+    assert _rows(experiment) == before
+
+    fresh = CliRunner().invoke(cli, ["resume", *common, "--fresh"])
+    assert fresh.exit_code == 0, fresh.output
+    rows = {r["trial_id"]: r for r in _rows(experiment)}
+    assert len(rows) == 2 * len(before) and all(r["outcome"] == "completed" for r in rows.values())
+    assert all(rows[r["trial_id"]]["last/val/acc"] == r["last/val/acc"] for r in before)
+    study = study_trials(f"sqlite:///{experiment / 'study.db'}", name)
+    assert sorted(t["ray_trial_id"] for t in study if t["state"] == "COMPLETE") == sorted(rows)
