@@ -272,6 +272,12 @@ search_options = option_group(
         show_default=True,
         help="How many of the earlier experiment's best configurations to run first.",
     ),
+    click.option(
+        "--no-priors",
+        is_flag=True,
+        default=None,
+        help="Do not run the space's known-good configurations first (see `orchestrator spaces`).",
+    ),
 )
 #: Where trials run.
 resource_options = option_group(
@@ -472,7 +478,7 @@ def results(name, storage, top, fmt, all_columns):
 
 @cli.command()
 def spaces():
-    """List every search space: trainable, objective, default budget, parameters and ranges.
+    """List every search space: trainable, objective, default budget, parameters, ranges, priors.
 
     Example: orchestrator spaces
     """
@@ -489,6 +495,9 @@ def spaces():
         width = max(len(p.name) for p in params)
         for p in params:
             click.echo(f"    {p.name:<{width}}  {p.describe()}")
+        for prior in spec.priors:
+            click.echo(f"  prior {prior.name} (runs first; {prior.source}):")
+            click.echo("    " + " ".join(f"{k}={v}" for k, v in prior.params.items()))
 
 
 @cli.command()

@@ -70,6 +70,16 @@ class Plan:
     #: the configurations to run first.
     warm_trials: list = dataclasses.field(default_factory=list)
     warm_points: list = dataclasses.field(default_factory=list)
+    #: The space's priors fitted to this search (``search_spaces.priors``): ``(name, point)``,
+    #: run first; and one line per prior that the search's fixed values or ranges changed.
+    priors: list = dataclasses.field(default_factory=list)
+    prior_notices: list = dataclasses.field(default_factory=list)
+
+    @property
+    def first_points(self) -> list[dict[str, Any]]:
+        """What the searcher runs before it samples: the priors, then warm-start points."""
+        points = [point for _, point in self.priors]
+        return points + [p for p in self.warm_points if p not in points]
 
     def study_attrs(self) -> dict[str, Any]:
         """What the Optuna study records about the search (user attributes)."""
@@ -311,6 +321,7 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
     if settings.study_storage:
         check_study(open_storage(study_url), name, space.name)
     warm, points = _warm_start(settings, space, params, fixed, ranges, objectives, storage)
+    priors, notices = _priors(settings, space, fixed, ranges)
     settings = dataclasses.replace(settings, name=name, storage=storage, ranges=ranges)
     return Plan(
         settings=settings,
@@ -332,7 +343,19 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
         study_url=study_url,
         warm_trials=warm,
         warm_points=points,
+        priors=priors,
+        prior_notices=notices,
     )
+
+
+def _priors(settings, space, fixed, ranges) -> tuple[list, list[str]]:
+    """The space's priors fitted to this search's fixed values and ranges (none with
+    ``--no-priors``), and what fitting changed."""
+    from search_spaces.priors import fit_priors
+
+    if settings.no_priors:
+        return [], []
+    return fit_priors(space.space, space.priors, fixed, ranges)
 
 
 def _warm_start(settings, space, params, fixed, ranges, objectives, storage) -> tuple[list, list]:

@@ -53,6 +53,7 @@ class SearchSettings:
     study_storage: str = ""  # "": sqlite:///<experiment>/study.db (see orchestrator.study)
     warm_start: str = ""  # an earlier experiment of the same space to start from
     warm_start_top: int = 3
+    no_priors: bool = False  # True: do not run the space's priors first
 
     @classmethod
     def fields(cls) -> set[str]:

@@ -4,7 +4,9 @@ Each space is a module-level function of an Optuna trial that only calls ``trial
 and plain ``if``s and returns a dict of constants (module-level, so that Ray Tune can pickle the
 searcher). Every suggested name is a parameter of the trainable's config. The registry says
 which trainable a space drives, what it optimises (validation keys only: a search never sees
-the test split), and its default budget.
+the test split), its default budget, and its priors: known-good configurations that every
+search runs first (``--no-priors`` searches blind), so no search starts worse than the recipe
+the project's docs print.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search_spaces import adaptive_ratio, classic, wgan_gp
+from search_spaces.priors import Prior
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class SpaceSpec:
     num_samples: int
     description: str
     pareto: tuple[Objective, ...] = PARETO
+    #: Run first by every search of the space (Optuna enqueued trials), unless ``--no-priors``.
+    priors: tuple[Prior, ...] = ()
 
     def objectives(self, kind: str) -> tuple[Objective, ...]:
         """``single``: the space's metric; ``pareto``: clean and robust validation accuracy."""
@@ -63,6 +68,7 @@ SPACES: dict[str, SpaceSpec] = {
         max_iterations=10,
         num_samples=20,
         description="Classic Classifier with optional FGSM/PGD adversarial training (seed 000/001)",
+        priors=classic.PRIORS,
     ),
     "wgan_gp": SpaceSpec(
         "wgan_gp",
@@ -72,6 +78,7 @@ SPACES: dict[str, SpaceSpec] = {
         max_iterations=20,
         num_samples=12,
         description="Robust Classifier trained alongside a conditional WGAN-GP (seed 000)",
+        priors=wgan_gp.PRIORS,
     ),
     "adaptive_ratio": SpaceSpec(
         "adaptive_ratio",
@@ -81,6 +88,7 @@ SPACES: dict[str, SpaceSpec] = {
         max_iterations=20,
         num_samples=16,
         description="Perturbation GAN with fixed / stepped / adaptive training ratio (seed 001)",
+        priors=adaptive_ratio.PRIORS,
     ),
 }
 

@@ -5,8 +5,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from search_spaces.priors import Prior
+
 #: Stepped schedules to choose from, as ``first_cycle:k`` steps (the first is seed 001's 6-8-12).
 STEPPED = ("1:6,8:8,15:12", "1:2,6:4,12:8", "1:4,6:8,12:16", "1:2,8:6,15:12")
+
+#: The learned-attacker recipe of docs/RESULTS.md, method (b): 79.8% under the worst of APGD-CE,
+#: APGD-T and Square (eps 0.3) after 15 CPU minutes.
+PRIORS = (
+    Prior(
+        "learned_attacker",
+        {
+            "cls_lr": 1e-3,
+            "gen_lr": 1e-3,
+            "gen_eps": 0.3,
+            "clean_frac": 0.2,
+            "generator": "gradient",
+            "gen_steps": 5,
+            "gen_step_size": 0.5,
+            "adv_copies": 1,
+            "schedule": "fixed",
+            "k": 1,
+        },
+        "Jang, Wu & Jha 2019 after docs/RESULTS.md (b): 5 steps of 0.5 eps, one code, k 1, clean share 0.2",
+    ),
+)
 
 
 def space(trial) -> dict[str, Any]:

@@ -4,13 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from search_spaces.priors import Prior
+
+#: Madry et al.'s recipe (ICLR 2018): PGD adversarial training at eps 0.3 on adversarial
+#: examples only (Adam 1e-3 here: the project's budgets are far shorter than their 100,000 steps).
+PRIORS = (
+    Prior(
+        "madry_pgd",
+        {
+            "lr": 1e-3,
+            "batch_size": 128,
+            "weight_decay": 1e-7,
+            "adv_train": "pgd",
+            "adv_eps": 0.3,
+            "adv_weight": 1.0,
+        },
+        "Madry et al. 2018, PGD training at eps 0.3; docs/RESULTS.md (c)",
+    ),
+)
+
 
 def space(trial) -> dict[str, Any]:
-    """Learning rate, batch size, weight decay; adversarial training and its eps ([0, 1] scale)."""
+    """Learning rate, batch size, weight decay; adversarial training, its eps ([0, 1] scale) and
+    the weight of its adversarial loss (0.5: Goodfellow et al.'s mix, 1.0: Madry et al.'s)."""
     trial.suggest_float("lr", 1e-4, 1e-2, log=True)
     trial.suggest_categorical("batch_size", [64, 128, 256])
     trial.suggest_float("weight_decay", 1e-7, 1e-3, log=True)
     adv = trial.suggest_categorical("adv_train", ["none", "fgsm", "pgd"])
     if adv != "none":
         trial.suggest_float("adv_eps", 0.1, 0.4)
+        trial.suggest_float("adv_weight", 0.5, 1.0)
     return {}

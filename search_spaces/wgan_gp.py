@@ -4,6 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from search_spaces.priors import Prior
+
+#: Gulrajani et al.'s WGAN-GP settings (Adam 1e-4, betas 0.5/0.9, 5 critic steps, penalty 10)
+#: with seed 000's classifier rate of one step per two generator steps: the trainable's defaults.
+PRIORS = (
+    Prior(
+        "wgan_gp_paper",
+        {
+            "gen_lr": 1e-4,
+            "critic_lr": 1e-4,
+            "cls_lr": 1e-3,
+            "n_critic": 5,
+            "gp_lambda": 10.0,
+            "cls_rate": 0.5,
+            "beta1": 0.5,
+        },
+        "Gulrajani et al. 2017 (WGAN-GP), seed 000's classifier rate",
+    ),
+)
+
 
 def space(trial) -> dict[str, Any]:
     """Generator, critic and classifier learning rates (log), critic iterations, gradient
