@@ -7,12 +7,19 @@ distance) among the trials recorded there, and lets it continue only if it lies 
 ``1 / reduction_factor`` (the MO-ASHA rule of Schmucker et al., 2021, with NSGA-II selection).
 Trials it stops are told to Optuna as pruned (see ``orchestrator.searchers``) and are never on
 the reported front.
+
+**Rung records survive a resume.** Ray Tune never saves a scheduler's state: ``Tuner.restore``
+re-creates it from ``tuner.pkl`` as it was before the first trial (ray-project/ray#30838), so
+after ``orchestrator resume`` the rungs would start empty and the next trials to reach them
+would be promoted whatever their score. Both ASHA schedulers here therefore rebuild their rungs
+from the experiment's ``history.parquet`` (the durable record of every reported iteration) when
+the first trial is added: each trial's first report at or past a rung is what ASHA recorded
+there. A fresh search has no history and starts empty, as before.
 """
 
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Sequence
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -25,7 +32,74 @@ from orchestrator.pareto import crowding, pareto_ranks
 ITERATION = "iteration"
 
 
-class ParetoASHA(FIFOScheduler):
+def _history(experiment_uri: str) -> list[dict]:
+    """Every reported iteration of the experiment so far, per trial in iteration order."""
+    from orchestrator.results import ResultsStore
+    from orchestrator.storage import Location
+
+    if not experiment_uri:
+        return []
+    store = ResultsStore(Location.parse(experiment_uri))
+    if not store.has_results():
+        return []
+    _, history, _ = store.read()
+    return sorted(history, key=lambda r: (r["trial_id"], int(r.get(ITERATION) or 0)))
+
+
+class _RungsFromHistory:
+    """Rebuilds a scheduler's rung records from the experiment's history once, before the first
+    trial is added (see module docstring). ``_replay(trial_id, t, row)`` records one report."""
+
+    experiment_uri: str = ""
+    _rebuilt: bool = False
+
+    def _rebuild(self) -> int:
+        """Replay the history (once); how many reports were replayed."""
+        if self._rebuilt:
+            return 0
+        self._rebuilt = True
+        rows = _history(self.experiment_uri)
+        for row in rows:
+            if row.get(ITERATION) is not None:
+                self._replay(row["trial_id"], float(row[ITERATION]), row)
+        return len(rows)
+
+    def _replay(self, trial_id: str, t: float, row: dict) -> None:
+        raise NotImplementedError
+
+
+class DurableASHA(_RungsFromHistory, ASHAScheduler):
+    """Ray Tune's ASHA (one bracket) whose rung records come back on resume."""
+
+    def __init__(self, *args, experiment_uri: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.experiment_uri = experiment_uri
+        if len(self._brackets) != 1:
+            raise ValueError("DurableASHA rebuilds one bracket")
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._rebuild()
+        super().on_trial_add(tune_controller, trial)
+
+    def _replay(self, trial_id: str, t: float, row: dict) -> None:
+        value = row.get(self._metric)
+        if value is None or t >= self._max_t or not math.isfinite(float(value)):
+            return  # on_trial_result records nothing at the budget (the trainable ends there)
+        self._brackets[0].on_result(_Reported(trial_id), t, self._metric_op * float(value))
+
+    def rung_records(self) -> dict[float, dict[str, float]]:
+        """Milestone -> {trial id: recorded value (signed so that larger is better)}."""
+        return {milestone: dict(recorded) for milestone, recorded in self._brackets[0]._rungs}
+
+
+class _Reported:
+    """What ASHA's bracket reads of a trial: its id."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+class ParetoASHA(_RungsFromHistory, FIFOScheduler):
     """Asynchronous successive halving on several objectives (see module docstring)."""
 
     def __init__(
@@ -37,8 +111,10 @@ class ParetoASHA(FIFOScheduler):
         grace_period: int = 1,
         reduction_factor: float = 3,
         time_attr: str = ITERATION,
+        experiment_uri: str = "",
     ):
         super().__init__()
+        self.experiment_uri = experiment_uri
         if grace_period < 1 or max_t < grace_period or reduction_factor <= 1:
             raise ValueError("need 1 <= grace_period <= max_t and reduction_factor > 1")
         self._metrics = list(metrics)
@@ -80,6 +156,19 @@ class ParetoASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE if position < keep else TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._rebuild()
+        super().on_trial_add(tune_controller, trial)
+
+    def _replay(self, trial_id: str, t: float, row: dict) -> None:
+        point = self._point(row)
+        if point is not None and t < self._max_t:
+            self.decide(trial_id, t, point)
+
+    def rung_records(self) -> dict[float, dict[str, list[float]]]:
+        """Milestone -> {trial id: recorded objective vector (signed: larger is better)}."""
+        return {milestone: dict(recorded) for milestone, recorded in self._rungs.items()}
+
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         point = self._point(result)
         if point is None or self._time_attr not in result:
@@ -95,14 +184,6 @@ class ParetoASHA(FIFOScheduler):
         sizes = ", ".join(f"t={m:g}: {len(r)}" for m, r in sorted(self._rungs.items()))
         return f"ParetoASHA: stopped {self.num_stopped}; recorded per rung: {sizes}"
 
-    def save(self, checkpoint_path: str):
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str):
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
-
 
 def make_scheduler(
     name: str,
@@ -112,20 +193,30 @@ def make_scheduler(
     max_t: int,
     grace_period: int = 1,
     reduction_factor: float = 3,
+    experiment_uri: str = "",
 ) -> TrialScheduler:
-    """``asha`` (one metric: Ray's ASHA; several: :class:`ParetoASHA`) or ``fifo``."""
+    """``asha`` (one metric: Ray's ASHA; several: :class:`ParetoASHA`) or ``fifo``; the ASHA
+    schedulers rebuild their rungs from ``experiment_uri``'s history on a resume."""
     if name == "fifo":
         return FIFOScheduler()
     if name != "asha":
         raise ValueError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
     grace = min(grace_period, max_t)
     if len(metrics) > 1:
-        return ParetoASHA(metrics, modes, max_t=max_t, grace_period=grace, reduction_factor=reduction_factor)
-    return ASHAScheduler(
+        return ParetoASHA(
+            metrics,
+            modes,
+            max_t=max_t,
+            grace_period=grace,
+            reduction_factor=reduction_factor,
+            experiment_uri=experiment_uri,
+        )
+    return DurableASHA(
         time_attr=ITERATION,
         metric=metrics[0],
         mode=modes[0],
         max_t=max_t,
         grace_period=grace,
         reduction_factor=reduction_factor,
+        experiment_uri=experiment_uri,
     )

@@ -148,6 +148,11 @@ def run_search(plan: Plan, echo: Callable[[str], None] = print, *, fresh: bool =
         f"{plan.max_iterations} {plan.info.unit}s, {s.searcher} + {plan.scheduler}, objective "
         + " & ".join(f"{m} ({mode})" for m, mode in plan.objectives)
     )
+    for notice in plan.prior_notices:
+        echo(notice)
+    if plan.priors:
+        names = ", ".join(name for name, _ in plan.priors)
+        echo(f"priors run first: {names} (`orchestrator spaces` shows them; --no-priors searches blind)")
     echo(f"W&B: {plan.wandb_mode} ({plan.wandb_reason}), project {s.wandb_project}, group {s.name}")
     prepare(plan, echo)
     save_record(plan.experiment, plan.record())
@@ -235,7 +240,8 @@ def resume_search(
     study_storage: str | None = None,
 ) -> Outcome:
     """Continue an interrupted search: unfinished and errored trials resume from their last
-    checkpoints; the Optuna study and the scheduler's state come back with the experiment."""
+    checkpoints; the Optuna study comes back with the experiment, and the ASHA schedulers rebuild
+    their rung records from its history (``orchestrator.schedulers``)."""
     from ray import tune
 
     record = load_settings(name, storage)

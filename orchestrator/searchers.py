@@ -115,6 +115,15 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             asked.set_user_attr(RAY_TRIAL_ID, trial_id)
         return suggestion
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Told finished (e.g. pruned by ASHA) just before a driver was killed, after Ray
+            # Tune last saved its state: the resumed search runs the trial again from its
+            # checkpoint. The study keeps what it was told; the trials table has the rest.
+            logger.info("trial %s: a result after Optuna was told it finished; not reported", trial_id)
+
     def _full_budget(self, result: dict[str, Any]) -> bool:
         budget = result.get("config", {}).get(self.budget_key, self.budget)
         return int(result.get("iteration", result.get("training_iteration", 0))) >= int(budget)

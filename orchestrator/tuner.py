@@ -83,7 +83,7 @@ def build_tuner(plan: Plan):
         study_name=s.name,
         study_attrs=plan.study_attrs(),
         warm_trials=plan.warm_trials,
-        points_to_evaluate=plan.warm_points,
+        points_to_evaluate=plan.first_points,
     )
     scheduler = make_scheduler(
         plan.scheduler,
@@ -92,6 +92,7 @@ def build_tuner(plan: Plan):
         max_t=plan.max_iterations,
         grace_period=s.grace_period,
         reduction_factor=s.reduction_factor,
+        experiment_uri=plan.experiment.uri,
     )
     tune_config = tune.TuneConfig(
         search_alg=searcher,

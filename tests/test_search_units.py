@@ -11,9 +11,9 @@ from orchestrator.errors import UserError
 from orchestrator.leaderboard import display_columns, format_rows, is_feasible, leaderboard
 from orchestrator.pareto import crowding, pareto_front, pareto_ranks
 from orchestrator.plan import plan_search
-from orchestrator.ray_compat import optuna_study
+from orchestrator.ray_compat import optuna_study, optuna_trials
 from orchestrator.results import mark_pareto, to_table, trial_row
-from orchestrator.schedulers import ParetoASHA, make_scheduler
+from orchestrator.schedulers import DurableASHA, ParetoASHA, make_scheduler
 from orchestrator.searchers import BudgetAwareOptunaSearch, make_sampler
 from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, check_writable
@@ -44,7 +44,7 @@ def test_pareto_asha_keeps_the_top_fraction_of_a_rung():
 
 
 def test_make_scheduler_choices():
-    assert type(make_scheduler("asha", ["val/acc"], ["max"], max_t=4)).__name__ == "AsyncHyperBandScheduler"
+    assert isinstance(make_scheduler("asha", ["val/acc"], ["max"], max_t=4), DurableASHA)
     assert isinstance(make_scheduler("asha", ["a", "b"], ["max", "max"], max_t=4), ParetoASHA)
     assert type(make_scheduler("fifo", ["a", "b"], ["max", "max"], max_t=4)).__name__ == "FIFOScheduler"
     with pytest.raises(ValueError):
@@ -367,3 +367,14 @@ def test_gpus_a_local_machine_does_not_have_are_refused_before_ray(tmp_path, mon
         plan_search(_settings(tmp_path, gpus_per_trial=0.3), check_dataset=False)
     assert "this machine has 0 GPU(s)" in info.value.message and "\n" not in info.value.message
     assert not (tmp_path / "x").exists()
+
+
+def test_a_result_for_a_trial_optuna_already_finished_is_not_a_crash():
+    """A trial told PRUNED just before its driver was SIGKILLed can be run again by Ray Tune's
+    restore (its saved state still said running); its next result must not end the search."""
+    searcher = _searcher(["val/apgd_acc"], ["max"])
+    config = searcher.suggest("t1")
+    assert config
+    searcher.on_trial_result("t1", {"val/apgd_acc": 0.5, "training_iteration": 1, "iteration": 1})
+    optuna_study(searcher).tell(optuna_trials(searcher)["t1"], state=TrialState.PRUNED)
+    searcher.on_trial_result("t1", {"val/apgd_acc": 0.6, "training_iteration": 2, "iteration": 2})

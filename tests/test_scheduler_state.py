@@ -1,0 +1,91 @@
+"""ASHA's and ParetoASHA's rung records come back from history.parquet on a resume (Ray Tune
+never saves a scheduler's state)."""
+
+import pickle
+
+from ray.tune.schedulers import TrialScheduler
+
+from orchestrator.results import ResultsStore
+from orchestrator.schedulers import DurableASHA, ParetoASHA, make_scheduler
+from orchestrator.storage import Location
+
+
+class _Trial:
+    def __init__(self, trial_id):
+        self.trial_id = trial_id
+
+
+def _write_history(experiment, reports):
+    """reports: (trial id, iteration, val/acc, val/apgd_acc)"""
+    rows = [
+        {"trial_id": t, "iteration": i, "val/acc": acc, "val/apgd_acc": apgd} for t, i, acc, apgd in reports
+    ]
+    ResultsStore(Location.parse(str(experiment))).append(
+        rows, [{"trial_id": t} for t in {r[0] for r in reports}], {}
+    )
+
+
+def _resumed(scheduler):
+    """The scheduler as Tuner.restore gets it: unpickled from how it was before the first trial."""
+    return pickle.loads(pickle.dumps(scheduler))
+
+
+def test_asha_rungs_come_back_and_stop_a_later_trial_below_the_cut(tmp_path):
+    # Three trials reached rung 1 (of max_t 9, eta 3) before the driver died; a promoted one rung 3.
+    _write_history(
+        tmp_path,
+        [
+            ("a", 1, 0.9, 0.6),
+            ("a", 2, 0.9, 0.62),
+            ("a", 3, 0.9, 0.65),
+            ("b", 1, 0.9, 0.5),
+            ("c", 1, 0.9, 0.4),
+        ],
+    )
+    fresh = make_scheduler("asha", ["val/apgd_acc"], ["max"], max_t=9, experiment_uri=str(tmp_path))
+    assert isinstance(fresh, DurableASHA)
+    sched = _resumed(fresh)
+    sched.on_trial_add(None, _Trial("d"))  # Tune adds every restored and new trial first
+    records = sched.rung_records()
+    assert records[1.0] == {"a": 0.6, "b": 0.5, "c": 0.4}
+    assert records[3.0] == {"a": 0.65}
+    # A new trial at rung 1 below the recorded cut (the top third: 0.5 < cut) is stopped ...
+    assert (
+        sched.on_trial_result(None, _Trial("d"), {"iteration": 1, "val/apgd_acc": 0.45})
+        == TrialScheduler.STOP
+    )
+    # ... where an empty scheduler (what Ray Tune restores) would have promoted it.
+    empty = make_scheduler("asha", ["val/apgd_acc"], ["max"], max_t=9, experiment_uri=str(tmp_path / "none"))
+    empty.on_trial_add(None, _Trial("d"))
+    assert (
+        empty.on_trial_result(None, _Trial("d"), {"iteration": 1, "val/apgd_acc": 0.45})
+        == TrialScheduler.CONTINUE
+    )
+    # A trial above the cut goes on; the history is read once.
+    sched.on_trial_add(None, _Trial("e"))
+    assert (
+        sched.on_trial_result(None, _Trial("e"), {"iteration": 1, "val/apgd_acc": 0.7})
+        == TrialScheduler.CONTINUE
+    )
+    assert sched.rung_records()[1.0]["e"] == 0.7 and len(sched.rung_records()[1.0]) == 5
+
+
+def test_asha_min_mode_and_the_budget_iteration_replay_as_asha_records_them(tmp_path):
+    _write_history(tmp_path, [("a", 1, 0.2, 0.0), ("a", 3, 0.1, 0.0)])
+    sched = make_scheduler("asha", ["val/acc"], ["min"], max_t=3, experiment_uri=str(tmp_path))
+    sched.on_trial_add(None, _Trial("z"))
+    assert sched.rung_records() == {3: {}, 1: {"a": -0.2}}  # nothing recorded at the budget (t = max_t)
+
+
+def test_pareto_asha_rungs_come_back(tmp_path):
+    _write_history(tmp_path, [("a", 1, 0.9, 0.6), ("b", 1, 0.8, 0.5), ("c", 1, 0.95, 0.3)])
+    sched = _resumed(
+        make_scheduler(
+            "asha", ["val/acc", "val/apgd_acc"], ["max", "max"], max_t=9, experiment_uri=str(tmp_path)
+        )
+    )
+    assert isinstance(sched, ParetoASHA)
+    sched.on_trial_add(None, _Trial("d"))
+    assert sched.rung_records()[1] == {"a": [0.9, 0.6], "b": [0.8, 0.5], "c": [0.95, 0.3]}
+    dominated = {"iteration": 1, "val/acc": 0.7, "val/apgd_acc": 0.2}
+    assert sched.on_trial_result(None, _Trial("d"), dominated) == TrialScheduler.STOP
