@@ -27,6 +27,7 @@ from pathlib import Path
 
 from orchestrator.results import load_results
 from orchestrator.storage import Location
+from search_spaces import wgan_gp as wgan_gp_space
 from trainables.metrics import NOISE_AMOUNT, NOISE_LEVELS, describe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,15 +57,7 @@ EXPERIMENTS: dict[str, list[Run]] = {
             "repro-000-wgan",
             "wgan_gp",
             4,
-            {
-                "gen_lr": 1e-4,
-                "critic_lr": 1e-4,
-                "cls_lr": 1e-3,
-                "n_critic": 5,
-                "gp_lambda": 10.0,
-                "cls_rate": 0.5,
-                "beta1": 0.5,
-            },
+            dict(wgan_gp_space.PRIORS[0].params),  # the space's prior: the paper's settings
             {"gen_steps": 150, "stages": "150,300,450,600", "sample_n": 1000},
             label="Robust Classifier (WGAN-GP)",
         ),

@@ -168,12 +168,14 @@ def _parse_duration(value: str | None) -> float:
 
 
 def _print_outcome(outcome, top: int | None = None) -> None:
-    from orchestrator.leaderboard import display_columns, format_rows
+    from orchestrator.leaderboard import display_columns, format_rows, returned_line
 
     rows = outcome.leaderboard[:top] if top else outcome.leaderboard
     click.echo("")
     click.echo(format_rows(rows, display_columns(rows, outcome.objectives)) if rows else "no trials")
     click.echo("")
+    if rows and rows[0].get("outcome") in ("completed", "early_stopped", "diverged"):
+        click.echo(returned_line(rows[0], outcome.searched, outcome.unit))
     if outcome.constraint:
         c = outcome.constraint
         feasible = sum(r.get("feasible") is not False for r in outcome.leaderboard)
@@ -245,7 +247,12 @@ search_options = option_group(
         type=click.IntRange(min=1),
         help="Budget per trial in epochs / cycles / iterations.",
     ),
-    click.option("--time-budget", help="Stop starting trials after this long: 3600, 90m, 2h."),
+    click.option(
+        "--time-budget",
+        help="Wall-clock budget of the search: 600, 90m, 2h. New trials start in its first 75%; every "
+        "trial ends itself before the deadline with its test evaluation, so the returned model trained "
+        "for as much of the budget as ASHA let it (the iteration budget becomes a cap of 1000).",
+    ),
     click.option(
         "--grace-period", type=click.IntRange(min=1), default=1, show_default=True, help="ASHA's first rung."
     ),
@@ -459,7 +466,7 @@ def results(name, storage, top, fmt, all_columns):
 
     Example: orchestrator results adaptive_ratio-20261121-101500 --top 5 --format csv
     """
-    from orchestrator.leaderboard import display_columns, format_rows, leaderboard
+    from orchestrator.leaderboard import display_columns, format_rows, leaderboard, returned_line
     from orchestrator.results import load_results
     from orchestrator.settings import load_settings
     from orchestrator.storage import Location
@@ -474,6 +481,9 @@ def results(name, storage, top, fmt, all_columns):
     rows = leaderboard(trials.to_pylist(), objectives, top)
     columns = list(trials.column_names) if all_columns else display_columns(rows, objectives)
     click.echo(format_rows(rows, columns, fmt))
+    if fmt == "table" and rows and rows[0].get("outcome") in ("completed", "early_stopped", "diverged"):
+        searched = [p["name"] for p in record.get("params") or []]
+        click.echo(returned_line(rows[0], searched, record.get("unit") or "iteration"))
 
 
 @cli.command()
@@ -575,7 +585,10 @@ def export_cmd(name, storage, out, trial_id, fmt):
         for k in ("val/acc", "val/apgd_acc", "test/acc", "test/pgd_acc", "test/apgd_acc")
         if k in metrics
     )
-    click.echo(f"{out}: trial {meta['trial_id']} ({meta['trainable']}, {meta['dataset']}) {shown}")
+    click.echo(
+        f"{out}: trial {meta['trial_id']} ({meta['trainable']}, {meta['dataset']}, {meta['iteration']} "
+        f"iteration(s), {meta.get('train_time_s') or 0:.0f} s of training) {shown}"
+    )
 
 
 @cli.command()

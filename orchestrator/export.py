@@ -74,7 +74,12 @@ def export_classifier(
     row = pick_trial(experiment, trial_id)
     state = read_checkpoint(experiment, row["checkpoint_path"])
     metrics = {k[len("last/") :]: v for k, v in row.items() if k.startswith("last/") and v is not None}
-    source = {"experiment": experiment.uri, "trial_id": row["trial_id"], "metrics": metrics}
+    source = {
+        "experiment": experiment.uri,
+        "trial_id": row["trial_id"],
+        "metrics": metrics,
+        "train_time_s": row.get("train_time_s"),
+    }
     return _write(state, source, Path(out), fmt)
 
 

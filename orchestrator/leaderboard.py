@@ -97,6 +97,8 @@ def leaderboard(
 def display_columns(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> list[str]:
     """Trial, outcome, objectives, clean/robust accuracy, and the config keys that vary."""
     columns = ["trial_id", "outcome", "iterations"]
+    if any(r.get("train_time_s") for r in rows):
+        columns.append("train_time_s")
     for key in [f"last/{m}" for m, _ in objectives] + [
         "last/val/acc",
         "last/val/apgd_acc",
@@ -118,6 +120,17 @@ def display_columns(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[s
     if any(r.get("masking") for r in rows):
         columns.append("masking")  # last: the flags are sentences
     return columns
+
+
+def returned_line(row: dict[str, Any], searched: Sequence[str], unit: str = "iteration") -> str:
+    """What a search returns, in one line: the trial, how long it trained, its configuration."""
+    config = " ".join(
+        f"{name}={_cell(row[f'config/{name}'])}" for name in searched if row.get(f"config/{name}") is not None
+    )
+    trained = f"{row.get('iterations')} {unit}(s)"
+    if row.get("train_time_s"):
+        trained += f", {row['train_time_s']:.0f} s of training"
+    return f"returned: trial {row['trial_id']} ({row.get('outcome')}, {trained}): {config}"
 
 
 def _cell(value: Any) -> str:

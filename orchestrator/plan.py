@@ -29,6 +29,7 @@ from orchestrator.leaderboard import CLEAN_METRIC
 from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, check_writable, default_storage, normalize
 from orchestrator.study import check_study, default_study_url, open_storage, redact, warm_trials
+from orchestrator.time_budget import DEADLINE_FILE
 from orchestrator.tracking import has_api_key, resolve_mode
 from search_spaces import SPACES, SpaceSpec, get_space
 from search_spaces.introspect import ParamInfo, explore
@@ -130,6 +131,13 @@ class Plan:
             "unit": self.info.unit,
             "constraint": self.constraint,
         }
+
+
+#: ``--time-budget`` below this is refused: a trial's first iteration and test evaluation take
+#: about a minute on a 2-core CPU.
+MIN_TIME_BUDGET_S = 60.0
+#: The iteration cap of a trial under ``--time-budget`` without ``--max-iterations``.
+TIME_BUDGET_MAX_ITERATIONS = 1000
 
 
 def _check_choice(value: str, choices, what: str) -> None:
@@ -270,7 +278,14 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
         raise UserError("--gpus-per-trial must be a fraction of one GPU (0.25) or a whole number")
     if not settings.address:
         _check_local_resources(settings)
-    max_iterations = settings.max_iterations or space.max_iterations
+    if settings.time_budget_s and settings.time_budget_s < MIN_TIME_BUDGET_S:
+        raise UserError(
+            f"--time-budget {settings.time_budget_s:g}s is shorter than a trial's first iteration and its "
+            f"test evaluation can take; give at least {MIN_TIME_BUDGET_S:g}s"
+        )
+    # With a time budget, trials train until the deadline: the iteration budget is only a cap.
+    default_budget = TIME_BUDGET_MAX_ITERATIONS if settings.time_budget_s else space.max_iterations
+    max_iterations = settings.max_iterations or default_budget
     if settings.min_clean is not None and not 0.0 <= settings.min_clean <= 1.0:
         raise UserError(f"--min-clean {settings.min_clean} must be in [0, 1] (a validation accuracy)")
     if settings.grace_period < 1 or settings.reduction_factor < 2:
@@ -307,6 +322,8 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
     if "/" in name or name.startswith("."):
         raise UserError(f"--name {name!r}: a plain folder name, please")
     experiment = check_writable(storage).child(name) if check_storage else Location.parse(storage).child(name)
+    if settings.time_budget_s:  # trials end themselves before the search's deadline
+        trial_config["deadline_file"] = experiment.child(DEADLINE_FILE).uri
     if check_dataset:
         try:
             prepare_dataset(base.dataset, base.data_dir or None)

@@ -152,7 +152,9 @@ def table_metadata(table: pa.Table) -> dict[str, Any]:
     return meta
 
 
-def outcome(status: str, iterations: int, budget: int, diverged: bool) -> str:
+def outcome(status: str, iterations: int, budget: int, diverged: bool, deadline_end: bool = False) -> str:
+    """A trial's outcome; one that the search's deadline ended (tested and checkpointed, see
+    ``trainables.deadline``) ran its course: ``completed``."""
     if status == "ERROR":
         return "error"
     if status == INTERRUPTED:
@@ -161,7 +163,7 @@ def outcome(status: str, iterations: int, budget: int, diverged: bool) -> str:
         return "diverged"
     if status in ("RUNNING", "PENDING", "PAUSED"):
         return "running" if status == "RUNNING" else status.lower()
-    return "completed" if iterations >= budget else "early_stopped"
+    return "completed" if iterations >= budget or deadline_end else "early_stopped"
 
 
 def trial_row(
@@ -185,12 +187,14 @@ def trial_row(
     row: dict[str, Any] = {
         "trial_id": trial_id,
         "status": status,
-        "outcome": outcome(status, iterations, budget, diverged),
+        "outcome": outcome(status, iterations, budget, diverged, bool(last.get("deadline_end", 0))),
         "space": space,
         "trainable": trainable,
         "iterations": iterations,
         "budget": budget,
         "wall_time_s": float(last.get("time_total_s") or 0.0),
+        # Seconds of training (validation and test excluded) over every reported iteration.
+        "train_time_s": float(sum(r.get("time/train_s") or 0.0 for r in history)),
         "checkpoint_path": checkpoint_path,
         "diverged": diverged,
         "num_failures": num_failures,

@@ -7,14 +7,16 @@ an experiment from its storage and finishes it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator import interrupt, ray_compat, ray_runtime
+from orchestrator import interrupt, ray_compat, ray_runtime, time_budget
 from orchestrator.errors import SearchFailed, SearchInterrupted, UserError
 from orchestrator.leaderboard import leaderboard
 from orchestrator.plan import Plan, check_cluster_resources
@@ -46,6 +48,9 @@ class Outcome:
     errors: int
     #: ``{"metric", "min"}`` of ``--min-clean``, or None.
     constraint: dict[str, Any] | None = None
+    #: The searched parameters' names and the trainable's unit (for the returned-model line).
+    searched: list[str] = dataclasses.field(default_factory=list)
+    unit: str = "iteration"
 
 
 def wandb_runs(experiment: Location) -> list[str]:
@@ -58,8 +63,11 @@ def collect(experiment_uri: str, objectives) -> Outcome:
     loc = Location.parse(experiment_uri)
     trials, _ = load_results(loc)
     rows = trials.to_pylist()
+    meta = table_metadata(trials)
     return Outcome(
-        constraint=table_metadata(trials).get("constraint"),
+        constraint=meta.get("constraint"),
+        searched=[p["name"] for p in meta.get("params") or []],
+        unit=meta.get("unit") or "iteration",
         experiment_uri=loc.uri,
         trials_path=loc.child(TRIALS_FILE).uri,
         history_path=loc.child(HISTORY_FILE).uri,
@@ -82,6 +90,28 @@ def prepare(plan: Plan, echo: Callable[[str], None]) -> None:
 
     updates = resolve(plan.info.prepare)(plan.base, store, echo)
     plan.trial_config.update(updates)
+
+
+@contextlib.contextmanager
+def _clock(experiment: Location, budget_s: float, echo: Callable[[str], None]):
+    """``--time-budget``: the deadline this driver's trials end by (a resume gets what is left),
+    and this driver's seconds added to the spent budget however it ends."""
+    if not budget_s:
+        yield
+        return
+    store = ResultsStore(experiment)
+    history = store.read()[1] if store.has_results() else []
+    deadline = time_budget.start(experiment, budget_s, history)
+    left = max(deadline - time.time(), 0.0)
+    explore = max(left - (1 - time_budget.EXPLORE_SHARE) * budget_s, 0.0)
+    echo(
+        f"time budget: {left / 60:.1f} min left; new trials start in the next {explore / 60:.1f} min, "
+        "then the running ones train until the deadline"
+    )
+    try:
+        yield
+    finally:
+        time_budget.stop(experiment)
 
 
 def _behind(exc: BaseException | None, cls: type[E]) -> E | None:
@@ -156,7 +186,7 @@ def run_search(plan: Plan, echo: Callable[[str], None] = print, *, fresh: bool =
     echo(f"W&B: {plan.wandb_mode} ({plan.wandb_reason}), project {s.wandb_project}, group {s.name}")
     prepare(plan, echo)
     save_record(plan.experiment, plan.record())
-    with interrupt.stop_requests(echo):
+    with interrupt.stop_requests(echo), _clock(plan.experiment, s.time_budget_s, echo):
         started = ray_runtime.start(
             plan.address or None, ray_runtime.worker_env(plan.wandb_mode), num_cpus=s.num_cpus or None
         )
@@ -260,7 +290,7 @@ def resume_search(
     if resolved and not resolved.startswith("ray://"):
         check_cluster_resources(settings, ray_runtime.cluster_nodes(resolved))
     echo(f"resuming experiment {name} from {uri}")
-    with interrupt.stop_requests(echo):
+    with interrupt.stop_requests(echo), _clock(experiment, settings.time_budget_s, echo):
         started = ray_runtime.start(
             resolved or None, ray_runtime.worker_env(mode), num_cpus=settings.num_cpus or None
         )

@@ -28,9 +28,10 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator import ray_compat
+from orchestrator import ray_compat, time_budget
 from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, SEARCHERS
 from orchestrator.leaderboard import constraint_violation
 from orchestrator.study import RAY_TRIAL_ID
@@ -88,8 +89,12 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         constraint: dict | None = None,
         study_attrs: dict | None = None,
         warm_trials: Sequence = (),
+        deadline_file: str = "",
+        time_budget_s: float = 0.0,
         **kwargs,
     ):
+        self.deadline_file = deadline_file
+        self.time_budget_s = float(time_budget_s)
         # Set first: OptunaSearch.__init__ creates the study (_setup_study) for a given space.
         self.budget_key = budget_key
         self.budget = int(budget)
@@ -109,6 +114,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self.warm_trials = []  # not kept in the pickled searcher state
 
     def suggest(self, trial_id: str):
+        if getattr(self, "deadline_file", "") and not time_budget.exploring(
+            self.deadline_file, self.time_budget_s
+        ):
+            return Searcher.FINISHED  # the rest of --time-budget goes to the trials running now
         suggestion = super().suggest(trial_id)
         asked = ray_compat.optuna_trials(self).get(trial_id)
         if asked is not None and isinstance(suggestion, dict):
@@ -125,6 +134,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             logger.info("trial %s: a result after Optuna was told it finished; not reported", trial_id)
 
     def _full_budget(self, result: dict[str, Any]) -> bool:
+        if result.get("deadline_end"):
+            return True  # the search's deadline ended it: it ran its course (trainables.deadline)
         budget = result.get("config", {}).get(self.budget_key, self.budget)
         return int(result.get("iteration", result.get("training_iteration", 0))) >= int(budget)
 
@@ -160,11 +171,14 @@ def make_searcher(
     study_attrs: dict | None = None,
     warm_trials: Sequence = (),
     points_to_evaluate: Sequence[dict] = (),
+    deadline_file: str = "",
+    time_budget_s: float = 0.0,
 ) -> BudgetAwareOptunaSearch:
     """The Optuna searcher of a search: one metric, or several for a Pareto search;
     ``constraint`` (``{"metric", "min"}``) makes it a constrained study; ``storage`` and
     ``study_name`` keep the study in a database (``orchestrator.study``), ``warm_trials`` and
-    ``points_to_evaluate`` start it from an earlier search."""
+    ``points_to_evaluate`` start it from an earlier search; ``deadline_file`` (``--time-budget``)
+    stops it proposing trials late in the budget (``orchestrator.time_budget``)."""
     multi = len(metrics) > 1
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler(searcher, seed, multi)
@@ -181,4 +195,6 @@ def make_searcher(
         study_attrs=study_attrs,
         warm_trials=warm_trials,
         points_to_evaluate=list(points_to_evaluate) or None,
+        deadline_file=deadline_file,
+        time_budget_s=time_budget_s,
     )

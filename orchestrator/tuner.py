@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from orchestrator import time_budget
 from orchestrator.callbacks import CsvLogger, JsonLogger, ParquetCallback, ResultLines
 from orchestrator.plan import Plan
 from orchestrator.schedulers import ITERATION, make_scheduler
@@ -84,6 +85,8 @@ def build_tuner(plan: Plan):
         study_attrs=plan.study_attrs(),
         warm_trials=plan.warm_trials,
         points_to_evaluate=plan.first_points,
+        deadline_file=plan.trial_config.get("deadline_file", ""),
+        time_budget_s=s.time_budget_s,
     )
     scheduler = make_scheduler(
         plan.scheduler,
@@ -99,7 +102,8 @@ def build_tuner(plan: Plan):
         scheduler=scheduler,
         num_samples=plan.num_samples,
         max_concurrent_trials=s.max_concurrent or None,
-        time_budget_s=s.time_budget_s or None,
+        # The trials end themselves before the deadline (trainables.deadline); this is a backstop.
+        time_budget_s=time_budget.backstop(s.time_budget_s) or None,
         trial_dirname_creator=_trial_dirname,
         reuse_actors=False,
     )

@@ -192,6 +192,7 @@ register("time/{name}_s", Metric("time", "min", "{name} time per iteration", "s"
 register("time/train_images_per_s", Metric("rate", "max", "training images per second", "images/s"))
 register("iteration", Metric("count", "", "iteration", "iterations"))
 register("diverged", Metric("flag", "", "diverged (non-finite loss)", "0/1"))
+register("deadline_end", Metric("flag", "", "ended by the search's deadline (--time-budget)", "0/1"))
 # ---- wgan_gp ----
 register("train/wasserstein", Metric("distance", "", "Wasserstein estimate of the critic", "critic units"))
 register("train/gp", Metric("penalty", "", "gradient penalty", "critic units"))

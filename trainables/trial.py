@@ -20,6 +20,7 @@ from torch import nn
 from trainables.catalog import TrainableInfo, get_info
 from trainables.config import Config, param
 from trainables.data import DATASETS, Data, load_data
+from trainables.deadline import Deadline, test_estimate
 from trainables.evaluation import EvalSpec, evaluate, metric_keys, robust_keys
 from trainables.metrics import worst
 from trainables.reporting import Reporter, encode_png
@@ -73,6 +74,9 @@ class TrialConfig(Config):
     channels_last: bool = param(True, doc="channels_last memory format (faster convs on CPU and GPU)")
     checkpoint_every: int = param(1, lo=1, doc="checkpoint every n iterations (and at the end)")
     media_every: int = param(0, lo=0, doc="attach image grids every n iterations (0 = never)")
+    deadline_file: str = param(
+        "", doc="the search's deadline.json: end (tested, checkpointed) before it ('' = no deadline)"
+    )
 
     @property
     def budget(self) -> int:
@@ -243,8 +247,13 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
     stream = getattr(program, "stream", None)
     if stream is not None:
         stream.on_batch = counter
+    deadline = Deadline(cfg.deadline_file)
+    iteration_s: float | None = None
+    test_s = 0.0
     for it in range(start + 1, cfg.budget + 1):
-        final = it == cfg.budget
+        # The search's deadline (--time-budget) may make this iteration the last one.
+        ended_by_deadline = it < cfg.budget and deadline.last_iteration(iteration_s, test_s)
+        final = it == cfg.budget or ended_by_deadline
         t0 = time.perf_counter()
         images0 = program.images_seen
         planned = getattr(program, "planned_batches", None)
@@ -261,7 +270,7 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
             reporter.report(metrics, None)
             return metrics
         t1 = time.perf_counter()
-        robust = cfg.robust_iteration(it, first=not carried)
+        robust = cfg.robust_iteration(it, first=not carried) or final
         reporter.progress(it, "validation" if robust else "validation (clean)")
         val = evaluate(program.classifier, data.val, val_spec, "val", robust=robust)
         if robust:
@@ -270,6 +279,9 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         metrics.update(val)
         metrics.update({k: v for k, v in carried.items() if k not in val})
         t_eval = time.perf_counter() - t1
+        if robust:
+            test_n = test_spec.robust_n or len(data.test)
+            test_s = test_estimate(t_eval, test_n, val_spec.robust_n or len(data.val))
         metrics.update(program.extra_metrics(it, final))
         if final:
             t2 = time.perf_counter()
@@ -280,7 +292,10 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
             for name, image in program.media(it).items():
                 metrics[f"media/{name}"] = encode_png(image)
         metrics["diverged"] = 0
+        if ended_by_deadline:
+            metrics["deadline_end"] = 1
         elapsed = time.perf_counter() - t0
+        iteration_s = elapsed - metrics.get("time/test_s", 0.0)
         metrics["time/iteration_s"] = elapsed
         metrics["time/train_s"] = t_train
         metrics["time/eval_s"] = t_eval
@@ -296,4 +311,6 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
             }
         reporter.report(metrics, checkpoint)
         last = metrics
+        if final:
+            break
     return last

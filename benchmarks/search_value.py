@@ -1,0 +1,248 @@
+"""What does searching add? Methods at the same wall-clock budget, each returning one classifier.
+
+    python benchmarks/search_value.py run --data-dir ../shared/data --budget 30m --seeds 0 1
+    python benchmarks/search_value.py evaluate -n 1000          # the strong attacks, per model
+    python benchmarks/search_value.py render --doc docs/SEARCH_VALUE.md   # table + anytime figure
+
+Every method is one ``orchestrator search`` of the same space with the same ``--time-budget``
+(the trials end themselves before the deadline with their test evaluation, see
+``orchestrator.time_budget``), run one after the other as a new user would run them:
+
+  prior    the space's prior (its known-good recipe) as the only trial, with every core, trained
+           for the whole budget (``-n 1 --cpus-per-trial <all>``);
+  random   random search + ASHA, no priors;
+  tpe      TPE + ASHA, no priors (what ``orchestrator search`` did before priors);
+  default  ``orchestrator search`` as it is: priors first, TPE + ASHA, the deadline.
+
+Each search returns its leaderboard's best trial (feasible first, by the validation objective;
+the test split is never used to choose). ``evaluate`` attacks that classifier with
+``orchestrator evaluate --attack autoattack`` (ART's APGD-CE, APGD-T, Square, per image the worst;
+eps 0.3 on the [0, 1] pixel scale) on ``-n`` test images; ``render`` writes the table (clean,
+the worst of the three attacks with a 95% Wilson interval, the model's own ``test/apgd_acc``,
+training seconds) and one figure: the best-so-far validation objective against wall time, one
+line per method (mean over seeds). Everything lands in ``--out``; nothing is re-run that is
+there already.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: Flags of each method on top of the shared ones (``{cpus}``: the machine's cores).
+METHODS = {
+    "prior": ["-n", "1", "--max-concurrent", "1", "--cpus-per-trial", "{cpus}"],
+    "random": ["--searcher", "random", "--no-priors", "-n", "64"],
+    "tpe": ["--no-priors", "-n", "64"],
+    "default": ["-n", "64"],
+}
+#: The CPU settings of the README's main job (shorter cycles, cheaper learned attacker).
+CPU_FLAGS = [
+    "--train-subset", "10000", "-s", "cycle_steps=25", "-s", "batch_size=64", "-s", "adv_copies=1",
+    "--range", "gen_steps=1:5", "-s", "test_robust_n=500",
+]  # fmt: skip
+
+
+def _name(method: str, budget_s: float, seed: int) -> str:
+    return f"{method}-{int(budget_s)}s-seed{seed}"
+
+
+def _orchestrator(*args: str) -> list[str]:
+    return [sys.executable, "-m", "orchestrator.cli", *args]
+
+
+def run(args) -> None:
+    runs = Path(args.out) / "runs"
+    cpus = str(os.cpu_count() or 1)
+    for seed in args.seeds:
+        for method in args.methods:
+            name = _name(method, args.budget_s, seed)
+            if (runs / name / "trials.parquet").exists():
+                print(f"{name}: done already", flush=True)
+                continue
+            flags = [f.format(cpus=cpus) for f in METHODS[method]]
+            cmd = _orchestrator(
+                "search", "--space", args.space, "--name", name, "--storage", str(runs),
+                "--time-budget", f"{args.budget_s:g}", "--seed", str(seed), "-s", f"seed={seed}",
+                "--data-dir", args.data_dir, "--wandb-mode", "disabled", "--top", "3",
+                *(CPU_FLAGS if args.cpu_flags else []), *flags,
+            )  # fmt: skip
+            print(f"{name}: {' '.join(cmd[3:])}", flush=True)
+            t0 = time.time()
+            with open(Path(args.out) / f"{name}.log", "w") as log:
+                code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            print(f"{name}: exit {code} after {time.time() - t0:.0f} s", flush=True)
+
+
+def evaluate(args) -> None:
+    for run_dir in sorted((Path(args.out) / "runs").glob("*/trials.parquet")):
+        name = run_dir.parent.name
+        target = Path(args.out) / f"{name}.eval.json"
+        if target.exists():
+            continue
+        cmd = _orchestrator(
+            "evaluate", name, "--storage", str(run_dir.parent.parent), "--attack", "autoattack",
+            "-n", str(args.images), "--data-dir", args.data_dir, "--json",
+        )  # fmt: skip
+        print(f"{name}: evaluating on {args.images} test images", flush=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if out.returncode:
+            print(out.stderr[-2000:], flush=True)
+            continue
+        target.write_text(out.stdout.strip().splitlines()[-1])
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a proportion ``p`` measured on ``n`` images."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
+def anytime(history: list[dict], objective: str, start: float, min_clean: float | None) -> list[tuple]:
+    """(seconds since start, best validation objective so far) at every report; a report below
+    the clean-accuracy constraint does not count (it could not be returned)."""
+    best, points = -math.inf, []
+    for row in sorted(history, key=lambda r: r.get("timestamp") or 0):
+        value = row.get(objective)
+        if value is None or (min_clean is not None and (row.get("val/acc") or 0.0) < min_clean):
+            continue
+        best = max(best, float(value))
+        points.append((float(row["timestamp"]) - start, best))
+    return points
+
+
+def render(args) -> None:
+    from orchestrator.leaderboard import leaderboard
+    from orchestrator.results import load_results, table_metadata
+    from orchestrator.settings import load_settings
+    from orchestrator.storage import Location
+
+    runs = Path(args.out) / "runs"
+    rows, curves = [], {}
+    for trials_file in sorted(runs.glob("*/trials.parquet")):
+        name = trials_file.parent.name
+        method, budget, seed = name.rsplit("-", 2)
+        trials, history = load_results(Location.parse(str(trials_file.parent)))
+        meta = table_metadata(trials)
+        objectives = [tuple(o) for o in meta["objectives"]]
+        best = leaderboard(trials.to_pylist(), objectives)[0]
+        record = load_settings(name, str(runs))
+        started = min(float(r["timestamp"]) - float(r.get("time_total_s") or 0) for r in history.to_pylist())
+        constraint = meta.get("constraint") or {}
+        curve = anytime(history.to_pylist(), objectives[0][0], started, constraint.get("min"))
+        curves.setdefault((method, budget), []).append(curve)
+        evaluation = Path(args.out) / f"{name}.eval.json"
+        ev = json.loads(evaluation.read_text()) if evaluation.exists() else {}
+        rows.append(
+            {
+                "method": method,
+                "budget": budget,
+                "seed": seed,
+                "trials": len(trials),
+                "best": best["trial_id"],
+                "objective": best.get(f"last/{objectives[0][0]}"),
+                "own_test_apgd": best.get("last/test/apgd_acc"),
+                "train_s": best.get("train_time_s"),
+                "iterations": best.get("iterations"),
+                "clean": ev.get("clean"),
+                "worst": ev.get("autoattack_acc"),
+                "n": ev.get("n"),
+                "time_budget_s": record.get("time_budget_s"),
+            }
+        )
+    lines = [
+        "| method | budget | seed | trials | returned trial (iterations, training s) | val objective | "
+        "own test APGD | clean | worst of APGD-CE, APGD-T, Square (95% interval) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["budget"], list(METHODS).index(r["method"]), r["seed"])):
+        worst = "not evaluated"
+        if r["worst"] is not None:
+            lo, hi = wilson(r["worst"], r["n"])
+            worst = f"{100 * r['worst']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}, n={r['n']})"
+        lines.append(
+            f"| {r['method']} | {r['budget']} | {r['seed']} | {r['trials']} | {r['best']} "
+            f"({r['iterations']}, {r['train_s'] or 0:.0f} s) | {_pct(r['objective'])} | "
+            f"{_pct(r['own_test_apgd'])} | {_pct(r['clean'])} | {worst} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    figure = Path(args.out) / "search_value.png"
+    _figure(curves, figure)
+    if args.doc:
+        doc = Path(args.doc)
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        (doc.parent / "figures").mkdir(exist_ok=True)
+        target = doc.parent / "figures" / "search_value.png"
+        target.write_bytes(figure.read_bytes())
+        start, end = "<!-- search_value:start -->", "<!-- search_value:end -->"
+        text = doc.read_text() if doc.exists() else f"{start}\n{end}\n"
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        doc.write_text(f"{head}{start}\n{table}\n\n![anytime](figures/search_value.png)\n{end}{tail}")
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * float(value):.1f}%"
+
+
+def _figure(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (method, budget), runs in sorted(curves.items()):
+        for i, curve in enumerate(runs):
+            if curve:
+                xs, ys = zip(*curve)
+                label = f"{method} ({budget})" if i == 0 else None
+                ax.step([x / 60 for x in xs], ys, where="post", label=label, alpha=0.8)
+    ax.set_xlabel("wall time since the first trial started (min)")
+    ax.set_ylabel("best validation objective so far")
+    ax.set_title("Best-so-far validation objective, one line per run")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=("run", "evaluate", "render"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "search_value"))
+    parser.add_argument("--data-dir", default=os.environ.get("ORCHESTRATOR_DATA_DIR", ""))
+    parser.add_argument("--space", default="adaptive_ratio")
+    parser.add_argument("--budget", default="30m", help="wall-clock budget per method: 600, 30m, 1h")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument(
+        "--no-cpu-flags", dest="cpu_flags", action="store_false", help="full-size trials (GPU)"
+    )
+    parser.add_argument("-n", "--images", type=int, default=1000, help="test images the strong attacks use")
+    parser.add_argument("--doc", help="Markdown file to write the table and figure into")
+    args = parser.parse_args(argv)
+    from orchestrator.cli import _parse_duration
+
+    args.budget_s = _parse_duration(args.budget)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    {"run": run, "evaluate": evaluate, "render": render}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

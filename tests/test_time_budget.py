@@ -1,0 +1,126 @@
+"""--time-budget: trials end themselves before the search's deadline (tested and checkpointed),
+new trials stop late in the budget, and a resume gets what is left of it."""
+
+import json
+
+import pytest
+
+from orchestrator import time_budget
+from orchestrator.errors import UserError
+from orchestrator.plan import plan_search
+from orchestrator.results import outcome, trial_row
+from orchestrator.settings import SearchSettings
+from orchestrator.storage import Location
+from tests.conftest import synthetic
+from trainables import get_spec
+from trainables.deadline import Deadline, read_deadline
+from trainables.reporting import MemoryReporter
+from trainables.trial import run_trial
+
+
+def _deadline_file(tmp_path, deadline):
+    path = tmp_path / "deadline.json"
+    path.write_text(json.dumps({"deadline": deadline}))
+    return str(path)
+
+
+def test_a_trial_makes_an_iteration_its_last_when_another_would_not_fit(tmp_path):
+    now = [1000.0]
+    deadline = Deadline(_deadline_file(tmp_path, 1100.0), clock=lambda: now[0])
+    assert not deadline.last_iteration(None, 0.0), "no estimate yet and time left: go on"
+    assert not deadline.last_iteration(30.0, 20.0)  # 100 s left >= 2 x 30 + 20
+    assert deadline.last_iteration(45.0, 20.0)  # 100 < 2 x 45 + 20
+    now[0] = 1101.0
+    assert deadline.last_iteration(None, 0.0), "past the deadline: this one is the last"
+    assert not Deadline(str(tmp_path / "missing.json")).last_iteration(1.0, 1.0)
+    assert read_deadline("") is None and read_deadline(str(tmp_path / "missing.json")) is None
+
+
+def test_a_trial_past_its_deadline_ends_tested_and_checkpointed(tmp_path):
+    spec = get_spec("classic")
+    reporter = MemoryReporter()
+    config = synthetic(epochs=50, deadline_file=_deadline_file(tmp_path, 0.0))
+    run_trial(spec, config, reporter)
+    assert len(reporter.reports) == 1, "the first iteration is the last"
+    last = reporter.reports[-1]
+    assert last["deadline_end"] == 1 and "test/acc" in last and "val/apgd_acc" in last
+    assert reporter.checkpoint is not None
+    row = trial_row(
+        trial_id="t",
+        status="TERMINATED",
+        config={"epochs": 50},
+        history=reporter.reports,
+        space="classic",
+        trainable="classic",
+        budget_key="epochs",
+        checkpoint_path=None,
+    )
+    assert row["outcome"] == "completed" and row["iterations"] == 1 and row["train_time_s"] > 0
+    # a far deadline changes nothing
+    far = MemoryReporter()
+    run_trial(spec, synthetic(epochs=2, deadline_file=_deadline_file(tmp_path, 4e9)), far)
+    assert len(far.reports) == 2 and "deadline_end" not in far.reports[-1]
+
+
+def test_outcome_of_a_trial_the_deadline_ended():
+    assert outcome("TERMINATED", 3, 10, False, deadline_end=True) == "completed"
+    assert outcome("TERMINATED", 3, 10, False) == "early_stopped"
+
+
+def test_the_budget_is_spent_across_drivers_and_a_killed_one_counts_to_its_last_report(tmp_path):
+    exp = Location.parse(str(tmp_path))
+    assert time_budget.start(exp, 600.0, now=1000.0) == 1600.0
+    time_budget.stop(exp, now=1200.0)  # 200 s spent
+    assert time_budget.start(exp, 600.0, now=5000.0) == 5400.0
+    # this driver is SIGKILLed: never stops; its last report was at 5100
+    history = [{"timestamp": 5050}, {"timestamp": 5100}, {"timestamp": 900}]
+    assert time_budget.start(exp, 600.0, history, now=9000.0) == 9300.0
+    record = json.loads((tmp_path / "deadline.json").read_text())
+    assert record["spent_s"] == 300.0 and record["run_started"] == 9000.0
+
+
+def test_new_trials_start_only_in_the_exploration_share(tmp_path):
+    uri = _deadline_file(tmp_path, 1000.0)
+    assert time_budget.exploring(uri, 400.0, now=800.0)  # 200 s left > 25% of 400
+    assert not time_budget.exploring(uri, 400.0, now=920.0)
+    assert time_budget.exploring(str(tmp_path / "none.json"), 400.0)
+
+
+def test_plan_with_a_time_budget(tmp_path):
+    def plan(**kw):
+        return plan_search(
+            SearchSettings(space="classic", storage=str(tmp_path), name="tb", **kw), check_dataset=False
+        )
+
+    with pytest.raises(UserError, match="--time-budget 30s is shorter than"):
+        plan(time_budget_s=30.0)
+    p = plan(time_budget_s=600.0)
+    assert p.max_iterations == 1000, "trials train until the deadline; the iterations are a cap"
+    assert p.trial_config["deadline_file"].endswith("tb/deadline.json")
+    assert plan(time_budget_s=600.0, max_iterations=7).max_iterations == 7
+    assert "deadline_file" not in plan().trial_config
+
+
+def test_the_searcher_proposes_no_trial_late_in_the_budget(tmp_path):
+    from ray.tune.search import Searcher
+
+    from orchestrator.searchers import make_searcher
+    from search_spaces import get_space
+
+    def searcher(deadline):
+        return make_searcher(
+            get_space("classic").space,
+            ["val/apgd_acc"],
+            ["max"],
+            searcher="random",
+            seed=0,
+            budget_key="epochs",
+            budget=3,
+            deadline_file=_deadline_file(tmp_path, deadline),
+            time_budget_s=600.0,
+        )
+
+    import time
+
+    assert searcher(time.time() + 500).suggest("a") not in (None, Searcher.FINISHED)
+    assert searcher(time.time() + 100).suggest("b") == Searcher.FINISHED

@@ -1,0 +1,57 @@
+"""A search's deadline as its trials see it: they end themselves before it, test evaluation and
+final checkpoint included, instead of being cut off without either.
+
+``orchestrator search --time-budget`` writes ``deadline.json`` (``{"deadline": unix seconds}``)
+into the experiment and names it in every trial's ``deadline_file``; ``orchestrator resume``
+rewrites it with what was left of the budget. A trial reads it before each iteration (so a
+resumed search's new deadline reaches trials restored from their checkpoints) and makes the
+iteration its last when another one and the test evaluation would no longer fit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pyarrow.fs as pafs
+
+#: The test evaluation's cost relative to one robust validation, per attacked image (it adds
+#: PGD-40 and clean accuracy on the whole test split): an estimate, on the safe side.
+TEST_COST_FACTOR = 3.0
+
+
+def read_deadline(uri: str) -> float | None:
+    """The deadline in ``uri`` (a local path or a pyarrow URI), or None (no file, no deadline)."""
+    if not uri:
+        return None
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+        with fs.open_input_stream(path) as f:
+            return float(json.loads(f.read().decode())["deadline"])
+    except (FileNotFoundError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class Deadline:
+    """When a trial must stop (see module docstring)."""
+
+    def __init__(self, uri: str, clock=time.time):
+        self.uri, self.clock = uri, clock
+
+    def last_iteration(self, iteration_s: float | None, test_s: float) -> bool:
+        """Whether the iteration about to start must be the last: the deadline has passed, or
+        this iteration, one more and the test evaluation (``iteration_s``, ``test_s``: their
+        estimated seconds; None before the first iteration of this process) would not fit."""
+        deadline = read_deadline(self.uri)
+        if deadline is None:
+            return False
+        left = deadline - self.clock()
+        if iteration_s is None:
+            return left <= 0
+        return left < 2 * iteration_s + test_s
+
+
+def test_estimate(robust_eval_s: float, test_images: int, val_images: int) -> float:
+    """Seconds the test evaluation will take, from the last robust validation's seconds and how
+    many images each attacks."""
+    return TEST_COST_FACTOR * robust_eval_s * max(1.0, test_images / max(val_images, 1))
