@@ -62,7 +62,8 @@ def stop_requests(echo: Callable[[str], None]) -> Iterator[None]:
     previous = {s: signal.getsignal(s) for s in (*_SIGNALS, signal.SIGUSR1)}
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # Tune installs its own when fit starts
     for s in _SIGNALS:
-        signal.signal(s, handle)
+        if previous[s] is not signal.SIG_IGN:  # a signal the user ignores (nohup) stays ignored
+            signal.signal(s, handle)
     try:
         yield
     finally:

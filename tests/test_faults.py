@@ -120,12 +120,31 @@ def test_rows_left_running_are_marked_interrupted(tmp_path):
 
 
 def test_ctrl_c_outside_a_running_tuner_raises_at_once():
-    lines = []
-    with interrupt.stop_requests(lines.append), pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)
-    assert interrupt.requested() == signal.SIGINT
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    # Python's own handler, whatever this process started with (a background job ignores SIGINT)
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        lines = []
+        with interrupt.stop_requests(lines.append), pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        assert interrupt.requested() == signal.SIGINT
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, started_with)
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """`nohup orchestrator search ...` (or a job started in the background) ignores SIGINT."""
+    started_with = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupt.stop_requests(lambda line: None):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            assert not interrupt.requested()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, started_with)
 
 
 @pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
@@ -217,6 +236,7 @@ def test_a_resumed_run_logs_again_the_iterations_its_killed_run_never_wrote(tmp_
     for step in (1, 2):
         run.log({"val/acc": 0.5}, step=step)
     run.finish()
+    wandb.teardown()  # waits for W&B's service to exit, so the run file is complete on disk
     assert logged_steps(trial_dir) == {1, 2}
     rows = [
         {"trial_id": "t1", "iteration": i, "training_iteration": i, "val/acc": i / 10} for i in range(1, 5)
