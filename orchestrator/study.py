@@ -85,18 +85,32 @@ def redact(url: str) -> str:
     return url
 
 
-def check_study(storage, name: str, space: str) -> None:
-    """Refuse an existing study ``name`` in ``storage`` that belongs to another space."""
+def check_study(storage, name: str, space: str, objectives: Sequence[tuple[str, str]] = ()) -> None:
+    """Refuse an existing study ``name`` in ``storage`` that belongs to another space, or that
+    optimises other objectives or in other directions than ``objectives`` (``(metric, mode)``):
+    joining it would rank this search's trials backwards or fail after training."""
     import optuna
 
     for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
-        if summary.study_name == name:
-            other = summary.user_attrs.get("space")
-            if other and other != space:
-                raise UserError(
-                    f"study {name!r} in the study storage belongs to space {other!r}, not {space!r}; "
-                    "pick another --name"
-                )
+        if summary.study_name != name:
+            continue
+        other = summary.user_attrs.get("space")
+        if other and other != space:
+            raise UserError(
+                f"study {name!r} in the study storage belongs to space {other!r}, not {space!r}; "
+                "pick another --name"
+            )
+        if not objectives:
+            continue
+        wanted = [list(o) for o in objectives]
+        theirs = summary.user_attrs.get("objectives")
+        directions = ["maximize" if mode == "max" else "minimize" for _, mode in objectives]
+        have = [d.name.lower() for d in summary.directions]
+        if have != directions or (theirs and [list(o) for o in theirs] != wanted):
+            raise UserError(
+                f"study {name!r} in the study storage optimises {theirs or have}, this search {wanted}; "
+                "pick another --name"
+            )
 
 
 def describe(study, attrs: Mapping[str, Any]) -> None:

@@ -40,11 +40,31 @@ def test_a_bad_study_storage_is_one_line_before_anything_starts(tmp_path, url):
 
 def test_a_study_of_another_space_under_the_same_name_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    optuna.create_study(study_name="x", storage=url).set_user_attr("space", "wgan_gp")
+    optuna.create_study(study_name="x", storage=url, direction="maximize").set_user_attr("space", "wgan_gp")
     with pytest.raises(UserError, match="belongs to space 'wgan_gp'"):
         plan_search(_settings(tmp_path, study_storage=url), check_dataset=False)
     plan = plan_search(_settings(tmp_path, study_storage=url, space="wgan_gp"), check_dataset=False)
     assert plan.study_url == url, "the URL goes to Optuna unchanged"
+
+
+@pytest.mark.parametrize("directions", [["minimize"], ["maximize", "maximize"]])
+def test_a_study_with_other_directions_under_the_same_name_is_refused(tmp_path, directions):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    optuna.create_study(study_name="x", storage=url, directions=directions).set_user_attr("space", "classic")
+    with pytest.raises(UserError, match=r"study 'x' in the study storage optimises .* pick another --name"):
+        plan_search(_settings(tmp_path, study_storage=url), check_dataset=False)
+    assert not (tmp_path / "x").exists(), "nothing written"
+
+
+def test_a_study_of_other_objectives_under_the_same_name_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    study = optuna.create_study(study_name="x", storage=url, direction="maximize")
+    study.set_user_attr("space", "classic")
+    study.set_user_attr("objectives", [["val/acc", "max"]])
+    with pytest.raises(
+        UserError, match=r"optimises \[\['val/acc', 'max'\]\], this search \[\['val/apgd_acc'"
+    ):
+        plan_search(_settings(tmp_path, study_storage=url), check_dataset=False)
 
 
 def test_default_study_is_a_sqlite_file_of_the_experiment(tmp_path):
