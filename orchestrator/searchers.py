@@ -125,6 +125,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         return suggestion
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._reported = getattr(self, "_reported", {})  # absent in searchers pickled before it
+        self._reported[trial_id] = int(result.get("training_iteration", 0))
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -149,11 +151,25 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             asked[trial_id].set_constraint(CONSTRAINT_KEY, constraint_violation(value, constraint))
         if error or not result or result.get("diverged") or self._full_budget(result):
             return super().on_trial_complete(trial_id, result, error)
+        self._report_stopping_result(asked[trial_id], trial_id, result)
         try:
             ray_compat.optuna_study(self).tell(asked[trial_id], state=TrialState.PRUNED)
         except Exception as exc:  # Optuna refuses e.g. a trial it already finished
             logger.warning("could not tell Optuna trial %s was pruned: %s", trial_id, exc)
         completed.add(trial_id)
+
+    def _report_stopping_result(self, trial, trial_id: str, result: dict) -> None:
+        """The result ASHA stopped a trial on never reaches ``on_trial_result`` (Ray Tune skips the
+        searcher when the scheduler says STOP): report it as the trial's last intermediate value,
+        so the study (and TPE, which ranks pruned trials by it) holds what the scheduler judged."""
+        step = int(result.get("training_iteration", 0))
+        value = result.get(self.metric) if isinstance(self.metric, str) else None
+        if value is None or step <= getattr(self, "_reported", {}).get(trial_id, 0):
+            return
+        try:
+            trial.report(float(value), step)
+        except Exception as exc:  # e.g. a trial Optuna already finished
+            logger.info("could not report trial %s's last result to Optuna: %s", trial_id, exc)
 
 
 def make_searcher(

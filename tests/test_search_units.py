@@ -378,3 +378,16 @@ def test_a_result_for_a_trial_optuna_already_finished_is_not_a_crash():
     searcher.on_trial_result("t1", {"val/apgd_acc": 0.5, "training_iteration": 1, "iteration": 1})
     optuna_study(searcher).tell(optuna_trials(searcher)["t1"], state=TrialState.PRUNED)
     searcher.on_trial_result("t1", {"val/apgd_acc": 0.6, "training_iteration": 2, "iteration": 2})
+
+
+def test_the_result_asha_stopped_a_trial_on_reaches_the_study():
+    """Ray Tune does not pass the result the scheduler says STOP to to the searcher; the study
+    still gets it as the pruned trial's last intermediate value (TPE ranks pruned trials by it)."""
+    searcher = _searcher(["val/apgd_acc"], ["max"])
+    searcher.suggest("stopped")
+    searcher.on_trial_result("stopped", {"val/apgd_acc": 0.2, "training_iteration": 1, "iteration": 1})
+    # ASHA stops it on its second result: only on_trial_complete sees that one
+    last = {"val/apgd_acc": 0.3, "training_iteration": 2, "iteration": 2, "config": {"epochs": 3}}
+    searcher.on_trial_complete("stopped", last)
+    (trial,) = optuna_study(searcher).trials
+    assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 0.2, 2: 0.3}
