@@ -117,6 +117,8 @@ class Plan:
         """The settings and what the plan resolved (``orchestrator.json``)."""
         return {
             **dataclasses.asdict(self.settings),
+            # Never a password on disk: `resume` asks for --study-storage when the URL had one.
+            "study_storage": redact(self.settings.study_storage),
             "trainable": self.trainable.name,
             "objectives": self.objectives,
             "scheduler_resolved": self.scheduler,

@@ -67,6 +67,17 @@ def test_a_study_of_other_objectives_under_the_same_name_is_refused(tmp_path):
         plan_search(_settings(tmp_path, study_storage=url), check_dataset=False)
 
 
+def test_the_saved_settings_hold_no_study_password(tmp_path, monkeypatch):
+    import orchestrator.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "open_storage", lambda url: None)  # no server to ask
+    monkeypatch.setattr(plan_module, "check_study", lambda *a, **k: None)
+    url = "postgresql+psycopg2://user:s3cret@127.0.0.1:1/db"
+    record = plan_search(_settings(tmp_path, study_storage=url), check_dataset=False).record()
+    assert "s3cret" not in json.dumps(record)
+    assert record["study_storage"] == "postgresql+psycopg2://user:***@127.0.0.1:1/db"
+
+
 def test_default_study_is_a_sqlite_file_of_the_experiment(tmp_path):
     plan = plan_search(_settings(tmp_path), check_dataset=False)
     assert plan.study_url == f"sqlite:///{tmp_path / 'x' / 'study.db'}"
