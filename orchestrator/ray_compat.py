@@ -15,12 +15,17 @@ Ray Tune's public API does not cover three things this project needs:
   trial's first result on a busy 2-core machine, which Tune reports as a slow callback);
   :func:`wandb_submit_result` submits the same queue item (``_trial_queues``, ``_clean_log``,
   ``_QueueItem``) and returns at once;
+- ASHA's rung records, which Ray Tune never saves (``orchestrator.schedulers`` rebuilds them on a
+  resume): ``AsyncHyperBandScheduler`` keeps them in ``_brackets[i]._rungs`` and records a result
+  with ``_Bracket.on_result``; its metric, sign and budget are ``_metric``, ``_metric_op``,
+  ``_max_t`` (:func:`asha_record`, :func:`asha_rung_records`);
 - what Ray Tune only logs: when it cannot restore an experiment's state it logs "Failed to
   restore the run state." and starts the experiment over (:func:`restore_must_succeed` turns
   that into an exception), and on an interruption it prints its Python ``Tuner.restore`` hint
   (:func:`quiet_interrupt_hints` drops it: the CLI prints ``orchestrator resume NAME``).
 
-``tests/test_ray_compat.py`` fails fast when an upgrade removes or renames any of these; that
+``check()``, run by ``tests/test_orchestrator_layout.py``, fails fast when an upgrade removes or
+renames any of these; that
 is also why ``pyproject.toml`` pins Ray to one minor release.
 """
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -163,6 +169,31 @@ def quiet_interrupt_hints() -> None:
         logger.addFilter(_DropInterruptHints())
 
 
+class _Reported:
+    """What ASHA's bracket reads of a trial: its id."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+def asha_record(scheduler, trial_id: str, t: float, result: dict) -> None:
+    """Record ``result`` (a trial's report at iteration ``t``) in ``scheduler``'s rungs as Ray's
+    ASHA would have on receiving it (one bracket); nothing at or past its budget."""
+    value = result.get(scheduler._metric)
+    if value is None or t >= scheduler._max_t or not math.isfinite(float(value)):
+        return
+    scheduler._brackets[0].on_result(_Reported(trial_id), t, scheduler._metric_op * float(value))
+
+
+def asha_rung_records(scheduler) -> dict[float, dict[str, float]]:
+    """Milestone -> {trial id: recorded value (signed so that larger is better)}."""
+    return {milestone: dict(recorded) for milestone, recorded in scheduler._brackets[0]._rungs}
+
+
+def asha_brackets(scheduler) -> int:
+    return len(scheduler._brackets)
+
+
 def check() -> list[str]:
     """What is missing from the installed Ray (empty when everything this module uses exists)."""
     missing = []
@@ -214,4 +245,16 @@ def check() -> list[str]:
     for hint in INTERRUPT_HINTS:
         if hint not in source:
             missing.append(f"Ray Tune's message {hint!r}")
+    from ray.tune.schedulers import ASHAScheduler
+
+    asha = ASHAScheduler(time_attr="t", metric="m", mode="max", max_t=9)
+    for name in ("_brackets", "_metric", "_metric_op", "_max_t"):
+        if not hasattr(asha, name):
+            missing.append(f"AsyncHyperBandScheduler.{name}")
+    try:
+        asha_record(asha, "probe", 1, {"m": 0.5})
+        if asha_rung_records(asha).get(1) != {"probe": 0.5}:
+            missing.append("ASHA's _Bracket._rungs recording (milestone, {trial id: value})")
+    except (AttributeError, TypeError, IndexError) as exc:
+        missing.append(f"ASHA's _Bracket.on_result / _rungs ({exc})")
     return missing

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from orchestrator import ray_compat
 from orchestrator.choices import SCHEDULERS, asha_rungs
 from orchestrator.pareto import crowding, pareto_ranks
 
@@ -74,7 +75,7 @@ class DurableASHA(_RungsFromHistory, ASHAScheduler):
     def __init__(self, *args, experiment_uri: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.experiment_uri = experiment_uri
-        if len(self._brackets) != 1:
+        if ray_compat.asha_brackets(self) != 1:
             raise ValueError("DurableASHA rebuilds one bracket")
 
     def on_trial_add(self, tune_controller, trial) -> None:
@@ -82,21 +83,11 @@ class DurableASHA(_RungsFromHistory, ASHAScheduler):
         super().on_trial_add(tune_controller, trial)
 
     def _replay(self, trial_id: str, t: float, row: dict) -> None:
-        value = row.get(self._metric)
-        if value is None or t >= self._max_t or not math.isfinite(float(value)):
-            return  # on_trial_result records nothing at the budget (the trainable ends there)
-        self._brackets[0].on_result(_Reported(trial_id), t, self._metric_op * float(value))
+        ray_compat.asha_record(self, trial_id, t, row)
 
     def rung_records(self) -> dict[float, dict[str, float]]:
         """Milestone -> {trial id: recorded value (signed so that larger is better)}."""
-        return {milestone: dict(recorded) for milestone, recorded in self._brackets[0]._rungs}
-
-
-class _Reported:
-    """What ASHA's bracket reads of a trial: its id."""
-
-    def __init__(self, trial_id: str):
-        self.trial_id = trial_id
+        return ray_compat.asha_rung_records(self)
 
 
 class ParetoASHA(_RungsFromHistory, FIFOScheduler):
