@@ -25,8 +25,7 @@ Ray Tune's public API does not cover three things this project needs:
   (:func:`quiet_interrupt_hints` drops it: the CLI prints ``orchestrator resume NAME``).
 
 ``check()``, run by ``tests/test_orchestrator_layout.py``, fails fast when an upgrade removes or
-renames any of these; that
-is also why ``pyproject.toml`` pins Ray to one minor release.
+renames any of these; that is also why ``pyproject.toml`` pins Ray to one minor release.
 """
 
 from __future__ import annotations
