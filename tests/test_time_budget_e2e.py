@@ -1,0 +1,44 @@
+"""A real search under --time-budget: its trials end themselves before the deadline, tested and
+checkpointed, and the search ends with it."""
+
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from search_spaces import SPACES
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_search_ends_at_its_deadline_with_a_tested_model(local_ray, tmp_path, monkeypatch):
+    import dataclasses
+
+    import orchestrator.plan as plan_module
+    from orchestrator.plan import plan_search
+    from orchestrator.search import run_search
+    from tests import rung_toy
+    from trainables import catalog
+
+    monkeypatch.setattr(catalog, "CATALOG", dict(catalog.CATALOG))
+    monkeypatch.setitem(SPACES, rung_toy.NAME, rung_toy.register())
+    monkeypatch.setattr(plan_module, "MIN_TIME_BUDGET_S", 5.0)  # a short budget for the test
+    settings = dataclasses.replace(
+        rung_toy.settings(str(tmp_path), "budget"), time_budget_s=25.0, max_concurrent=2
+    )
+    plan = plan_search(settings)
+    assert plan.max_iterations == 1000
+    lines = []
+    start = time.monotonic()
+    outcome = run_search(plan, echo=lines.append)
+    took = time.monotonic() - start
+    assert any(line.startswith("time budget: ") for line in lines), lines
+    trials = pq.read_table(tmp_path / "budget" / "trials.parquet").to_pylist()
+    best = outcome.leaderboard[0]
+    # The prior with the best score trained until the deadline, then ended itself with its test
+    # evaluation and final checkpoint: completed, not cut off.
+    assert best["config/score"] == 0.9 and best["outcome"] == "completed", best
+    assert 1 < best["iterations"] < 1000 and best["last/deadline_end"] == 1
+    assert "last/test/acc" in best and best["checkpoint_path"] and best["train_time_s"] > 0
+    assert all(t["outcome"] in ("completed", "early_stopped") for t in trials), trials
+    assert took < 25.0 + 60.0, f"the search ran {took:.0f} s past a 25 s budget"
