@@ -20,7 +20,7 @@ from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from orchestrator import interrupt
-from orchestrator.results import INTERRUPTED, ResultsStore, history_row, mark_pareto, trial_row
+from orchestrator.results import INTERRUPTED, ResultsStore, derive, history_row, trial_row
 from orchestrator.storage import Location
 
 FLUSH_ENV = "ORCHESTRATOR_PARQUET_FLUSH_S"
@@ -255,7 +255,7 @@ class ParquetCallback(Callback):
         for tid, trial in self._trials.items():
             rows[tid] = self._row(tid, trial)
         out = list(rows.values())
-        mark_pareto(out, self.objectives)
+        derive(out, {**self.meta, "objectives": self.objectives})
         return out
 
     def flush(self) -> None:

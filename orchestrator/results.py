@@ -217,6 +217,22 @@ def trial_row(
     return row
 
 
+def derive(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Set what a trial row means beyond its own values, the same for the writer (which stores
+    it, so ``trials.parquet`` read with plain pyarrow agrees) and every reader: ``feasible``
+    under the search's ``--min-clean`` constraint, the gradient-masking flags, and the Pareto
+    front of a multi-objective search (feasible full-budget trials only; it depends on every
+    row, so it is set over all of them)."""
+    constraint = meta.get("constraint")
+    for r in rows:
+        if constraint:
+            r["feasible"] = is_feasible(r, constraint)
+        flags = masking_flags(r)
+        r["masking"] = "; ".join(flags) if flags else None
+    if len(meta.get("objectives") or []) > 1:
+        mark_pareto(rows, meta["objectives"])
+
+
 def mark_pareto(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> None:
     """Set ``pareto`` on rows: non-dominated among the feasible trials (``feasible`` not False)
     that completed their full budget."""
@@ -306,13 +322,7 @@ class ResultsStore:
             if row is not None:
                 row.update({f"last/{k}": v for k, v in evaluation.items() if k.startswith("test/")})
         rows = list(trials.values())
-        for r in rows:
-            if meta.get("constraint"):
-                r["feasible"] = is_feasible(r, meta["constraint"])
-            flags = masking_flags(r)
-            r["masking"] = "; ".join(flags) if flags else None
-        if len(meta.get("objectives") or []) > 1:
-            mark_pareto(rows, meta["objectives"])  # the front depends on every row
+        derive(rows, meta)
         return rows, list(history.values()), meta
 
     def evaluations(self) -> list[dict[str, Any]]:

@@ -391,3 +391,32 @@ def test_the_result_asha_stopped_a_trial_on_reaches_the_study():
     searcher.on_trial_complete("stopped", last)
     (trial,) = optuna_study(searcher).trials
     assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 0.2, 2: 0.3}
+
+
+def test_trials_parquet_read_raw_carries_feasibility_and_the_feasible_front(tmp_path):
+    """The writer derives feasible and pareto as every reader does: a constrained Pareto search's
+    trials.parquet read with plain pyarrow never puts an infeasible trial on the front."""
+    import pyarrow.parquet as pq
+
+    from orchestrator.callbacks import ParquetCallback
+    from orchestrator.results import ResultsStore, load_results
+
+    objectives = [("val/acc", "max"), ("val/apgd_acc", "max")]
+    meta = {"space": "classic", "objectives": [list(o) for o in objectives]}
+    meta["constraint"] = {"metric": "val/acc", "min": 0.8}
+    writer = ParquetCallback(str(tmp_path), metadata=meta, budget_key="epochs", objectives=objectives)
+    for tid, clean, robust in (("a", 0.95, 0.3), ("b", 0.5, 0.6)):
+        writer._previous_trials[tid] = {
+            "trial_id": tid, "status": "TERMINATED", "outcome": "completed", "iterations": 3,
+            "last/val/acc": clean, "last/val/apgd_acc": robust,
+        }  # fmt: skip
+    ResultsStore(Location.parse(str(tmp_path))).compact(
+        writer.metadata(), trials=writer.trial_rows(final=True)
+    )
+    raw = {r["trial_id"]: r for r in pq.read_table(tmp_path / "trials.parquet").to_pylist()}
+    assert (raw["a"]["feasible"], raw["a"]["pareto"]) == (True, True)
+    assert (raw["b"]["feasible"], raw["b"]["pareto"]) == (False, False)
+    read = {r["trial_id"]: r for r in load_results(Location.parse(str(tmp_path)))[0].to_pylist()}
+    assert all(
+        read[t]["pareto"] == raw[t]["pareto"] and read[t]["feasible"] == raw[t]["feasible"] for t in raw
+    )
