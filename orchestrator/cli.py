@@ -528,13 +528,13 @@ def report(names, storage, out, title, noise_only):
     from pathlib import Path
 
     from orchestrator.report import build_report, load_experiment
-    from orchestrator.storage import Location, default_storage
+    from orchestrator.storage import Location, default_storage, is_uri
 
     root = Location.parse(storage or default_storage())
     experiments = [load_experiment(root.child(name)) for name in names]
     if out is None:
         first = root.child(names[0])
-        out = first.path + "/report" if "://" not in first.uri else f"report-{names[0]}"
+        out = first.path + "/report" if not is_uri(first.uri) else f"report-{names[0]}"
     path = build_report(experiments, Path(out), title, noise_only=noise_only)
     click.echo(f"report: {path}")
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from orchestrator.storage import is_uri
+
 #: Instance families with GPUs (AWS), for configs that leave ``resources`` to the launcher.
 GPU_FAMILIES = ("p2", "p3", "p4", "p5", "g3", "g4", "g5", "g6", "g7", "gr6")
 PLACEHOLDERS = ("my-bucket", "123456789012")
@@ -110,7 +112,7 @@ def validate_cluster_config(path: str | Path) -> ClusterCheck:
             "no ORCHESTRATOR_STORAGE in the setup commands: multi-node searches need "
             "storage every node can reach (an s3:// URI)"
         )
-    elif "://" not in storage.group(1):
+    elif not is_uri(storage.group(1)):
         check.errors.append(
             f"ORCHESTRATOR_STORAGE={storage.group(1)} is a node-local path; use a URI "
             "every node can reach (s3://...)"

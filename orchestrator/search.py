@@ -29,7 +29,7 @@ from orchestrator.results import (
     table_metadata,
 )
 from orchestrator.settings import SearchSettings, load_settings, save_record
-from orchestrator.storage import SETTINGS_FILE, Location, StorageWriteError
+from orchestrator.storage import SETTINGS_FILE, Location, StorageWriteError, is_uri
 from orchestrator.tuner import build_tuner, trainable_with_resources
 from trainables.catalog import get_info, resolve
 
@@ -54,7 +54,7 @@ class Outcome:
 
 
 def wandb_runs(experiment: Location) -> list[str]:
-    if "://" in experiment.uri:
+    if is_uri(experiment.uri):
         return []
     return sorted(str(p) for p in Path(experiment.path).glob("*/wandb/*run-*") if p.is_dir())
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UserError
-from orchestrator.storage import Location
+from orchestrator.storage import Location, is_uri
 
 STUDY_FILE = "study.db"
 RAY_TRIAL_ID = "ray_trial_id"
@@ -42,7 +42,7 @@ OUTCOME_STATE = {
 
 def default_study_url(experiment: Location, name: str) -> str:
     """``sqlite:///<experiment>/study.db``, or a driver-local file for a remote experiment."""
-    if "://" not in experiment.uri:
+    if not is_uri(experiment.uri):
         return f"sqlite:///{Path(experiment.path) / STUDY_FILE}"
     root = Path(os.environ.get("ORCHESTRATOR_CACHE_DIR", Path.home() / ".cache" / "orchestrator"))
     return f"sqlite:///{root / 'studies' / f'{name}.db'}"
