@@ -3,10 +3,11 @@ here, so the Tuner can be built and inspected in tests."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from orchestrator import time_budget
-from orchestrator.callbacks import CsvLogger, JsonLogger, ParquetCallback, ResultLines
+from orchestrator.callbacks import CoreShare, CsvLogger, JsonLogger, ParquetCallback, ResultLines
 from orchestrator.plan import Plan
 from orchestrator.schedulers import ITERATION, make_scheduler
 from orchestrator.searchers import make_searcher
@@ -39,6 +40,9 @@ def callbacks(plan: Plan) -> list:
         JsonLogger(),
         CsvLogger(),
     ]
+    if s.time_budget_s and not plan.address:  # a private local Ray: its cores are the search's
+        cpus = s.num_cpus or os.cpu_count() or 1
+        out.append(CoreShare(plan.experiment.uri, s.time_budget_s, cpus, s.cpus_per_trial))
     if plan.wandb_mode != "disabled":
         out.append(
             WandbCallback(

@@ -124,3 +124,45 @@ def test_the_searcher_proposes_no_trial_late_in_the_budget(tmp_path):
 
     assert searcher(time.time() + 500).suggest("a") not in (None, Searcher.FINISHED)
     assert searcher(time.time() + 100).suggest("b") == Searcher.FINISHED
+
+
+def test_after_exploration_the_trials_left_share_the_cores(tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    from orchestrator.callbacks import CoreShare
+
+    exp = Location.parse(str(tmp_path))
+    time_budget.start(exp, 400.0, now=time.time() - 390.0)  # 10 s left: exploration is over
+    share = CoreShare(str(tmp_path), 400.0, cpus=4, cpus_per_trial=1)
+    a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    share.on_trial_start(0, [], a)
+    share.on_trial_start(0, [], b)
+    assert json.loads((tmp_path / "deadline.json").read_text())["threads"] == 2
+    share.on_trial_complete(0, [], a)
+    record = json.loads((tmp_path / "deadline.json").read_text())
+    assert record["threads"] == 4 and "deadline" in record, "the last trial gets every core"
+    deadline = Deadline(str(tmp_path / "deadline.json"))
+    deadline.last_iteration(1.0, 1.0)
+    assert deadline.cpu_threads() == 4
+    # while new trials may still start, every trial keeps the CPUs Ray gave it
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    time_budget.start(Location.parse(str(fresh)), 400.0)
+    early = CoreShare(str(fresh), 400.0, cpus=4, cpus_per_trial=1)
+    early.on_trial_start(0, [], a)
+    assert "threads" not in json.loads((fresh / "deadline.json").read_text())
+
+
+def test_a_trial_takes_the_threads_the_driver_gives_it(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        path = tmp_path / "deadline.json"
+        path.write_text(json.dumps({"deadline": 4e9, "threads": 1}))
+        run_trial(get_spec("classic"), synthetic(epochs=1, deadline_file=str(path)), MemoryReporter())
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

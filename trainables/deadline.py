@@ -5,7 +5,9 @@ final checkpoint included, instead of being cut off without either.
 into the experiment and names it in every trial's ``deadline_file``; ``orchestrator resume``
 rewrites it with what was left of the budget. A trial reads it before each iteration (so a
 resumed search's new deadline reaches trials restored from their checkpoints) and makes the
-iteration its last when another one and the test evaluation would no longer fit.
+iteration its last when another one and the test evaluation would no longer fit. Once no new
+trial will start, the driver also writes ``threads``: the CPU threads each trial still running
+may use, so that the last trials get every core (``orchestrator.time_budget.CoreShare``).
 """
 
 from __future__ import annotations
@@ -20,15 +22,24 @@ import pyarrow.fs as pafs
 TEST_COST_FACTOR = 3.0
 
 
-def read_deadline(uri: str) -> float | None:
-    """The deadline in ``uri`` (a local path or a pyarrow URI), or None (no file, no deadline)."""
+def read_record(uri: str) -> dict:
+    """What ``uri`` (a local path or a pyarrow URI) holds; empty when there is no such file."""
     if not uri:
-        return None
+        return {}
     try:
         fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
         with fs.open_input_stream(path) as f:
-            return float(json.loads(f.read().decode())["deadline"])
-    except (FileNotFoundError, OSError, ValueError, KeyError, TypeError):
+            record = json.loads(f.read().decode())
+    except (FileNotFoundError, OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def read_deadline(uri: str) -> float | None:
+    """The deadline in ``uri``, or None (no file, no deadline)."""
+    try:
+        return float(read_record(uri)["deadline"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -37,13 +48,22 @@ class Deadline:
 
     def __init__(self, uri: str, clock=time.time):
         self.uri, self.clock = uri, clock
+        self.record: dict = {}
+
+    def cpu_threads(self) -> int | None:
+        """The CPU threads the driver gives each running trial (``threads``, written once no new
+        trial will start: the trials left share the cores), as last read; None: unchanged."""
+        threads = self.record.get("threads")
+        return int(threads) if isinstance(threads, int) and threads > 0 else None
 
     def last_iteration(self, iteration_s: float | None, test_s: float) -> bool:
         """Whether the iteration about to start must be the last: the deadline has passed, or
         this iteration, one more and the test evaluation (``iteration_s``, ``test_s``: their
         estimated seconds; None before the first iteration of this process) would not fit."""
-        deadline = read_deadline(self.uri)
-        if deadline is None:
+        self.record = read_record(self.uri)
+        try:
+            deadline = float(self.record["deadline"])
+        except (KeyError, TypeError, ValueError):
             return False
         left = deadline - self.clock()
         if iteration_s is None:

@@ -252,7 +252,11 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
     test_s = 0.0
     for it in range(start + 1, cfg.budget + 1):
         # The search's deadline (--time-budget) may make this iteration the last one.
-        ended_by_deadline = it < cfg.budget and deadline.last_iteration(iteration_s, test_s)
+        due = deadline.last_iteration(iteration_s, test_s)  # reads the driver's file once
+        ended_by_deadline = it < cfg.budget and due
+        threads = deadline.cpu_threads()
+        if threads and rt.device.type == "cpu" and threads != torch.get_num_threads():
+            torch.set_num_threads(threads)  # the trials left after exploration share the cores
         final = it == cfg.budget or ended_by_deadline
         t0 = time.perf_counter()
         images0 = program.images_seen
