@@ -286,7 +286,12 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
             f"test evaluation can take; give at least {MIN_TIME_BUDGET_S:g}s"
         )
     # With a time budget, trials train until the deadline: the iteration budget is only a cap.
-    default_budget = TIME_BUDGET_MAX_ITERATIONS if settings.time_budget_s else space.max_iterations
+    default_budget = space.max_iterations
+    if settings.time_budget_s:
+        budget_field = {f.name: f for f in dataclasses.fields(trainable.config_cls)}[
+            trainable.config_cls.budget_key
+        ]
+        default_budget = min(TIME_BUDGET_MAX_ITERATIONS, budget_field.metadata.get("hi") or math.inf)
     max_iterations = settings.max_iterations or default_budget
     if settings.min_clean is not None and not 0.0 <= settings.min_clean <= 1.0:
         raise UserError(f"--min-clean {settings.min_clean} must be in [0, 1] (a validation accuracy)")
