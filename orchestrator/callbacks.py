@@ -92,7 +92,15 @@ class ResultLines(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         it = self._last.get(trial.trial_id, 0)
-        how = "finished" if it >= self.budget else f"stopped early by the scheduler after {self.unit} {it}"
+        last = getattr(trial, "last_result", None) or {}
+        if it >= self.budget:
+            how = "finished"
+        elif last.get("deadline_end"):
+            how = f"ended at the search's deadline after {self.unit} {it} (tested, checkpointed)"
+        elif last.get("diverged"):
+            how = f"diverged at {self.unit} {it}"
+        else:
+            how = f"stopped early by the scheduler after {self.unit} {it}"
         self.echo(f"{self._stamp()} {trial.trial_id} {how}")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

@@ -115,11 +115,14 @@ def tune_trainable(info: TrainableInfo) -> Callable[[dict], dict]:
     """The Ray Tune function trainable of the trainable ``info`` describes."""
     module, headline = info.module, tuple(k for k in info.headline if not k.startswith("val/"))
 
-    def trial(config: dict) -> dict:
+    def trial(config: dict) -> None:
         from trainables.trial import run_trial
 
         spec = importlib.import_module(module).SPEC
-        return run_trial(spec, config, TuneReporter(headline))
+        # Nothing returned: Ray Tune reports a function trainable's return value as one more
+        # result, so every trial's last report would reach the scheduler, the searcher, the
+        # progress lines and W&B twice.
+        run_trial(spec, config, TuneReporter(headline))
 
     trial.__name__ = trial.__qualname__ = info.name
     # What Tune prints of a finished trial (it would print every one of ~40 metrics).

@@ -255,3 +255,7 @@ def test_result_lines_print_one_compact_line_per_result_and_per_end():
     assert lines[0].endswith("abc_00001 cycle 1/3  val/apgd_acc 0.250  val/acc 0.930  (train 40s, val 4s)")
     assert lines[1].endswith("abc_00001 stopped early by the scheduler after cycle 1")
     assert len(lines) == 2
+    ended = SimpleNamespace(trial_id="abc_00002", num_failures=0, last_result={"deadline_end": 1})
+    cb.on_trial_result(1, [], ended, {"iteration": 2, "val/acc": 0.9})
+    cb.on_trial_complete(2, [], ended)
+    assert lines[-1].endswith("abc_00002 ended at the search's deadline after cycle 2 (tested, checkpointed)")

@@ -38,7 +38,8 @@ def test_a_search_ends_at_its_deadline_with_a_tested_model(local_ray, tmp_path, 
     # The prior with the best score trained until the deadline, then ended itself with its test
     # evaluation and final checkpoint: completed, not cut off.
     assert best["config/score"] == 0.9 and best["outcome"] == "completed", best
-    assert 1 < best["iterations"] < 100 and best["last/deadline_end"] == 1
+    # (how many passes fit depends on the machine's load: at least one)
+    assert 1 <= best["iterations"] < 100 and best["last/deadline_end"] == 1
     assert "last/test/acc" in best and best["checkpoint_path"] and best["train_time_s"] > 0
     assert all(t["outcome"] in ("completed", "early_stopped") for t in trials), trials
     assert took < 25.0 + 60.0, f"the search ran {took:.0f} s past a 25 s budget"
