@@ -18,7 +18,9 @@ only what is new; at the end of the search the parts are compacted into the two 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +31,7 @@ import pyarrow.parquet as pq
 from orchestrator.errors import UserError
 from orchestrator.leaderboard import is_feasible, masking_flags
 from orchestrator.pareto import pareto_front
-from orchestrator.storage import Location
+from orchestrator.storage import TMP_SUFFIX, Location
 from trainables import metrics as metric_registry
 from trainables.metrics import RESTORE_NOTE
 
@@ -56,6 +58,9 @@ _DROP = {
 INTERRUPTED = "INTERRUPTED"
 #: Outcomes of trials that are not running any more.
 FINISHED = ("completed", "early_stopped", "diverged", "error", "interrupted")
+
+
+logger = logging.getLogger(__name__)
 
 
 class CorruptResults(UserError):
@@ -257,6 +262,15 @@ def _part_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     return to_table([{k: v for k, v in row.items() if v is not None} for row in rows])
 
 
+#: The name of a part: ``history-000012.parquet``.
+_PART = re.compile(r"(history|trials)-(\d{6})\.parquet")
+_WARNED: set[str] = set()
+
+
+def _name(loc: Location) -> str:
+    return loc.uri.rstrip("/").rsplit("/", 1)[-1]
+
+
 class ResultsStore:
     """An experiment's two tables, appended to in parts while a search runs.
 
@@ -270,11 +284,23 @@ class ResultsStore:
         self.parts = experiment.child(PARTS_DIR)
         self._seq: int | None = None
 
+    def part_files(self, table: str = "") -> list[Location]:
+        """The parts of ``table`` (``history`` / ``trials``; both when empty) in order. Any other
+        file in ``parts/`` (a copy a user made, say) is not a part: it is left alone, with a
+        warning, instead of being read or deleted."""
+        parts = []
+        for loc in self.parts.files(prefix=f"{table}-" if table else ""):
+            match = _PART.fullmatch(_name(loc))
+            if match and (not table or match.group(1) == table):
+                parts.append(loc)
+            elif not loc.uri.endswith(TMP_SUFFIX) and loc.uri not in _WARNED:
+                _WARNED.add(loc.uri)
+                logger.warning("ignoring %s: not a part the search wrote", loc.uri)
+        return parts
+
     def _next_seq(self) -> int:
         if self._seq is None:
-            seqs = [
-                int(loc.uri.rsplit("-", 1)[1].split(".")[0]) for loc in self.parts.files(suffix=".parquet")
-            ]
+            seqs = [int(_PART.fullmatch(_name(loc)).group(2)) for loc in self.part_files()]
             self._seq = max(seqs, default=0)
         self._seq += 1
         return self._seq
@@ -298,7 +324,7 @@ class ResultsStore:
         rows: list[dict[str, Any]] = []
         meta: dict[str, Any] = {}
         base = self.experiment.child(f"{name}.parquet")
-        sources = ([base] if base.exists() else []) + self.parts.files(prefix=f"{name}-", suffix=".parquet")
+        sources = ([base] if base.exists() else []) + self.part_files(name)
         for loc in sources:
             table = read_table(loc)
             meta = table_metadata(table) or meta
@@ -357,13 +383,13 @@ class ResultsStore:
         return len(changed)
 
     def has_results(self) -> bool:
-        return self.experiment.child(TRIALS_FILE).exists() or bool(self.parts.files(prefix="trials-"))
+        return self.experiment.child(TRIALS_FILE).exists() or bool(self.part_files("trials"))
 
     def compact(self, metadata: dict[str, str], trials: Sequence[dict[str, Any]] | None = None) -> None:
         """Rewrite ``history.parquet`` and ``trials.parquet`` from everything and remove the
         parts. ``trials`` replaces the trial rows when given (the writer's final view)."""
         stored_trials, history, _ = self.read()
-        parts = self.parts.files(suffix=".parquet")
+        parts = self.part_files()
         write_table(to_table(history), self.experiment.child(HISTORY_FILE), metadata)
         write_table(
             to_table(list(trials) if trials is not None else stored_trials),

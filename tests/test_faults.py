@@ -258,3 +258,24 @@ def test_a_resumed_run_logs_again_the_iterations_its_killed_run_never_wrote(tmp_
     assert callback._missing_steps(trial, upto=3) == []  # W&B has 1-2 already
     fresh = SimpleNamespace(**{**vars(trial), "path": str(tmp_path / "classic_new")})
     assert callback._missing_steps(fresh, upto=5) == []  # a first run: nothing to catch up
+
+
+def test_a_stray_file_in_parts_is_ignored_not_read_or_deleted(tmp_path, caplog):
+    """A copy a user made beside the parts (`history-000001 (copy).parquet`) used to crash
+    resume with a ValueError after minutes of training."""
+    store = ResultsStore(Location.parse(tmp_path))
+    store.append(
+        [{"trial_id": "a", "iteration": 1, "val/acc": 0.5}], [{"trial_id": "a"}], {"space": "classic"}
+    )
+    part = tmp_path / "parts" / "history-000001.parquet"
+    stray = tmp_path / "parts" / "history-000001 (copy).parquet"
+    stray.write_bytes(part.read_bytes())
+    (tmp_path / "parts" / "notes.txt").write_text("mine")
+    fresh = ResultsStore(Location.parse(tmp_path))
+    _, history, _ = fresh.read()
+    assert len(history) == 1 and "ignoring" in caplog.text
+    fresh.append([{"trial_id": "a", "iteration": 2, "val/acc": 0.6}], [], {"space": "classic"})
+    assert (tmp_path / "parts" / "history-000002.parquet").exists()
+    fresh.compact({"space": "classic"})
+    assert stray.exists() and (tmp_path / "parts" / "notes.txt").exists(), "left alone"
+    assert len(ResultsStore(Location.parse(tmp_path)).read()[1]) == 2
