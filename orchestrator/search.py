@@ -151,10 +151,15 @@ def _fit(tuner, name: str, experiment: Location) -> None:
     if signum:
         rows = load_results(experiment)[0].to_pylist()
         stopped = sum(r["outcome"] == "interrupted" for r in rows)
-        error = SearchInterrupted(
-            f"interrupted by {signal.Signals(signum).name}: {stopped} unfinished trial(s) recorded as "
-            f"interrupted; continue with `orchestrator resume {name}`"
-        )
+        what = signal.Signals(signum).name
+        if stopped:
+            text = (
+                f"interrupted by {what}: {stopped} unfinished trial(s) recorded as interrupted; "
+                f"continue with `orchestrator resume {name}`"
+            )
+        else:  # the signal came after the last trial had ended: nothing is left to resume
+            text = f"interrupted by {what} after every trial had ended; the results are complete"
+        error = SearchInterrupted(text)
         error.exit_code = 128 + signum
         raise error
 
