@@ -346,7 +346,9 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
         check_study(open_storage(study_url), name, space.name, objectives)
     warm, points = _warm_start(settings, space, params, fixed, ranges, objectives, storage)
     priors, notices = _priors(settings, space, fixed, ranges)
-    settings = dataclasses.replace(settings, name=name, storage=storage, ranges=ranges)
+    settings = dataclasses.replace(
+        settings, name=name, storage=storage, ranges=ranges, max_concurrent=_max_concurrent(settings)
+    )
     return Plan(
         settings=settings,
         space=space,
@@ -370,6 +372,22 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
         priors=priors,
         prior_notices=notices,
     )
+
+
+def _max_concurrent(settings: SearchSettings) -> int:
+    """``--max-concurrent``, or under ``--time-budget`` on a private local Ray as many trials as
+    its resources run at once: Ray Tune otherwise creates trials ahead, which wait PENDING and
+    start after the exploration share of the budget is over (and run past the deadline)."""
+    import os
+
+    if settings.max_concurrent or not settings.time_budget_s or settings.address:
+        return settings.max_concurrent
+    slots = (settings.num_cpus or os.cpu_count() or 1) / settings.cpus_per_trial
+    if settings.gpus_per_trial > 0:
+        import torch
+
+        slots = min(slots, torch.cuda.device_count() / settings.gpus_per_trial)
+    return max(1, int(slots))
 
 
 def _priors(settings, space, fixed, ranges) -> tuple[list, list[str]]:

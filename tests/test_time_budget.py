@@ -2,6 +2,7 @@
 new trials stop late in the budget, and a resume gets what is left of it."""
 
 import json
+import os
 
 import pytest
 
@@ -99,6 +100,13 @@ def test_plan_with_a_time_budget(tmp_path):
     assert p.trial_config["deadline_file"].endswith("tb/deadline.json")
     assert plan(time_budget_s=600.0, max_iterations=7).max_iterations == 7
     assert "deadline_file" not in plan().trial_config
+    # trials are not created ahead to wait PENDING past the exploration share
+    assert p.settings.max_concurrent == int(os.cpu_count() or 1)
+    assert plan(time_budget_s=600.0, cpus_per_trial=2).settings.max_concurrent == max(
+        1, (os.cpu_count() or 1) // 2
+    )
+    assert plan(time_budget_s=600.0, max_concurrent=5).settings.max_concurrent == 5
+    assert plan().settings.max_concurrent == 0
 
 
 def test_the_searcher_proposes_no_trial_late_in_the_budget(tmp_path):
