@@ -165,16 +165,31 @@ def test_trials_spread_over_nodes_and_survive_losing_one(cluster, tmp_path):
     worker_b = cluster.add_node(num_cpus=1, num_gpus=1)
     cluster.wait_for_nodes()
     experiment = tmp_path / "spread"
-    flags = ["--gpus-per-trial", "1", "--cpus-per-trial", "1", "--max-failures", "3"]
+    # Iterations long enough (a larger training subset) that a trial seen early on node B is
+    # still running when the node goes: the node is removed only while one has iterations left.
+    flags = [
+        "--gpus-per-trial",
+        "1",
+        "--cpus-per-trial",
+        "1",
+        "--max-failures",
+        "3",
+        "-s",
+        "train_subset=768",
+    ]
     driver = _search(cluster, tmp_path, "spread", *flags, n=3, iterations=ITERATIONS)
     deadline = time.time() + 240
     while time.time() < deadline:
         rows = _history(experiment)
-        on_b = {r["trial_id"] for r in rows if r.get("node_id") == worker_b.node_id}
+        reached = {}
+        for r in rows:
+            if r.get("node_id") == worker_b.node_id:
+                reached[r["trial_id"]] = max(reached.get(r["trial_id"], 0), r["iteration"])
+        on_b = {t for t, it in reached.items() if it <= ITERATIONS - 2}
         if on_b and {r.get("node_id") for r in rows} >= {worker_a.node_id, worker_b.node_id}:
             break
         assert driver.poll() is None, (tmp_path / "spread.log").read_text()[-3000:]
-        time.sleep(1)
+        time.sleep(0.5)
     else:
         raise AssertionError("trials did not reach both worker nodes")
     cluster.remove_node(worker_b, allow_graceful=False)  # a worker node is lost mid-run
