@@ -418,6 +418,15 @@ def resume(name, storage, address, study_storage, fresh):
     _print_outcome(run(name, storage, address, echo=click.echo, study_storage=study_storage))
 
 
+def _say_if_running(experiment) -> None:
+    """A reader of a running experiment says that its tables are still growing (on stderr)."""
+    from orchestrator.driver_lock import describe, holder
+
+    lease = holder(experiment)
+    if lease is not None:
+        click.echo(f"the search is running: {describe(lease)}; these results are partial", err=True)
+
+
 @cli.command()
 @click.argument("name")
 @storage_option
@@ -443,6 +452,9 @@ def dashboard(name, storage, study_storage, host, port):
     if not url:
         raise UserError(f"experiment {name!r} has no Optuna study in a database (it predates them)")
     backend = open_storage(url)
+    from orchestrator.storage import Location
+
+    _say_if_running(Location.parse(record["experiment_uri"]))
     import optuna_dashboard
 
     click.echo(f"optuna-dashboard: study {name} in {redact(url)}, on http://{host}:{port} (Ctrl-C stops)")
@@ -473,6 +485,7 @@ def results(name, storage, top, fmt, all_columns):
 
     record = load_settings(name, storage)
     loc = Location.parse(record["experiment_uri"])
+    _say_if_running(loc)
     try:
         trials, _ = load_results(loc)
     except FileNotFoundError as exc:
@@ -532,6 +545,8 @@ def report(names, storage, out, title, noise_only):
 
     root = Location.parse(storage or default_storage())
     experiments = [load_experiment(root.child(name)) for name in names]
+    for name in names:
+        _say_if_running(root.child(name))
     if out is None:
         first = root.child(names[0])
         out = first.path + "/report" if not is_uri(first.uri) else f"report-{names[0]}"

@@ -8,6 +8,10 @@ its experiment state with the running trials still unfinished, stops their actor
 their last checkpoint) and returns; the Parquet writer records those trials as
 ``interrupted`` and the command exits with 128 + the signal number (130 for Ctrl-C), printing
 ``orchestrator resume NAME``. A second signal raises ``KeyboardInterrupt`` at once.
+
+``ray.init`` installs handlers of its own for SIGTERM (Python's ``sys.exit``, the local node's
+shutdown, and the core worker's C++ failure handler, which aborts with exit code 134), so
+:func:`reclaim` installs this module's again once Ray has started.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from collections.abc import Callable, Iterator
 #: The signal that asked the running search to stop (0: none).
 _received = 0
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The handler of the running :func:`stop_requests` block, and the signals it owns.
+_active: tuple[Callable, tuple[int, ...]] | None = None
 
 
 def requested() -> int:
@@ -37,7 +43,7 @@ def _tune_is_listening() -> bool:
 @contextlib.contextmanager
 def stop_requests(echo: Callable[[str], None]) -> Iterator[None]:
     """Handle SIGINT / SIGTERM as described in the module docstring while the block runs."""
-    global _received
+    global _received, _active
     _received = 0
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -61,11 +67,22 @@ def stop_requests(echo: Callable[[str], None]) -> Iterator[None]:
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     previous = {s: signal.getsignal(s) for s in (*_SIGNALS, signal.SIGUSR1)}
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # Tune installs its own when fit starts
-    for s in _SIGNALS:
-        if previous[s] is not signal.SIG_IGN:  # a signal the user ignores (nohup) stays ignored
-            signal.signal(s, handle)
+    owned = tuple(s for s in _SIGNALS if previous[s] is not signal.SIG_IGN)  # nohup's stay ignored
+    for s in owned:
+        signal.signal(s, handle)
+    _active = (handle, owned)
     try:
         yield
     finally:
+        _active = None
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def reclaim() -> None:
+    """Install the running :func:`stop_requests` handler again (after ``ray.init`` replaced it)."""
+    if _active is None or threading.current_thread() is not threading.main_thread():
+        return
+    handle, owned = _active
+    for s in owned:
+        signal.signal(s, handle)

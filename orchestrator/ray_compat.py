@@ -19,6 +19,10 @@ Ray Tune's public API does not cover three things this project needs:
   resume): ``AsyncHyperBandScheduler`` keeps them in ``_brackets[i]._rungs`` and records a result
   with ``_Bracket.on_result``; its metric, sign and budget are ``_metric``, ``_metric_op``,
   ``_max_t`` (:func:`asha_record`, :func:`asha_rung_records`);
+- a local Ray whose processes a signal to the driver's process group does not reach
+  (:func:`ray_processes_in_own_session`): ``ray.init`` starts the GCS and raylet (which starts
+  the workers) through ``ray._private.services.ConsolePopen``; ``timeout`` and a terminal send
+  SIGTERM / SIGINT to the whole group, which killed the GCS before the driver could stop Tune;
 - what Ray Tune only logs: when it cannot restore an experiment's state it logs "Failed to
   restore the run state." and starts the experiment over (:func:`restore_must_succeed` turns
   that into an exception), and on an interruption it prints its Python ``Tuner.restore`` hint
@@ -193,6 +197,27 @@ def asha_brackets(scheduler) -> int:
     return len(scheduler._brackets)
 
 
+@contextlib.contextmanager
+def ray_processes_in_own_session() -> Iterator[None]:
+    """While the block runs, processes Ray starts begin a session (and process group) of their
+    own, so that only the driver receives its group's SIGTERM or SIGINT and stops them itself
+    (they still die with the driver: Ray ties them to it with ``PR_SET_PDEATHSIG``)."""
+    from ray._private import services
+
+    original = services.ConsolePopen
+
+    class OwnSession(original):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnSession
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original
+
+
 def check() -> list[str]:
     """What is missing from the installed Ray (empty when everything this module uses exists)."""
     missing = []
@@ -256,4 +281,8 @@ def check() -> list[str]:
             missing.append("ASHA's _Bracket._rungs recording (milestone, {trial id: value})")
     except (AttributeError, TypeError, IndexError) as exc:
         missing.append(f"ASHA's _Bracket.on_result / _rungs ({exc})")
+    from ray._private import services
+
+    if "ConsolePopen(" not in inspect.getsource(services.start_ray_process):
+        missing.append("ray._private.services.start_ray_process starting processes with ConsolePopen")
     return missing

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from orchestrator import interrupt
 from orchestrator.errors import UserError
 
 #: Environment handed to every Ray worker of the job (never the W&B API key).
@@ -141,18 +142,23 @@ def start(
     runtime_env = {"env_vars": env}
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        interrupt.reclaim()
         return True
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        runtime_env=runtime_env,
-        object_store_memory=512 * 1024**2,
-        log_to_driver=True,
-        configure_logging=True,
-        logging_level="warning",
-    )
+    from orchestrator import ray_compat
+
+    with ray_compat.ray_processes_in_own_session():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            object_store_memory=512 * 1024**2,
+            log_to_driver=True,
+            configure_logging=True,
+            logging_level="warning",
+        )
+    interrupt.reclaim()  # ray.init replaced the SIGINT/SIGTERM handlers of a running search
     return True
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator import interrupt, ray_compat, ray_runtime, time_budget
+from orchestrator import driver_lock, interrupt, ray_compat, ray_runtime, time_budget
 from orchestrator.errors import SearchFailed, SearchInterrupted, UserError
 from orchestrator.leaderboard import leaderboard
 from orchestrator.plan import Plan, check_cluster_resources
@@ -169,6 +169,13 @@ def run_search(plan: Plan, echo: Callable[[str], None] = print, *, fresh: bool =
     exists and the user asked to start it over (``resume --fresh``): its finished trials stay,
     its unfinished ones are recorded as interrupted (FAIL in the study), new trials run."""
     s = plan.settings
+    command = f"orchestrator {'resume' if fresh else 'search'} {s.name}{' --fresh' if fresh else ''}"
+    with driver_lock.hold(plan.experiment, command, echo):
+        return _run_search(plan, echo, fresh=fresh)
+
+
+def _run_search(plan: Plan, echo: Callable[[str], None], *, fresh: bool) -> Outcome:
+    s = plan.settings
     if fresh:
         marked = ResultsStore(plan.experiment).mark_unfinished_interrupted()
         reconcile_study(plan.study_url, s.name, plan.experiment, plan.objectives, echo, interrupted="FAIL")
@@ -209,9 +216,9 @@ def study_url_of(record: dict[str, Any], override: str | None = None) -> str:
     url = override or record.get("study_storage_resolved") or ""
     if not url:  # an experiment from before studies were kept in a database
         return ""
-    if "***@" in url:
-        raise UserError("the study storage URL has a password, which is not saved: pass --study-storage URL")
-    return url
+    from orchestrator.study import saved_url_usable
+
+    return saved_url_usable(url)
 
 
 def reconcile_study(
@@ -247,17 +254,24 @@ def restart_search(
 ) -> Outcome:
     """Start an experiment over with its saved settings (``orchestrator resume NAME --fresh``),
     in the same folder and study: for when its Ray Tune state cannot be restored."""
-    from orchestrator.plan import plan_search
-
     record = load_settings(name, storage)
     experiment = Location.parse(record["experiment_uri"])
+    with driver_lock.hold(experiment, f"orchestrator resume {name} --fresh", echo):
+        return _restart_search(record, experiment, address, echo, study_storage)
+
+
+def _restart_search(record, experiment: Location, address, echo, study_storage) -> Outcome:
+    from orchestrator.plan import plan_search
+
     store = ResultsStore(experiment)
     if store.has_results():
         store.read()  # a damaged table is one line before anything runs
     # The study URL the user gave (none: the default beside the experiment, wherever it is now).
     url = study_storage or record.get("study_storage") or ""
-    if "***@" in url:
-        raise UserError("the study storage URL has a password, which is not saved: pass --study-storage URL")
+    if url:
+        from orchestrator.study import saved_url_usable
+
+        url = saved_url_usable(url)
     settings = dataclasses.replace(
         SearchSettings.from_record(record),
         storage=experiment.uri.rsplit("/", 1)[0],  # where it is now, if it was moved
@@ -284,6 +298,14 @@ def resume_search(
     if not tune.Tuner.can_restore(uri):
         raise UserError(f"experiment {name!r} at {uri} has no Ray Tune state to resume from")
     experiment = Location.parse(uri)
+    with driver_lock.hold(experiment, f"orchestrator resume {name}", echo):
+        return _resume_search(name, record, experiment, address, echo, study_storage)
+
+
+def _resume_search(name, record, experiment: Location, address, echo, study_storage) -> Outcome:
+    from ray import tune
+
+    uri = experiment.uri
     store = ResultsStore(experiment)
     if store.has_results():
         store.read()  # a damaged table is one line (CorruptResults) before Ray starts

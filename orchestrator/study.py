@@ -63,10 +63,106 @@ def open_storage(url: str):
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        return _storage_class()(url, engine_kwargs=_engine_kwargs(url))
     except Exception as exc:  # SQLAlchemy / driver errors of every kind
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--study-storage {redact(url)}: cannot open it ({cause})") from None
+
+
+#: Where a pickled study storage finds its password again (the storage URL is pickled without it).
+PASSWORD_ENV = "ORCHESTRATOR_STUDY_PASSWORD"
+_STORAGE_CLASS = None
+
+
+def _storage_class():
+    """Optuna's RDBStorage, pickled without the URL's password.
+
+    Ray Tune pickles the searcher, and with it the study's storage, into ``tuner.pkl``, the
+    searcher state and its session folder (which go to the bucket on ``s3://`` storage). Here the
+    pickle holds the URL with ``***`` for the password, and unpickling puts back the password
+    from ``$ORCHESTRATOR_STUDY_PASSWORD`` (which opening a URL with a password sets for this
+    process); without it a PostgreSQL driver reads ``PGPASSWORD`` or ``~/.pgpass`` itself."""
+    global _STORAGE_CLASS
+    if _STORAGE_CLASS is None:
+        from optuna.storages import RDBStorage
+
+        class SecretFreeRDBStorage(RDBStorage):
+            def __init__(self, url: str, **kwargs):
+                password = _password(url)
+                if password:
+                    os.environ[PASSWORD_ENV] = password
+                super().__init__(url, **kwargs)
+
+            def __getstate__(self):
+                state = super().__getstate__()
+                state["url"] = without_password(state["url"])
+                return state
+
+            def __setstate__(self, state):
+                state = dict(state)
+                state["url"] = with_password(state["url"], os.environ.get(PASSWORD_ENV, ""))
+                super().__setstate__(state)
+
+        SecretFreeRDBStorage.__module__ = __name__
+        SecretFreeRDBStorage.__qualname__ = "SecretFreeRDBStorage"
+        _STORAGE_CLASS = SecretFreeRDBStorage
+        globals()["SecretFreeRDBStorage"] = SecretFreeRDBStorage
+    return _STORAGE_CLASS
+
+
+def __getattr__(name: str):
+    if name == "SecretFreeRDBStorage":  # unpickling finds the class without importing optuna first
+        return _storage_class()
+    raise AttributeError(name)
+
+
+def _split_credentials(url: str) -> tuple[str, str, str | None, str] | None:
+    """``scheme``, ``user``, ``password`` (None: none), ``host/path`` of a URL with credentials."""
+    if "://" not in url or "@" not in url.split("://", 1)[1]:
+        return None
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user, _, password = creds.partition(":")
+    return scheme, user, (password if ":" in creds else None), host
+
+
+def _password(url: str) -> str:
+    parts = _split_credentials(url)
+    return (parts[2] or "") if parts and parts[2] != "***" else ""
+
+
+def without_password(url: str) -> str:
+    parts = _split_credentials(url)
+    if parts is None or parts[2] is None:
+        return url
+    scheme, user, _, host = parts
+    return f"{scheme}://{user}:***@{host}"
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with its ``***`` password replaced by ``password`` (removed when there is none:
+    the database driver then looks for one itself, e.g. ``PGPASSWORD`` or ``~/.pgpass``)."""
+    parts = _split_credentials(url)
+    if parts is None or parts[2] != "***":
+        return url
+    scheme, user, _, host = parts
+    return f"{scheme}://{user}:{password}@{host}" if password else f"{scheme}://{user}@{host}"
+
+
+def saved_url_usable(url: str) -> str:
+    """A saved (redacted) study URL made usable again: its password from
+    ``$ORCHESTRATOR_STUDY_PASSWORD``, or, for PostgreSQL, left to ``PGPASSWORD`` / ``~/.pgpass``;
+    :class:`UserError` when nothing can supply it."""
+    if "***@" not in url:
+        return url
+    password = os.environ.get(PASSWORD_ENV, "")
+    pgpass = Path(os.environ.get("PGPASSFILE", "~/.pgpass")).expanduser()
+    if password or (url.startswith("postgresql") and (os.environ.get("PGPASSWORD") or pgpass.exists())):
+        return with_password(url, password)
+    raise UserError(
+        "the study storage URL has a password, which is never saved: set "
+        f"{PASSWORD_ENV} (or PGPASSWORD / ~/.pgpass for PostgreSQL), or pass --study-storage URL"
+    )
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -76,13 +172,8 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
 
 
 def redact(url: str) -> str:
-    """``url`` without a password (for messages)."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+    """``url`` without a password (for messages and files)."""
+    return without_password(url)
 
 
 def check_study(storage, name: str, space: str, objectives: Sequence[tuple[str, str]] = ()) -> None:

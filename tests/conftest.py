@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,34 @@ def synthetic(**overrides):
     }
     base.update(overrides)
     return base
+
+
+#: Set in a driver subprocess's environment, which every process it starts inherits (Ray starts
+#: its GCS and raylet in sessions of their own, so a process session does not find them).
+DRIVER_MARK = "ORCHESTRATOR_TEST_DRIVER"
+
+
+def marked_processes(mark: str) -> dict[int, str]:
+    """pid -> command line of this machine's processes whose environment carries ``mark``."""
+    found = {}
+    needle = f"{DRIVER_MARK}={mark}".encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            if needle in environ.split(b"\0"):
+                found[int(pid)] = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:80]
+        except (ProcessLookupError, PermissionError, FileNotFoundError):
+            pass
+    return found
+
+
+def kill_marked(mark: str) -> None:
+    """SIGKILL what a killed driver left behind: its Ray processes (raylet, GCS, workers, agents)."""
+    for pid in marked_processes(mark):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def short_tmpdir() -> str:

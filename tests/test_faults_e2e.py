@@ -18,9 +18,15 @@ from click.testing import CliRunner
 from orchestrator.cli import cli
 from orchestrator.results import CorruptResults, load_results
 from orchestrator.storage import Location
-from tests.conftest import search_command, short_tmpdir, tiny_trial_config
+from tests.conftest import (
+    DRIVER_MARK,
+    kill_marked,
+    marked_processes,
+    search_command,
+    short_tmpdir,
+    tiny_trial_config,
+)
 from tests.test_faults import _listener
-from tests.test_resume import _kill_session
 from tests.wandb_records import summarize
 
 pytestmark = pytest.mark.slow
@@ -36,19 +42,6 @@ def _rows(experiment: Path) -> list[dict]:
 def _history(experiment: Path) -> dict[tuple[str, int], dict]:
     history = load_results(Location.parse(experiment))[1].to_pylist()
     return {(h["trial_id"], h["iteration"]): h for h in history}
-
-
-def _session_processes(sid: int) -> list[str]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            if os.getsid(int(pid)) == sid:
-                found.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:80])
-        except (ProcessLookupError, PermissionError, FileNotFoundError):
-            pass
-    return found
 
 
 def _wandb_steps(trial_dir: Path) -> list[int]:
@@ -78,7 +71,12 @@ def test_ctrl_c_interrupts_and_resume_continues(local_ray, tmp_path):
         n=2,
         iterations=budget,
     )
-    env = {**os.environ, "RAY_TMPDIR": short_tmpdir(), "ORCHESTRATOR_PARQUET_FLUSH_S": "0"}
+    env = {
+        **os.environ,
+        "RAY_TMPDIR": short_tmpdir(),
+        "ORCHESTRATOR_PARQUET_FLUSH_S": "0",
+        DRIVER_MARK: str(tmp_path),
+    }
     log_path = tmp_path / "driver.log"
     with open(log_path, "wb") as log:
         driver = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -98,12 +96,12 @@ def test_ctrl_c_interrupts_and_resume_continues(local_ray, tmp_path):
             took = time.monotonic() - start
             left = []
             for _ in range(20):
-                left = _session_processes(driver.pid)
+                left = marked_processes(str(tmp_path))
                 if not left:
                     break
                 time.sleep(0.5)
         finally:
-            _kill_session(driver.pid)
+            kill_marked(str(tmp_path))
     output = log_path.read_text()
     assert code == 130, output[-3000:]
     assert took < 45, f"took {took:.0f} s to stop"
@@ -150,6 +148,75 @@ def test_ctrl_c_interrupts_and_resume_continues(local_ray, tmp_path):
         if tid == other or it < redone:
             assert after[(tid, it)]["timestamp"] == row["timestamp"], (tid, it)
     assert after[(damaged, redone)]["timestamp"] > before[(damaged, redone)]["timestamp"]
+
+
+def test_sigterm_stops_like_ctrl_c_and_a_second_driver_is_refused(local_ray, tmp_path):
+    """What `timeout`, SLURM and Kubernetes send: SIGTERM to the driver and its process group.
+    While the search runs, a second driver on it is refused; SIGTERM then ends it with 143 and
+    the resume hint, its trial `interrupted`, no Ray process left; resume continues the trial."""
+    storage, name = tmp_path / "store", "sigterm"
+    experiment = storage / name
+    budget = 6
+    command = search_command(
+        "classic", name, storage, "--wandb-mode", "disabled", "--num-cpus", "2", n=1, iterations=budget
+    )
+    env = {
+        **os.environ,
+        "RAY_TMPDIR": short_tmpdir(),
+        "ORCHESTRATOR_PARQUET_FLUSH_S": "0",
+        DRIVER_MARK: str(tmp_path),
+    }
+    log_path = tmp_path / "driver.log"
+    with open(log_path, "wb") as log:
+        # timeout forwards a SIGTERM it receives to the search and to its process group, as it
+        # does when its time is up
+        driver = subprocess.Popen(
+            ["timeout", "-s", "TERM", "900", *command],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline:
+                rows = _rows(experiment)
+                if rows and 2 <= rows[0]["iterations"] < budget:
+                    break
+                assert driver.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.5)
+            else:
+                pytest.fail("the trial did not reach iteration 2 in time")
+            for second in (["resume", name], ["resume", name, "--fresh"]):
+                refused = CliRunner().invoke(cli, [*second, "--storage", str(storage)])
+                assert refused.exit_code == 2, refused.output
+                assert f"in use by orchestrator search {name}" in refused.output
+            driver.send_signal(signal.SIGTERM)
+            code = driver.wait(120)
+            left = {}
+            for _ in range(20):
+                left = marked_processes(str(tmp_path))
+                if not left:
+                    break
+                time.sleep(0.5)
+        finally:
+            kill_marked(str(tmp_path))
+    output = log_path.read_text()
+    assert code == 143, output[-3000:]
+    hint = f"continue with `orchestrator resume {name}`"
+    assert f"interrupted by SIGTERM: 1 unfinished trial(s) recorded as interrupted; {hint}" in output
+    assert "Traceback" not in output and "SIGTERM received" not in output, output[-3000:]
+    assert not left, f"processes outlived the search: {left}"
+    assert [r["outcome"] for r in _rows(experiment)] == ["interrupted"]
+    before = _history(experiment)
+
+    resumed = CliRunner().invoke(cli, ["resume", name, "--storage", str(storage)])
+    assert resumed.exit_code == 0, resumed.output
+    (trial,) = _rows(experiment)
+    assert trial["outcome"] == "completed" and trial["iterations"] == budget
+    after = _history(experiment)
+    assert sorted(it for _, it in after) == list(range(1, budget + 1))
+    assert all(after[key]["timestamp"] == row["timestamp"] for key, row in before.items()), "started over"
 
 
 def test_a_full_disk_stops_the_search_with_one_line_and_resume_finishes_it(local_ray, tmp_path, monkeypatch):

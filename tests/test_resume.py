@@ -16,22 +16,9 @@ from orchestrator.results import CorruptResults, load_results
 from orchestrator.storage import Location
 from orchestrator.study import study_trials
 from orchestrator.wandb_files import logged_steps
-from tests.conftest import search_command, short_tmpdir
+from tests.conftest import DRIVER_MARK, kill_marked, search_command, short_tmpdir
 
 pytestmark = pytest.mark.slow
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL what the killed driver left behind: its Ray processes (raylet, GCS, workers,
-    agents) run in the process session the driver was started in."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            if os.getsid(int(pid)) == sid:
-                os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _completed(experiment: Path) -> list[dict]:
@@ -59,7 +46,7 @@ def test_resume_after_sigkill(local_ray, tmp_path, isolated_environment):
         n=4,
         iterations=3,
     )
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), DRIVER_MARK: str(tmp_path)}
     log = open(tmp_path / "driver.log", "wb")  # noqa: SIM115 - closed with the driver
     driver = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -74,7 +61,7 @@ def test_resume_after_sigkill(local_ray, tmp_path, isolated_environment):
         driver.send_signal(signal.SIGKILL)
         driver.wait(30)
     finally:
-        _kill_session(driver.pid)
+        kill_marked(str(tmp_path))
 
     result = CliRunner().invoke(cli, ["resume", name, "--storage", str(storage)])
     assert result.exit_code == 0, result.output

@@ -15,8 +15,7 @@ import pytest
 from orchestrator.results import CorruptResults, ResultsStore
 from orchestrator.storage import Location
 from search_spaces import SPACES
-from tests.conftest import short_tmpdir
-from tests.test_resume import _kill_session
+from tests.conftest import DRIVER_MARK, kill_marked, short_tmpdir
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +42,12 @@ def test_rung_records_survive_a_sigkill_and_stop_a_later_trial(local_ray, tmp_pa
     monkeypatch.setitem(SPACES, rung_toy.NAME, rung_toy.register())
     storage, name = tmp_path / "store", "rungs"
     experiment = storage / name
-    env = {**os.environ, "RAY_TMPDIR": short_tmpdir(), "ORCHESTRATOR_PARQUET_FLUSH_S": "0"}
+    env = {
+        **os.environ,
+        "RAY_TMPDIR": short_tmpdir(),
+        "ORCHESTRATOR_PARQUET_FLUSH_S": "0",
+        DRIVER_MARK: str(tmp_path),
+    }
     log = open(tmp_path / "driver.log", "wb")  # noqa: SIM115 - closed with the driver
     driver = subprocess.Popen(
         [sys.executable, "-m", "tests.rung_toy", str(storage), name],
@@ -65,7 +69,7 @@ def test_rung_records_survive_a_sigkill_and_stop_a_later_trial(local_ray, tmp_pa
         driver.send_signal(signal.SIGKILL)
         driver.wait(30)
     finally:
-        _kill_session(driver.pid)
+        kill_marked(str(tmp_path))
 
     resume_search(name, str(storage), echo=lambda line: None)
     trials = pq.read_table(experiment / "trials.parquet").to_pylist()

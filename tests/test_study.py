@@ -200,3 +200,42 @@ def test_dashboard_of_a_missing_experiment_is_one_line(tmp_path):
 
     result = CliRunner().invoke(cli, ["dashboard", "nope", "--storage", str(tmp_path)])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_pickled_study_storage_holds_no_password(monkeypatch):
+    """Ray Tune pickles the searcher with its study storage (tuner.pkl, searcher state, session
+    folder): the pickle has *** where the password was, and unpickling puts it back from the
+    environment that opening the URL set."""
+    import pickle
+
+    from orchestrator import study
+
+    cls = study._storage_class()
+    storage = cls.__new__(cls)
+    url = "postgresql+psycopg2://user:s3cret@127.0.0.1:1/db"
+    storage.__dict__.update(
+        url=url, engine_kwargs={}, scoped_session=None, engine=None, _version_manager=None
+    )
+    data = pickle.dumps(storage)
+    assert b"s3cret" not in data and b"user:***@127.0.0.1" in data
+    restored = {}
+    monkeypatch.setattr(cls.__mro__[1], "__setstate__", lambda self, state: restored.update(state))
+    monkeypatch.setenv(study.PASSWORD_ENV, "s3cret")
+    pickle.loads(data)
+    assert restored["url"] == url
+
+
+def test_a_saved_password_comes_from_the_environment_or_is_asked_for(monkeypatch, tmp_path):
+    from orchestrator.study import PASSWORD_ENV, saved_url_usable
+
+    saved = "postgresql+psycopg2://user:***@db.example:5432/studies"
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+    with pytest.raises(UserError, match="never saved: set ORCHESTRATOR_STUDY_PASSWORD"):
+        saved_url_usable(saved)
+    monkeypatch.setenv("PGPASSWORD", "x")  # libpq reads it: the URL goes without a password
+    assert saved_url_usable(saved) == "postgresql+psycopg2://user@db.example:5432/studies"
+    monkeypatch.setenv(PASSWORD_ENV, "s3cret")
+    assert saved_url_usable(saved) == "postgresql+psycopg2://user:s3cret@db.example:5432/studies"
+    assert saved_url_usable("sqlite:////tmp/study.db") == "sqlite:////tmp/study.db"
