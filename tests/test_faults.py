@@ -155,16 +155,21 @@ def test_first_signal_is_handed_to_tune_a_second_forces(first):
     def signal_interrupt_tune_run(signum, frame):  # what Ray Tune installs while fit runs
         tune_stops.append(signum)
 
-    with interrupt.stop_requests(lines.append):
-        signal.signal(signal.SIGUSR1, signal_interrupt_tune_run)
-        os.kill(os.getpid(), first)
-        time.sleep(0.2)
-        assert tune_stops == [signal.SIGUSR1] and interrupt.requested() == first
-        assert "stopping the search" in lines[0] and "again forces" in lines[0]
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
-    assert signal.getsignal(signal.SIGTERM) is before  # restored
+    # SIGINT handled, as in a terminal (tests started in the background begin with it ignored).
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with interrupt.stop_requests(lines.append):
+            signal.signal(signal.SIGUSR1, signal_interrupt_tune_run)
+            os.kill(os.getpid(), first)
+            time.sleep(0.2)
+            assert tune_stops == [signal.SIGUSR1] and interrupt.requested() == first
+            assert "stopping the search" in lines[0] and "again forces" in lines[0]
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+        assert signal.getsignal(signal.SIGTERM) is before  # restored
+    finally:
+        signal.signal(signal.SIGINT, started_with)
 
 
 def test_restore_failure_raises_instead_of_starting_over():

@@ -44,6 +44,12 @@ def _history(experiment: Path) -> dict[tuple[str, int], dict]:
     return {(h["trial_id"], h["iteration"]): h for h in history}
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A driver started from a terminal: SIGINT handled (tests started in the background begin
+    with it ignored, and a search keeps an ignored SIGINT ignored, as nohup intends)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wandb_steps(trial_dir: Path) -> list[int]:
     steps = []
     for run in sorted(trial_dir.glob("wandb/offline-run-*/*.wandb")):
@@ -79,7 +85,14 @@ def test_ctrl_c_interrupts_and_resume_continues(local_ray, tmp_path):
     }
     log_path = tmp_path / "driver.log"
     with open(log_path, "wb") as log:
-        driver = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        driver = subprocess.Popen(
+            args,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_sigint_as_in_a_terminal,
+        )
         try:
             deadline = time.time() + 240
             while time.time() < deadline:
