@@ -1,5 +1,6 @@
-"""Faults in real searches: Ctrl-C, a damaged Ray Tune state, a damaged checkpoint, a disk that
-fills up, damaged Parquet, a wrong --address, W&B under load."""
+"""Faults in real searches: SIGTERM (as timeout, SLURM and Kubernetes send it) and a second
+driver, a damaged Ray Tune state, a damaged checkpoint, a disk that fills up, damaged Parquet, a
+wrong --address, W&B under load."""
 
 import errno
 import json
@@ -44,12 +45,6 @@ def _history(experiment: Path) -> dict[tuple[str, int], dict]:
     return {(h["trial_id"], h["iteration"]): h for h in history}
 
 
-def _sigint_as_in_a_terminal() -> None:
-    """A driver started from a terminal: SIGINT handled (tests started in the background begin
-    with it ignored, and a search keeps an ignored SIGINT ignored, as nohup intends)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _wandb_steps(trial_dir: Path) -> list[int]:
     steps = []
     for run in sorted(trial_dir.glob("wandb/offline-run-*/*.wandb")):
@@ -57,11 +52,14 @@ def _wandb_steps(trial_dir: Path) -> list[int]:
     return steps
 
 
-def test_ctrl_c_interrupts_and_resume_continues(local_ray, tmp_path):
-    """Ctrl-C: exit 130 in seconds, trials `interrupted` (W&B has their last iteration), no
+def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(local_ray, tmp_path):
+    """While the search runs, a second driver on it is refused (exit 2, nothing touched). SIGTERM
+    as `timeout` sends it (to the driver and its process group; SLURM, Kubernetes and systemd
+    send it too), handled as Ctrl-C is (tests/test_faults.py checks both signals reach the same
+    handler): exit 143 in seconds, trials `interrupted` (W&B has their last iteration), no
     process left. A damaged Ray Tune state: resume stops with one line and runs nothing. Then
     resume continues every trial, one of them from the checkpoint before its damaged latest."""
-    storage, name = tmp_path / "store", "ctrl-c"
+    storage, name = tmp_path / "store", "sigterm"
     experiment = storage / name
     budget = 8
     args = search_command(
@@ -86,12 +84,11 @@ def test_ctrl_c_interrupts_and_resume_continues(local_ray, tmp_path):
     log_path = tmp_path / "driver.log"
     with open(log_path, "wb") as log:
         driver = subprocess.Popen(
-            args,
+            ["timeout", "-s", "TERM", "900", *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_sigint_as_in_a_terminal,
         )
         try:
             deadline = time.time() + 240
@@ -103,7 +100,15 @@ def test_ctrl_c_interrupts_and_resume_continues(local_ray, tmp_path):
                 time.sleep(0.5)
             else:
                 pytest.fail("the trials did not reach iteration 2 in time")
-            os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+            before_refusals = {p: p.read_bytes() for p in experiment.glob("*.parquet")}
+            for second in (["resume", name], ["resume", name, "--fresh"]):
+                refused = CliRunner().invoke(cli, [*second, "--storage", str(storage)])
+                assert refused.exit_code == 2, refused.output
+                assert f"in use by orchestrator search {name}" in refused.output
+            assert all(p.read_bytes() == data for p, data in before_refusals.items())
+            # timeout forwards a SIGTERM it receives to the search and its process group, as it
+            # does when its time is up
+            driver.send_signal(signal.SIGTERM)
             start = time.monotonic()
             code = driver.wait(120)
             took = time.monotonic() - start
@@ -116,7 +121,9 @@ def test_ctrl_c_interrupts_and_resume_continues(local_ray, tmp_path):
         finally:
             kill_marked(str(tmp_path))
     output = log_path.read_text()
-    assert code == 130, output[-3000:]
+    assert code == 143, output[-3000:]
+    assert "interrupted by SIGTERM: 2 unfinished trial(s) recorded as interrupted" in output
+    assert "SIGTERM received" not in output, "Ray's abort on SIGTERM"
     assert took < 45, f"took {took:.0f} s to stop"
     assert f"continue with `orchestrator resume {name}`" in output
     assert "Tuner.restore" not in output and "Traceback" not in output
@@ -161,75 +168,6 @@ def test_ctrl_c_interrupts_and_resume_continues(local_ray, tmp_path):
         if tid == other or it < redone:
             assert after[(tid, it)]["timestamp"] == row["timestamp"], (tid, it)
     assert after[(damaged, redone)]["timestamp"] > before[(damaged, redone)]["timestamp"]
-
-
-def test_sigterm_stops_like_ctrl_c_and_a_second_driver_is_refused(local_ray, tmp_path):
-    """What `timeout`, SLURM and Kubernetes send: SIGTERM to the driver and its process group.
-    While the search runs, a second driver on it is refused; SIGTERM then ends it with 143 and
-    the resume hint, its trial `interrupted`, no Ray process left; resume continues the trial."""
-    storage, name = tmp_path / "store", "sigterm"
-    experiment = storage / name
-    budget = 6
-    command = search_command(
-        "classic", name, storage, "--wandb-mode", "disabled", "--num-cpus", "2", n=1, iterations=budget
-    )
-    env = {
-        **os.environ,
-        "RAY_TMPDIR": short_tmpdir(),
-        "ORCHESTRATOR_PARQUET_FLUSH_S": "0",
-        DRIVER_MARK: str(tmp_path),
-    }
-    log_path = tmp_path / "driver.log"
-    with open(log_path, "wb") as log:
-        # timeout forwards a SIGTERM it receives to the search and to its process group, as it
-        # does when its time is up
-        driver = subprocess.Popen(
-            ["timeout", "-s", "TERM", "900", *command],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.time() + 240
-            while time.time() < deadline:
-                rows = _rows(experiment)
-                if rows and 2 <= rows[0]["iterations"] < budget:
-                    break
-                assert driver.poll() is None, log_path.read_text()[-3000:]
-                time.sleep(0.5)
-            else:
-                pytest.fail("the trial did not reach iteration 2 in time")
-            for second in (["resume", name], ["resume", name, "--fresh"]):
-                refused = CliRunner().invoke(cli, [*second, "--storage", str(storage)])
-                assert refused.exit_code == 2, refused.output
-                assert f"in use by orchestrator search {name}" in refused.output
-            driver.send_signal(signal.SIGTERM)
-            code = driver.wait(120)
-            left = {}
-            for _ in range(20):
-                left = marked_processes(str(tmp_path))
-                if not left:
-                    break
-                time.sleep(0.5)
-        finally:
-            kill_marked(str(tmp_path))
-    output = log_path.read_text()
-    assert code == 143, output[-3000:]
-    hint = f"continue with `orchestrator resume {name}`"
-    assert f"interrupted by SIGTERM: 1 unfinished trial(s) recorded as interrupted; {hint}" in output
-    assert "Traceback" not in output and "SIGTERM received" not in output, output[-3000:]
-    assert not left, f"processes outlived the search: {left}"
-    assert [r["outcome"] for r in _rows(experiment)] == ["interrupted"]
-    before = _history(experiment)
-
-    resumed = CliRunner().invoke(cli, ["resume", name, "--storage", str(storage)])
-    assert resumed.exit_code == 0, resumed.output
-    (trial,) = _rows(experiment)
-    assert trial["outcome"] == "completed" and trial["iterations"] == budget
-    after = _history(experiment)
-    assert sorted(it for _, it in after) == list(range(1, budget + 1))
-    assert all(after[key]["timestamp"] == row["timestamp"] for key, row in before.items()), "started over"
 
 
 def test_a_full_disk_stops_the_search_with_one_line_and_resume_finishes_it(local_ray, tmp_path, monkeypatch):
@@ -333,14 +271,14 @@ def test_wandb_runs_are_complete_while_the_machine_is_busy(local_ray, tmp_path):
     burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 2)]
     try:
         _, outcome = search(
-            tmp_path, "classic", "busy", num_samples=3, max_iterations=2, scheduler="fifo", max_concurrent=2
+            tmp_path, "classic", "busy", num_samples=2, max_iterations=2, scheduler="fifo", max_concurrent=2
         )
     finally:
         for burner in burners:
             burner.kill()
             burner.wait()
     rows = outcome.leaderboard
-    assert len(rows) == 3 and all(r["outcome"] == "completed" for r in rows)
+    assert len(rows) == 2 and all(r["outcome"] == "completed" for r in rows)
     for row in rows:
         trial_dir = next((tmp_path / "busy").glob(f"*_{row['trial_id']}"))
         runs = list(trial_dir.glob("wandb/offline-run-*/*.wandb"))

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from search_spaces import SPACES, Objective, SpaceSpec
 from search_spaces.introspect import distributions_for
-from tests.conftest import FAKE_WANDB_KEY, SPACE_NAMES, search
+from tests.conftest import FAKE_WANDB_KEY, SPACE_NAMES, SPACE_TRIALS, search
 from tests.wandb_records import summarize
 
 pytestmark = pytest.mark.slow
@@ -30,9 +30,10 @@ def test_each_space_runs_a_real_search(space_runs, space):
     experiment = Path(plan.experiment.path)
     trials = pq.read_table(experiment / "trials.parquet").to_pylist()
     history = pq.read_table(experiment / "history.parquet").to_pylist()
-    assert len(trials) == 3
+    n = SPACE_TRIALS[space]
+    assert len(trials) == n
     assert all(t["status"] == "TERMINATED" and t["outcome"] == "completed" for t in trials)
-    assert len(history) == sum(t["iterations"] for t in trials) == 6, "one history row per report"
+    assert len(history) == sum(t["iterations"] for t in trials) == 2 * n, "one history row per report"
     assert {h["trial_id"] for h in history} == {t["trial_id"] for t in trials}
     assert all(t["checkpoint_path"] for t in trials)
     assert all("last/test/acc" in t for t in trials)
@@ -53,7 +54,7 @@ def test_each_space_runs_a_real_search(space_runs, space):
 
     # One offline W&B run per trial with its config, metrics and images; no API key anywhere.
     runs = sorted(glob.glob(str(experiment / "*" / "wandb" / "offline-run-*" / "run-*.wandb")))
-    assert len(runs) == 3
+    assert len(runs) == n
     for path in runs:
         run = summarize(path)
         trial = next(t for t in trials if t["trial_id"] == run["run"]["id"])
@@ -77,7 +78,7 @@ def test_each_space_runs_a_real_search(space_runs, space):
     for file in Path(experiment).rglob("*"):
         if file.is_file():
             assert FAKE_WANDB_KEY.encode() not in file.read_bytes(), file
-    assert outcome.wandb_runs and len(outcome.leaderboard) == 3
+    assert outcome.wandb_runs and len(outcome.leaderboard) == n
 
 
 def good_or_bad(trial):
