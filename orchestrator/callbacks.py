@@ -20,6 +20,7 @@ from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from orchestrator import interrupt, time_budget
+from orchestrator.relocation import here
 from orchestrator.results import INTERRUPTED, ResultsStore, derive, history_row, trial_row
 from orchestrator.storage import Location
 
@@ -165,7 +166,7 @@ class ParquetCallback(Callback):
 
     @property
     def store(self) -> ResultsStore:
-        return ResultsStore(Location.parse(self.experiment_uri))
+        return ResultsStore(Location.parse(here(self.experiment_uri)))
 
     def metadata(self) -> dict[str, str]:
         """What a reader needs besides the rows (``orchestrator report`` uses nothing else)."""
@@ -320,7 +321,7 @@ class CoreShare(Callback):
     on_trial_error = on_trial_complete
 
     def _share(self) -> None:
-        target = Location.parse(self.experiment_uri).child(time_budget.DEADLINE_FILE)
+        target = Location.parse(here(self.experiment_uri)).child(time_budget.DEADLINE_FILE)
         if not self._running or time_budget.exploring(target.uri, self.budget_s):
             return
         threads = max(int(self.cpus_per_trial), self.cpus // len(self._running), 1)

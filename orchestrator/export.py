@@ -61,8 +61,16 @@ def pick_trials(experiment: Location, trial_id: str | None = None, top: int = 1)
     return leaderboard(completed, table_metadata(trials)["objectives"])[:top]
 
 
+def checkpoint_location(experiment: Location, checkpoint_path: str) -> Location:
+    """A trial's checkpoint folder in the experiment where it is now: the table keeps the path it
+    was written to (``<experiment>/<trial folder>/checkpoint_NNNNNN``), which names the old place
+    of a moved or copied experiment."""
+    trial_dir, name = checkpoint_path.rstrip("/").rsplit("/", 2)[-2:]
+    return experiment.child(trial_dir, name)
+
+
 def read_checkpoint(experiment: Location, checkpoint_path: str) -> dict[str, Any]:
-    where = Location(experiment.fs, checkpoint_path.rstrip("/") + "/" + CHECKPOINT_FILE, checkpoint_path)
+    where = checkpoint_location(experiment, checkpoint_path).child(CHECKPOINT_FILE)
     return torch.load(io.BytesIO(where.read_bytes()), map_location="cpu", weights_only=False)
 
 

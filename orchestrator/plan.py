@@ -343,7 +343,9 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
     constraint = {"metric": CLEAN_METRIC, "min": float(min_clean)} if min_clean > 0 else None
     study_url = settings.study_storage or default_study_url(experiment, name)
     if settings.study_storage:
-        check_study(open_storage(study_url), name, space.name, objectives)
+        check_study(
+            open_storage(study_url, create=True, what="--study-storage"), name, space.name, objectives
+        )
     warm, points = _warm_start(settings, space, params, fixed, ranges, objectives, storage)
     priors, notices = _priors(settings, space, fixed, ranges)
     settings = dataclasses.replace(

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator import interrupt
+from orchestrator import interrupt, relocation
 from orchestrator.errors import UserError
 
 #: Environment handed to every Ray worker of the job (never the W&B API key).
@@ -46,7 +46,7 @@ def worker_env(wandb_mode: str) -> dict[str, str]:
     for key in PASS_THROUGH:
         if os.environ.get(key):
             env[key] = os.environ[key]
-    return env
+    return {**env, **relocation.worker_env()}
 
 
 def _host_port(address: str) -> tuple[str, int]:

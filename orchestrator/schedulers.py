@@ -27,6 +27,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from orchestrator import ray_compat
 from orchestrator.choices import SCHEDULERS, asha_rungs
 from orchestrator.pareto import crowding, pareto_ranks
+from orchestrator.relocation import here
 
 #: The trainable's own iteration counter, not Tune's ``training_iteration``: after a damaged
 #: checkpoint is skipped on a restore, a trial repeats iterations Tune has already counted.
@@ -59,7 +60,7 @@ class _RungsFromHistory:
         if self._rebuilt:
             return 0
         self._rebuilt = True
-        rows = _history(self.experiment_uri)
+        rows = _history(here(self.experiment_uri))
         for row in rows:
             if row.get(ITERATION) is not None:
                 self._replay(row["trial_id"], float(row[ITERATION]), row)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator import driver_lock, interrupt, ray_compat, ray_runtime, time_budget
+from orchestrator import driver_lock, interrupt, ray_compat, ray_runtime, relocation, time_budget
 from orchestrator.errors import SearchFailed, SearchInterrupted, UserError
 from orchestrator.leaderboard import leaderboard
 from orchestrator.plan import Plan, check_cluster_resources
@@ -28,7 +28,7 @@ from orchestrator.results import (
     load_results,
     table_metadata,
 )
-from orchestrator.settings import SearchSettings, load_settings, save_record
+from orchestrator.settings import SearchSettings, former_locations, load_settings, save_record
 from orchestrator.storage import SETTINGS_FILE, Location, StorageWriteError, is_uri
 from orchestrator.tuner import build_tuner, trainable_with_resources
 from trainables.catalog import get_info, resolve
@@ -211,13 +211,17 @@ def _run_search(plan: Plan, echo: Callable[[str], None], *, fresh: bool) -> Outc
 
 
 def study_url_of(record: dict[str, Any], override: str | None = None) -> str:
-    """The study storage URL of a saved search (``override``: the user's ``--study-storage``,
-    needed when the saved URL had a password, which is never written down)."""
-    url = override or record.get("study_storage_resolved") or ""
-    if not url:  # an experiment from before studies were kept in a database
-        return ""
-    from orchestrator.study import saved_url_usable
+    """The study storage URL of a saved search: ``override`` (the user's ``--study-storage``,
+    needed when the saved URL had a password, which is never written down), else the URL its
+    search was given, else the default beside the experiment where it is now (it may have been
+    moved); "" for an experiment from before studies were kept in a database."""
+    from orchestrator.study import default_study_url, saved_url_usable
 
+    url = override or record.get("study_storage") or ""
+    if not url:
+        if not record.get("study_storage_resolved"):
+            return ""
+        url = default_study_url(Location.parse(record["experiment_uri"]), record["name"])
     return saved_url_usable(url)
 
 
@@ -274,7 +278,9 @@ def _restart_search(record, experiment: Location, address, echo, study_storage) 
         url = saved_url_usable(url)
     settings = dataclasses.replace(
         SearchSettings.from_record(record),
-        storage=experiment.uri.rsplit("/", 1)[0],  # where it is now, if it was moved
+        # Where it is now, under the folder's name now, if it was moved or copied.
+        name=experiment.uri.rsplit("/", 1)[1],
+        storage=experiment.uri.rsplit("/", 1)[0],
         study_storage=url,
         address=address or "",
     )
@@ -303,20 +309,61 @@ def resume_search(
 
 
 def _resume_search(name, record, experiment: Location, address, echo, study_storage) -> Outcome:
-    from ray import tune
-
     uri = experiment.uri
     store = ResultsStore(experiment)
     if store.has_results():
         store.read()  # a damaged table is one line (CorruptResults) before Ray starts
     settings = SearchSettings.from_record(record)
     study_url = study_url_of(record, study_storage)
-    info = get_info(record["trainable"])
-    mode = record.get("wandb_mode_resolved", "offline")
+    if study_url:
+        from orchestrator.study import check_readable
+
+        check_readable(study_url, record["name"], name)
     resolved = ray_runtime.check_address(address) if address else ""
     if resolved and not resolved.startswith("ray://"):
         check_cluster_resources(settings, ray_runtime.cluster_nodes(resolved))
-    echo(f"resuming experiment {name} from {uri}")
+    olds = former_locations(record)
+    with relocation.experiment_moved(olds, uri):
+        _note_move(record, olds, experiment, study_url, echo)
+        echo(f"resuming experiment {name} from {uri}")
+        _restore_and_fit(name, record, experiment, settings, resolved, echo)
+    objectives = [tuple(o) for o in record["objectives"]]
+    reconcile_study(study_url, record["name"], experiment, objectives, echo)
+    return collect(uri, objectives)
+
+
+def _note_move(record, olds: list[str], experiment: Location, study_url: str, echo) -> None:
+    """For an experiment moved or copied since its last driver: declare where its study is now,
+    say so, and record the new place (the objects Ray Tune pickled keep the old paths)."""
+    from orchestrator.study import redact
+
+    saved_study = record.get("study_storage_resolved") or ""
+    if study_url and saved_study and redact(study_url) != saved_study:
+        relocation.moved([saved_study], redact(study_url))
+    if not olds:
+        return
+    echo(f"experiment {record['name']} was at {olds[-1]}; it continues at {experiment.uri}")
+    save_record(
+        experiment,
+        {
+            **record,
+            "storage": experiment.uri.rsplit("/", 1)[0],
+            "former_locations": olds,
+            "study_storage_resolved": redact(study_url) if study_url else "",
+        },
+    )
+
+
+def _restore_and_fit(name, record, experiment: Location, settings, resolved: str, echo) -> None:
+    """Restore the experiment's Ray Tune state (after any move was declared) and fit it."""
+    from ray import tune
+
+    uri, store = experiment.uri, ResultsStore(experiment)
+    info = get_info(record["trainable"])
+    mode = record.get("wandb_mode_resolved", "offline")
+    trial_config = dict(record.get("trial_config") or {})
+    if trial_config.get("deadline_file"):
+        trial_config["deadline_file"] = relocation.here(trial_config["deadline_file"])
     with interrupt.stop_requests(echo), _clock(experiment, settings.time_budget_s, echo):
         started = ray_runtime.start(
             resolved or None, ray_runtime.worker_env(mode), num_cpus=settings.num_cpus or None
@@ -329,7 +376,7 @@ def _resume_search(name, record, experiment: Location, address, echo, study_stor
                         trainable=trainable_with_resources(info, settings),
                         resume_unfinished=True,
                         resume_errored=True,
-                        param_space=record.get("trial_config"),
+                        param_space=trial_config or None,
                     )
                 except Exception as exc:  # a damaged tuner.pkl
                     raise ray_compat.RestoreFailed(exc) from exc
@@ -347,5 +394,3 @@ def _resume_search(name, record, experiment: Location, address, echo, study_stor
             ) from None
         finally:
             ray_runtime.stop(started)
-    reconcile_study(study_url, name, Location.parse(uri), [tuple(o) for o in record["objectives"]], echo)
-    return collect(uri, [tuple(o) for o in record["objectives"]])

@@ -34,6 +34,7 @@ from ray.tune.search.optuna import OptunaSearch
 from orchestrator import ray_compat, time_budget
 from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, SEARCHERS
 from orchestrator.leaderboard import constraint_violation
+from orchestrator.relocation import here
 from orchestrator.study import RAY_TRIAL_ID
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
 
     def suggest(self, trial_id: str):
         if getattr(self, "deadline_file", "") and not time_budget.exploring(
-            self.deadline_file, self.time_budget_s
+            here(self.deadline_file), self.time_budget_s
         ):
             return Searcher.FINISHED  # the rest of --time-budget goes to the trials running now
         suggestion = super().suggest(trial_id)

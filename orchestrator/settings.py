@@ -73,7 +73,18 @@ def experiment_location(name: str, storage: str | None = None) -> Location:
 
 
 def save_record(experiment: Location, record: Mapping[str, Any]) -> None:
-    experiment.child(SETTINGS_FILE).write_json(dict(record))
+    """Write ``orchestrator.json`` (without ``experiment_uri``: where it was read from)."""
+    experiment.child(SETTINGS_FILE).write_json({k: v for k, v in record.items() if k != "experiment_uri"})
+
+
+def former_locations(record: Mapping[str, Any]) -> list[str]:
+    """Where a saved experiment was before it was moved or copied to where it is now
+    (``experiment_uri``): where its search ran, and where earlier resumes found it."""
+    saved = []
+    if record.get("name") and record.get("storage"):
+        saved.append(experiment_location(record["name"], record["storage"]).uri)
+    olds = dict.fromkeys([*record.get("former_locations", []), *saved])
+    return [uri for uri in olds if uri != record["experiment_uri"]]
 
 
 def load_settings(name: str, storage: str | None = None) -> dict[str, Any]:

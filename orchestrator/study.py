@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from orchestrator import relocation
 from orchestrator.errors import UserError
 from orchestrator.storage import Location, is_uri
 
@@ -48,25 +49,77 @@ def default_study_url(experiment: Location, name: str) -> str:
     return f"sqlite:///{root / 'studies' / f'{name}.db'}"
 
 
-def open_storage(url: str):
+def open_storage(url: str, create: bool = False, what: str = "study storage"):
     """The Optuna storage of ``url`` (an RDB URL passed to Optuna unchanged, or
     ``journal:///path`` for a journal file); :class:`UserError` (one line) when it cannot be
-    opened."""
+    opened. A SQLite or journal file is created (with its folder) only when ``create``: a
+    command that reads a study never leaves a new folder or an empty database behind. ``what``
+    names the URL in messages (``--study-storage`` where the user gave it)."""
     import optuna
 
+    path = _file_of(url)
+    if path is not None and not create and not path.exists():
+        raise UserError(f"{what} {redact(url)}: there is no {path}")
     try:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         if url.startswith(JOURNAL_PREFIX):
             from optuna.storages.journal import JournalFileBackend
 
-            path = Path("/" + url[len(JOURNAL_PREFIX) :])
-            path.parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         return _storage_class()(url, engine_kwargs=_engine_kwargs(url))
     except Exception as exc:  # SQLAlchemy / driver errors of every kind
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--study-storage {redact(url)}: cannot open it ({cause})") from None
+        raise UserError(f"{what} {redact(url)}: cannot open it ({_cause(exc)})") from None
+
+
+def _file_of(url: str) -> Path | None:
+    """The file of a SQLite or journal URL (None for a database server)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return Path("/" + url[len(JOURNAL_PREFIX) :])
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :])
+    return None
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_readable(url: str, study: str, experiment: str) -> None:
+    """Study ``study`` of experiment ``experiment`` can be read from ``url``; else one line that
+    names the cause (missing, not there, damaged) and how to recover, before any work."""
+    import optuna
+
+    fresh = f"`orchestrator resume {experiment} --fresh`"
+    path = _file_of(url)
+    if path is not None and not path.exists():
+        raise UserError(
+            f"experiment {experiment!r} has no study database at {path}: pass the experiment's study "
+            f"with --study-storage URL, or start over beside its finished trials with {fresh}"
+        )
+    try:
+        storage = open_storage(url)
+        optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    except KeyError:
+        raise UserError(
+            f"study {study!r} is not in {redact(url)}: pass the experiment's study with "
+            f"--study-storage URL, or start over beside its finished trials with {fresh}"
+        ) from None
+    except Exception as exc:
+        repair = (
+            f"repair it (sqlite3 {path} .recover | sqlite3 repaired.db, then put repaired.db in "
+            f"its place) or move it aside and run {fresh}"
+            if path is not None and url.startswith("sqlite")
+            else f"repair it, or pass another with --study-storage and run {fresh}"
+        )
+        cause = _cause(exc)
+        if isinstance(exc, UserError):
+            cause = cause.removeprefix(f"study storage {redact(url)}: ")
+        raise UserError(
+            f"the study database {redact(url)} of {experiment!r} is damaged or unreadable ({cause}); "
+            f"its trials are safe in trials.parquet: {repair}"
+        ) from None
 
 
 #: Where a pickled study storage finds its password again (the storage URL is pickled without it).
@@ -100,7 +153,8 @@ def _storage_class():
 
             def __setstate__(self, state):
                 state = dict(state)
-                state["url"] = with_password(state["url"], os.environ.get(PASSWORD_ENV, ""))
+                url = relocation.here(state["url"])  # the experiment (and its study.db) moved
+                state["url"] = with_password(url, os.environ.get(PASSWORD_ENV, ""))
                 super().__setstate__(state)
 
         SecretFreeRDBStorage.__module__ = __name__

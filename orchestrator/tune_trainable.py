@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from orchestrator import ray_compat
+from orchestrator.relocation import here
 from trainables.catalog import TrainableInfo
 from trainables.reporting import (
     RESTORE_NOTE,
@@ -119,6 +120,8 @@ def tune_trainable(info: TrainableInfo) -> Callable[[dict], dict]:
         from trainables.trial import run_trial
 
         spec = importlib.import_module(module).SPEC
+        if config.get("deadline_file"):  # a trial of an experiment that was moved since
+            config = {**config, "deadline_file": here(config["deadline_file"])}
         # Nothing returned: Ray Tune reports a function trainable's return value as one more
         # result, so every trial's last report would reach the scheduler, the searcher, the
         # progress lines and W&B twice.

@@ -84,7 +84,7 @@ def build_tuner(plan: Plan):
         budget_key=plan.budget_key,
         budget=plan.max_iterations,
         constraint=plan.constraint,
-        storage=open_storage(plan.study_url),
+        storage=open_storage(plan.study_url, create=True),
         study_name=s.name,
         study_attrs=plan.study_attrs(),
         warm_trials=plan.warm_trials,

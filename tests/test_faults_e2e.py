@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
+from orchestrator.export import checkpoint_location
 from orchestrator.results import CorruptResults, load_results
 from orchestrator.storage import Location
 from tests.conftest import (
@@ -135,6 +137,14 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
         trial_dir = next(experiment.glob(f"*_{row['trial_id']}"))
         assert _wandb_steps(trial_dir) == list(range(1, row["iterations"] + 1))
 
+    # The interrupted experiment is copied elsewhere (cp -r) and everything below happens to the
+    # copy, whose Ray Tune pickles still name the original: the original is never touched.
+    original = experiment
+    untouched = {p: p.read_bytes() for p in original.rglob("*") if p.is_file()}
+    storage = tmp_path / "elsewhere"
+    experiment = storage / name
+    shutil.copytree(original, experiment)
+
     # A damaged Ray Tune state: one line, exit 1, nothing run, nothing started over.
     state = next(experiment.glob("searcher-state-*.pkl"))
     saved = state.read_bytes()
@@ -147,7 +157,8 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
 
     # The checkpoint one trial would resume from is damaged: it resumes from the one before.
     damaged = rows[0]["trial_id"]
-    latest = Path(rows[0]["checkpoint_path"])
+    latest = Path(checkpoint_location(Location.parse(experiment), rows[0]["checkpoint_path"]).path)
+    assert latest.is_relative_to(experiment)
     assert sorted(latest.parent.glob("checkpoint_*"))[0] < latest, "no earlier checkpoint kept"
     state_file = latest / "state.pt"
     state_file.write_bytes(state_file.read_bytes()[:100])
@@ -155,6 +166,8 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
 
     resumed = CliRunner().invoke(cli, ["resume", name, "--storage", str(storage)])
     assert resumed.exit_code == 0, resumed.output
+    assert f"was at {original}; it continues at {experiment}" in resumed.output
+    assert {p: p.read_bytes() for p in original.rglob("*") if p.is_file()} == untouched
     trials = {t["trial_id"]: t for t in pq.read_table(experiment / "trials.parquet").to_pylist()}
     assert all(t["outcome"] == "completed" and t["iterations"] == budget for t in trials.values()), trials
     assert "damaged checkpoint skipped" in trials[damaged]["restore_note"]
@@ -168,6 +181,10 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
         if tid == other or it < redone:
             assert after[(tid, it)]["timestamp"] == row["timestamp"], (tid, it)
     assert after[(damaged, redone)]["timestamp"] > before[(damaged, redone)]["timestamp"]
+    # The copy's study got the resumed trials' results, the original's stayed as it was.
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{experiment / 'study.db'}")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
+    assert json.loads((experiment / "orchestrator.json").read_text())["former_locations"] == [str(original)]
 
 
 def test_a_full_disk_stops_the_search_with_one_line_and_resume_finishes_it(local_ray, tmp_path, monkeypatch):

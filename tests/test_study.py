@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def test_a_study_of_other_objectives_under_the_same_name_is_refused(tmp_path):
 def test_the_saved_settings_hold_no_study_password(tmp_path, monkeypatch):
     import orchestrator.plan as plan_module
 
-    monkeypatch.setattr(plan_module, "open_storage", lambda url: None)  # no server to ask
+    monkeypatch.setattr(plan_module, "open_storage", lambda url, **kw: None)  # no server to ask
     monkeypatch.setattr(plan_module, "check_study", lambda *a, **k: None)
     url = "postgresql+psycopg2://user:s3cret@127.0.0.1:1/db"
     record = plan_search(_settings(tmp_path, study_storage=url), check_dataset=False).record()
@@ -166,8 +167,14 @@ def _get(url: str):
 
 
 @pytest.mark.slow
-def test_dashboard_serves_the_study(space_runs):
-    root, _runs = space_runs
+def test_dashboard_serves_the_study_of_a_moved_experiment(space_runs, tmp_path):
+    """The experiment was moved (its record names a folder that is gone): the dashboard serves
+    its study from where it is now and creates nothing where it was."""
+    shared, _runs = space_runs
+    root, gone = tmp_path / "moved", tmp_path / "gone"
+    shutil.copytree(shared / "e2e-classic", root / "e2e-classic")
+    record_file = root / "e2e-classic" / "orchestrator.json"
+    record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "storage": str(gone)}))
     port = _free_port()
     args = [sys.executable, "-m", "orchestrator.cli", "dashboard", "e2e-classic", "--storage", str(root)]
     proc = subprocess.Popen(
@@ -191,6 +198,7 @@ def test_dashboard_serves_the_study(space_runs):
     finally:
         proc.terminate()
         proc.wait(10)
+    assert not gone.exists()
 
 
 def test_dashboard_of_a_missing_experiment_is_one_line(tmp_path):
@@ -239,3 +247,55 @@ def test_a_saved_password_comes_from_the_environment_or_is_asked_for(monkeypatch
     monkeypatch.setenv(PASSWORD_ENV, "s3cret")
     assert saved_url_usable(saved) == "postgresql+psycopg2://user:s3cret@db.example:5432/studies"
     assert saved_url_usable("sqlite:////tmp/study.db") == "sqlite:////tmp/study.db"
+
+
+def test_a_moved_experiments_paths_and_study_urls_point_where_it_is_now(monkeypatch):
+    from orchestrator import relocation
+
+    with relocation.experiment_moved(["/old/exp", "/older/exp"], "/new/exp") as moves:
+        assert moves == {"/old/exp": "/new/exp", "/older/exp": "/new/exp"}
+        assert relocation.here("/old/exp") == "/new/exp"
+        assert relocation.here("/older/exp/deadline.json") == "/new/exp/deadline.json"
+        assert relocation.here("sqlite:////old/exp/study.db") == "sqlite:////new/exp/study.db"
+        assert relocation.here("journal:///old/exp/j.log") == "journal:///new/exp/j.log"
+        assert relocation.here("/old/experiment") == "/old/experiment"  # another folder
+        env = relocation.worker_env()
+    assert relocation.here("/old/exp") == "/old/exp" and relocation.worker_env() == {}
+    monkeypatch.setenv(relocation.ENV, env[relocation.ENV])  # a trial worker
+    assert relocation.here("/old/exp/deadline.json") == "/new/exp/deadline.json"
+
+
+def test_a_reader_creates_no_study_database_or_folder(tmp_path):
+    from orchestrator.study import open_storage
+
+    url = f"sqlite:///{tmp_path / 'gone' / 'study.db'}"
+    with pytest.raises(UserError, match="there is no"):
+        open_storage(url)
+    assert not (tmp_path / "gone").exists()
+    open_storage(url, create=True)
+    assert (tmp_path / "gone" / "study.db").exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_resume_names_a_damaged_or_missing_study_database_before_ray(space_runs, tmp_path, damage):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    shared, _runs = space_runs
+    shutil.copytree(shared / "e2e-wgan_gp", tmp_path / "e2e-wgan_gp")
+    db = tmp_path / "e2e-wgan_gp" / "study.db"
+    if damage == "garbage":
+        db.write_bytes(b"SQLite format 3\x00" + os.urandom(3000))
+    else:
+        db.unlink()
+    before = {p: p.read_bytes() for p in (tmp_path / "e2e-wgan_gp").rglob("*") if p.is_file()}
+    result = CliRunner().invoke(cli, ["resume", "e2e-wgan_gp", "--storage", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    if damage == "garbage":
+        assert "is damaged or unreadable" in line and ".recover" in line
+    else:
+        assert "has no study database at" in line
+    assert "orchestrator resume e2e-wgan_gp --fresh" in line
+    assert {p: p.read_bytes() for p in (tmp_path / "e2e-wgan_gp").rglob("*") if p.is_file()} == before
