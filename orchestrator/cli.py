@@ -8,6 +8,7 @@ and exits with 130 (``orchestrator.errors``).
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -638,19 +639,36 @@ def evaluate(target, storage, trial_id, top, attacks, n, eps, data_dir, device, 
       orchestrator evaluate adaptive_ratio-20261122-101500 --top 3 --attack autoattack -n 500
       orchestrator evaluate model.pt --attack pgd --attack square --data-dir ../shared/data
     """
-    from orchestrator.evaluate import check_request, evaluate_classifier, evaluate_experiment
+    from orchestrator import interrupt
+    from orchestrator.evaluate import check_device, check_request, evaluate_classifier, evaluate_experiment
     from orchestrator.storage import Location, default_storage
 
     check_request(attacks, n, eps, top)
+    check_device(device)
     echo = (lambda _: None) if as_json else click.echo
     kwargs = dict(n=n, eps=eps, data_dir=data_dir, device=device, echo=echo)
-    if Path(target).is_file():
-        if trial_id or top != 1:
-            raise UserError("--trial and --top apply to experiments, not to a model file")
-        results = [evaluate_classifier(target, attacks, **kwargs)]
-    else:
-        experiment = Location.parse(storage or default_storage()).child(target)
-        results = evaluate_experiment(experiment, attacks, trial_id=trial_id, top=top, **kwargs)
+    is_file = Path(target).is_file()
+    if is_file and (trial_id or top != 1):
+        raise UserError("--trial and --top apply to experiments, not to a model file")
+    experiment = None if is_file else Location.parse(storage or default_storage()).child(target)
+    try:
+        with interrupt.signals_raise():
+            if experiment is None:
+                results = [evaluate_classifier(target, attacks, **kwargs)]
+            else:
+                results = evaluate_experiment(experiment, attacks, trial_id=trial_id, top=top, **kwargs)
+    except KeyboardInterrupt:
+        signum = interrupt.requested() or signal.SIGINT
+        kept = (
+            f"each attack that finished is saved in {experiment.child('evaluations.parquet').uri}"
+            if experiment is not None
+            else "the attacks that finished are printed above"
+        )
+        error = SearchInterrupted(
+            f"evaluate interrupted by {signal.Signals(signum).name}: {kept}; run it again for the rest"
+        )
+        error.exit_code = 128 + signum
+        raise error from None
     for result in results:
         if as_json:
             click.echo(json.dumps(result.as_dict()))
@@ -660,7 +678,7 @@ def evaluate(target, storage, trial_id, top, attacks, n, eps, data_dir, device, 
             f"{result.target}: clean {result.clean:.4f}  {shown}  worst {result.worst:.4f}  "
             f"(eps {eps} on [0, 1] pixels, {result.n} images)"
         )
-    if not as_json and not Path(target).is_file():
+    if not as_json and experiment is not None:
         click.echo(f"saved beside the experiment: {experiment.child('evaluations.parquet').uri}")
 
 

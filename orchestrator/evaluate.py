@@ -106,8 +106,11 @@ def attack_test_split(
     device: str,
     echo: Callable[[str], None],
     trial_id: str | None = None,
+    on_attack: Callable[[Evaluation], None] | None = None,
 ) -> Evaluation:
-    """Clean accuracy on ``dataset``'s test split and each attack on its fixed subset."""
+    """Clean accuracy on ``dataset``'s test split and each attack on its fixed subset, with a
+    progress line per batch of images; ``on_attack`` gets the evaluation so far after each
+    attack (to save it)."""
     import torch
 
     from orchestrator.robustness import run_attack
@@ -129,23 +132,38 @@ def attack_test_split(
     xs, ys = x[idx], y[idx]
     echo(f"{target}: {dataset} test split, clean {clean:.2%} on {len(y):,} images")
     accs, seconds, masks = {}, {}, []
+    evaluation = None
     for name in attacks:
         result = run_attack(name, model, xs, ys, eps=eps, progress=lambda line: echo(f"  {line}"))
         accs[name], seconds[name] = result.accuracy, result.seconds
         masks.append(result.correct)
         echo(f"  {name}: {result.accuracy:.2%} of {len(ys):,} ({result.seconds:.0f} s)")
-    return Evaluation(
-        target=target,
-        dataset=dataset,
-        eps=eps,
-        clean=clean,
-        clean_n=len(y),
-        n=len(ys),
-        attacks=accs,
-        seconds=seconds,
-        worst=float(np.logical_and.reduce(masks).mean()),
-        trial_id=trial_id,
-    )
+        evaluation = Evaluation(
+            target=target,
+            dataset=dataset,
+            eps=eps,
+            clean=clean,
+            clean_n=len(y),
+            n=len(ys),
+            attacks=dict(accs),
+            seconds=dict(seconds),
+            worst=float(np.logical_and.reduce(masks).mean()),
+            trial_id=trial_id,
+        )
+        if on_attack is not None:
+            on_attack(evaluation)
+    return evaluation
+
+
+def check_device(device: str) -> None:
+    """``--device``: auto, cpu or cuda[:N], and a GPU for cuda (one line, before any work)."""
+    if device not in ("auto", "cpu") and not (device == "cuda" or device.startswith("cuda:")):
+        raise UserError(f"--device {device!r}: choose auto, cpu or cuda")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: torch sees no CUDA GPU on this machine; use --device cpu")
 
 
 def evaluate_classifier(
@@ -164,7 +182,9 @@ def evaluate_classifier(
 
     try:
         model, meta = load_classifier(path)
-    except (ValueError, OSError, RuntimeError) as exc:
+    except ValueError as exc:  # not one of ours: the message names the file
+        raise UserError(str(exc).splitlines()[0]) from None
+    except (OSError, RuntimeError) as exc:
         raise UserError(f"{path}: {str(exc).splitlines()[0]}") from None
     return attack_test_split(
         model,
@@ -192,9 +212,9 @@ def evaluate_experiment(
     device: str = "auto",
     echo: Callable[[str], None] = print,
 ) -> list[Evaluation]:
-    """The chosen trials of an experiment (a :class:`~orchestrator.storage.Location`), each
-    saved to ``evaluations.parquet`` as soon as it is done (an interruption loses nothing
-    finished)."""
+    """The chosen trials of an experiment (a :class:`~orchestrator.storage.Location`); each
+    trial's row of ``evaluations.parquet`` is saved again after each of its attacks, so an
+    interruption loses no attack that finished."""
     check_request(attacks, n, eps, top)
     from orchestrator.export import build_classifier, pick_trials, read_checkpoint
     from orchestrator.results import ResultsStore
@@ -210,6 +230,7 @@ def evaluate_experiment(
         meta = {"architecture": "ClassicClassifier", "channels": spec.channels}
         meta["num_classes"] = spec.num_classes
         model = build_classifier(meta, state["program"]["classifier"])
+        # Saved after every attack: an interruption keeps each attack that finished.
         evaluation = attack_test_split(
             model,
             spec.name,
@@ -221,7 +242,7 @@ def evaluate_experiment(
             device=device,
             echo=echo,
             trial_id=row["trial_id"],
+            on_attack=lambda so_far: store.save_evaluations([so_far.result_row()]),
         )
-        store.save_evaluations([evaluation.result_row()])
         done.append(evaluation)
     return done

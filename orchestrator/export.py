@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -163,14 +165,28 @@ def build_classifier(meta: dict[str, Any], weights: dict[str, torch.Tensor]) -> 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild an exported classifier (either format) in eval mode, with its metadata."""
     path = Path(path)
+    foreign = f"{path} is not a classifier exported by robust-orchestrator"
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # not a torch.save file: a torch.export program
+    except Exception:  # not a torch.save file: a torch.export program, or not a model at all
+        if not zipfile.is_zipfile(path):  # both formats are zip archives
+            raise ValueError(foreign) from None
         extra = {"metadata.json": ""}
-        program = torch.export.load(path, extra_files=extra)
-        return _Frozen(program.module()), json.loads(extra["metadata.json"] or "{}")
+        export_log = logging.getLogger("torch.export")
+        level = export_log.level
+        export_log.setLevel(logging.CRITICAL)  # it logs a traceback before raising
+        try:
+            program = torch.export.load(path, extra_files=extra)
+            meta = json.loads(extra["metadata.json"] or "{}")
+        except Exception as exc:  # zip, pickle, JSON errors of every kind
+            raise ValueError(f"{foreign} ({type(exc).__name__})") from None
+        finally:
+            export_log.setLevel(level)
+        if meta.get("format") != FORMAT:
+            raise ValueError(foreign) from None
+        return _Frozen(program.module()), meta
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a classifier exported by robust-orchestrator")
+        raise ValueError(foreign)
     meta = {k: v for k, v in blob.items() if k != "state_dict"}
     return build_classifier(meta, blob["state_dict"]), meta
 

@@ -79,6 +79,33 @@ def stop_requests(echo: Callable[[str], None]) -> Iterator[None]:
             signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """Outside a search (``orchestrator evaluate``): SIGTERM, like Ctrl-C, raises
+    ``KeyboardInterrupt`` in the main thread, so the command stops where it is and keeps what
+    it saved; :func:`requested` names the signal. Ignored signals stay ignored."""
+    global _received
+    _received = 0
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        global _received
+        _received = _received or signum
+        raise KeyboardInterrupt
+
+    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    for s in _SIGNALS:
+        if previous[s] is not signal.SIG_IGN:
+            signal.signal(s, handle)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def reclaim() -> None:
     """Install the running :func:`stop_requests` handler again (after ``ray.init`` replaced it)."""
     if _active is None or threading.current_thread() is not threading.main_thread():

@@ -154,17 +154,34 @@ def run_attack(
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
             adv = pgd(model, xb, yb, eps, steps=steps, step_size=0.01, restarts=restarts, generator=gen)
             correct.append(_predict_correct(model, adv, yb))
+            _progress(progress, name, np.concatenate(correct), len(y), start)
         return AttackResult(name, np.concatenate(correct), time.perf_counter() - start)
     correct = _predict_correct(model, x, y)
     parts = AUTOATTACK if name == "autoattack" else (name,)
-    for part in parts:
+    for k, part in enumerate(parts, 1):
+        label = f"{name} part {k}/{len(parts)} ({part})" if len(parts) > 1 else name
         todo = np.flatnonzero(correct)
         if len(todo):
-            broken = _art_part(part, model, x[todo], y[todo], eps, targets, batch_size, seed)
+            broken = _art_part(part, model, x[todo], y[todo], eps, targets, batch_size, seed, label, progress)
             correct[todo[broken]] = False
-        if progress:
-            progress(f"{part}: {correct.mean():.1%} still correct ({time.perf_counter() - start:.0f}s)")
     return AttackResult(name, correct, time.perf_counter() - start)
+
+
+def _progress(progress, label: str, correct: np.ndarray, total: int, start: float) -> None:
+    """One progress line: images done, still correct, time so far and an estimate of the rest."""
+    if progress is None or not len(correct):
+        return
+    spent = time.perf_counter() - start
+    left = spent / len(correct) * (total - len(correct))
+    progress(
+        f"{label}: {len(correct):,}/{total:,} images, {correct.mean():.1%} of them still correct, "
+        f"{_duration(spent)} so far, about {_duration(left)} left"
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def _art_part(
@@ -176,32 +193,47 @@ def _art_part(
     targets: int,
     batch: int,
     seed: int,
+    label: str = "",
+    progress: Callable[[str], None] | None = None,
 ) -> np.ndarray:
-    """Indices (into ``x``) of the images ``part`` makes the classifier get wrong."""
+    """Indices (into ``x``) of the images ``part`` makes the classifier get wrong, attacked
+    ``batch`` images at a time (a progress line after each)."""
     np.random.seed(seed)  # ART draws its random starts and squares from NumPy's global RNG
     torch.manual_seed(seed)
     classifier = art_classifier(model, x.shape[1:], _num_classes(model, x), x.device)
     x01 = to_unit(x).cpu().numpy().astype(np.float32)
     labels = y.cpu().numpy()
+    targeted = part == "apgd-t"
+    attack = _art_attack(part, classifier, eps, batch, targeted=targeted)
     broken = np.zeros(len(labels), bool)
-    if part == "apgd-t":
-        logits = classifier.predict(x01, batch_size=batch)
-        order = np.argsort(-logits, axis=1)
-        attack = _art_attack(part, classifier, eps, batch, targeted=True)
-        for rank in range(targets):
-            todo = np.flatnonzero(~broken)
-            if not len(todo):
-                break
-            # The rank-th most likely class other than the true one.
-            wrong = np.array([[c for c in row if c != t][rank] for row, t in zip(order[todo], labels[todo])])
-            adv = attack.generate(x01[todo], y=_one_hot(wrong, logits.shape[1]))
-            pred = classifier.predict(adv, batch_size=batch).argmax(1)
-            broken[todo[pred != labels[todo]]] = True
-        return np.flatnonzero(broken)
-    attack = _art_attack(part, classifier, eps, batch)
-    adv = attack.generate(x01, y=_one_hot(labels, classifier.nb_classes))
-    pred = classifier.predict(adv, batch_size=batch).argmax(1)
-    return np.flatnonzero(pred != labels)
+    start = time.perf_counter()
+    per_image = targets if targeted else 0
+    for i in range(0, len(labels), batch):
+        chunk = slice(i, i + batch)
+        broken[chunk] = _art_chunk(attack, classifier, x01[chunk], labels[chunk], per_image, batch)
+        _progress(progress, label or part, ~broken[: i + batch], len(labels), start)
+    return np.flatnonzero(broken)
+
+
+def _art_chunk(attack, classifier, x01: np.ndarray, labels: np.ndarray, targets: int, batch: int):
+    """Which of these images ``attack`` breaks; ``targets`` > 0: a targeted attack at each
+    image's ``targets`` most likely wrong classes in turn (APGD-T)."""
+    if not targets:
+        adv = attack.generate(x01, y=_one_hot(labels, classifier.nb_classes))
+        return classifier.predict(adv, batch_size=batch).argmax(1) != labels
+    logits = classifier.predict(x01, batch_size=batch)
+    order = np.argsort(-logits, axis=1)
+    broken = np.zeros(len(labels), bool)
+    for rank in range(targets):
+        todo = np.flatnonzero(~broken)
+        if not len(todo):
+            break
+        # The rank-th most likely class other than the true one.
+        wrong = np.array([[c for c in row if c != t][rank] for row, t in zip(order[todo], labels[todo])])
+        adv = attack.generate(x01[todo], y=_one_hot(wrong, logits.shape[1]))
+        pred = classifier.predict(adv, batch_size=batch).argmax(1)
+        broken[todo[pred != labels[todo]]] = True
+    return broken
 
 
 def _one_hot(labels: np.ndarray, n: int) -> np.ndarray:

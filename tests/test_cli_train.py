@@ -121,3 +121,30 @@ def test_evaluate_rejects_bad_input_in_one_line(tmp_path, args, needle):
     result = CliRunner().invoke(cli, ["evaluate", str(model), *args])
     assert result.exit_code == 2, result.output
     assert needle in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize(
+    "content,args,needle",
+    [
+        (b"not a model", [], "is not a classifier exported by robust-orchestrator"),
+        (b"", [], "is not a classifier exported by robust-orchestrator"),
+        (bytes(range(256)) * 40, [], "is not a classifier exported by robust-orchestrator"),
+        (b"PK\x03\x04" + bytes(2000), [], "is not a classifier exported by robust-orchestrator"),
+        (None, ["--device", "bogus"], "--device 'bogus': choose auto, cpu or cuda"),
+        (None, ["--device", "cuda"], "torch sees no CUDA GPU"),
+    ],
+    ids=["text", "empty", "random", "broken-zip", "device-bogus", "device-cuda"],
+)
+def test_evaluate_on_a_file_that_is_no_model_or_a_bad_device_is_one_line(tmp_path, content, args, needle):
+    import torch
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    model = tmp_path / "model.pt"
+    if content is None:
+        torch.save({"format": "robust-orchestrator/classifier/v1"}, model)
+    else:
+        model.write_bytes(content)
+    result = CliRunner().invoke(cli, ["evaluate", str(model), *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and len(result.output.strip().splitlines()) == 1, result.output

@@ -241,6 +241,43 @@ def test_evaluate_an_experiment_saves_final_numbers_beside_it(tmp_path):
     assert row["last/test/eval_n"] == 4 and "last/test/apgd_ce_acc" not in row, "a new evaluation replaces"
 
 
+def test_evaluate_saves_each_finished_attack_and_sigterm_stops_it(tmp_path, monkeypatch):
+    """SIGTERM during the second attack: exit 143 with one line; the first attack's number is
+    in evaluations.parquet; progress lines came with an estimate."""
+    import os
+    import signal
+    import time
+
+    from click.testing import CliRunner
+
+    from orchestrator import robustness
+    from orchestrator.cli import cli
+    from orchestrator.results import load_results
+
+    experiment = _experiment_with_checkpoint(tmp_path)
+    real = robustness.run_attack
+
+    def attack(name, *args, **kwargs):
+        if name == "apgd-ce":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(robustness, "run_attack", attack)
+    args = ["evaluate", "exp", "--storage", str(tmp_path), "--attack", "pgd", "--attack", "apgd-ce"]
+    result = CliRunner().invoke(cli, [*args, "-n", "8"])
+    assert result.exit_code == 143, result.output
+    assert "pgd: 8/8 images" in result.output and "left" in result.output, "progress with an estimate"
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("evaluate interrupted by SIGTERM: each attack that finished is saved in")
+    row = load_results(Location.parse(experiment))[0].to_pylist()[0]
+    assert row["last/test/pgd40_acc"] is not None
+    (saved,) = ResultsStore(Location.parse(experiment)).evaluations()
+    assert saved["eval_attacks"] == "pgd"
+    assert "last/test/apgd_ce_acc" not in row
+    assert signal.getsignal(signal.SIGTERM) is not None
+
+
 def test_result_lines_print_one_compact_line_per_result_and_per_end():
     from types import SimpleNamespace
 
