@@ -7,6 +7,7 @@ and exits with 130 (``orchestrator.errors``).
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import sys
@@ -456,10 +457,33 @@ def dashboard(name, storage, study_storage, host, port):
     from orchestrator.storage import Location
 
     _say_if_running(Location.parse(record["experiment_uri"]))
+    _check_listen(host, port)
     import optuna_dashboard
 
     click.echo(f"optuna-dashboard: study {name} in {redact(url)}, on http://{host}:{port} (Ctrl-C stops)")
-    optuna_dashboard.run_server(backend, host=host, port=port)
+    try:
+        optuna_dashboard.run_server(backend, host=host, port=port)
+    except OSError as exc:  # taken between the check and the server's bind
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
+
+
+def _check_listen(host: str, port: int) -> None:
+    """One line before anything starts when the dashboard could not listen on host:port."""
+    import socket
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"--host {host}: not an address this machine can listen on ({reason})") from None
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            hint = "; pick another --port" if exc.errno == errno.EADDRINUSE else ""
+            where = f"--host {host} --port {port}"
+            raise UserError(f"{where}: cannot listen there ({exc.strerror}){hint}") from None
 
 
 @cli.command()
@@ -542,7 +566,7 @@ def report(names, storage, out, title, noise_only):
     from pathlib import Path
 
     from orchestrator.report import build_report, load_experiment
-    from orchestrator.storage import Location, default_storage, is_uri
+    from orchestrator.storage import Location, check_output, default_storage, is_uri
 
     root = Location.parse(storage or default_storage())
     experiments = [load_experiment(root.child(name)) for name in names]
@@ -551,6 +575,7 @@ def report(names, storage, out, title, noise_only):
     if out is None:
         first = root.child(names[0])
         out = first.path + "/report" if not is_uri(first.uri) else f"report-{names[0]}"
+    check_output(out, "--out", folder=True)
     path = build_report(experiments, Path(out), title, noise_only=noise_only)
     click.echo(f"report: {path}")
 
@@ -582,9 +607,10 @@ def export_cmd(name, storage, out, trial_id, fmt):
     Example: orchestrator export classic-20261121-093000 --out model.pt
     """
     from orchestrator.export import export_checkpoint, export_classifier
-    from orchestrator.storage import Location, default_storage
+    from orchestrator.storage import Location, check_output, default_storage
     from trainables.reporting import CHECKPOINT_FILE
 
+    check_output(out, "--out")
     if (Path(name) / CHECKPOINT_FILE).exists():
         if trial_id:
             raise UserError("--trial applies to experiments, not to a checkpoint directory")

@@ -135,6 +135,8 @@ class Plan:
         }
 
 
+#: The longest experiment name (its folder, W&B group and study are named after it).
+MAX_NAME = 100
 #: ``--time-budget`` below this is refused: a trial's first iteration and test evaluation take
 #: about a minute on a 2-core CPU.
 MIN_TIME_BUDGET_S = 60.0
@@ -326,8 +328,10 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
         )
     storage = normalize(settings.storage or default_storage())
     name = settings.name or default_name(settings.space)
-    if "/" in name or name.startswith("."):
+    if "/" in name or name.startswith(".") or not name.isprintable():
         raise UserError(f"--name {name!r}: a plain folder name, please")
+    if len(name) > MAX_NAME:  # a folder name is at most 255 bytes; W&B and Ray add to it
+        raise UserError(f"--name is {len(name)} characters long; at most {MAX_NAME}, please")
     experiment = check_writable(storage).child(name) if check_storage else Location.parse(storage).child(name)
     if settings.time_budget_s:  # trials end themselves before the search's deadline
         trial_config["deadline_file"] = experiment.child(DEADLINE_FILE).uri

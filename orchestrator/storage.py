@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,20 @@ class Location:
 
     def write_json(self, value: Any) -> None:
         self.write_bytes(json.dumps(value, indent=2, sort_keys=True, default=str).encode())
+
+
+def check_output(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
+    """A local file (``folder``: a folder) a command is about to write: its folder is created
+    and written to once, else one line (exit 2) before any work."""
+    target = Path(path)
+    where = target if folder else target.parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".orchestrator-write-test-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {path}: cannot write there ({exc.strerror or exc})") from None
+    return target
 
 
 def check_writable(location: str) -> Location:

@@ -23,6 +23,8 @@ BASE = ["search", "--space", "classic", "--wandb-mode", "disabled", "-s", "datas
         ([*BASE, "--address", "127.0.0.1:9"], "cannot reach a Ray cluster"),
         ([*BASE, "--gpus-per-trial", "-1"], "--gpus-per-trial"),
         ([*BASE, "--time-budget", "soon"], "--time-budget"),
+        ([*BASE, "--name", "x" * 300], "300 characters long; at most 100"),
+        ([*BASE, "--address", "ray://127.0.0.1:18999"], "cannot reach a Ray cluster at 127.0.0.1:18999"),
         (["results", "nope"], "no experiment 'nope'"),
         (["resume", "nope"], "no experiment 'nope'"),
     ],
@@ -33,7 +35,7 @@ def test_bad_search_input_is_one_line_exit_2(tmp_path, args, needle):
     assert needle in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert "Traceback" not in result.output
-    assert not any(tmp_path.glob("*/trials.parquet")) and not any(tmp_path.glob("*/parts")), "nothing ran"
+    assert not any(tmp_path.iterdir()), "nothing written, no name taken"
 
 
 def test_unwritable_storage(tmp_path):

@@ -296,3 +296,67 @@ def test_result_lines_print_one_compact_line_per_result_and_per_end():
     cb.on_trial_result(1, [], ended, {"iteration": 2, "val/acc": 0.9})
     cb.on_trial_complete(2, [], ended)
     assert lines[-1].endswith("abc_00002 ended at the search's deadline after cycle 2 (tested, checkpointed)")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A read-only filesystem (a tmpfs mounted ro; needs root, as in CI)."""
+    import subprocess
+
+    target = tmp_path / "ro"
+    target.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(target)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a read-only filesystem here")
+    yield target
+    subprocess.run(["umount", str(target)], check=False)
+
+
+@pytest.mark.parametrize("where", ["proc", "read-only"])
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_export_and_report_to_a_place_that_cannot_be_written_is_one_line(tmp_path, request, where, command):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    _experiment_with_checkpoint(tmp_path)
+    root = Path("/proc") if where == "proc" else request.getfixturevalue("read_only_dir")
+    out = root / ("x.pt" if command == "export" else "report")
+    result = CliRunner().invoke(cli, [command, "exp", "--storage", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: --out {out}: cannot write there (")
+
+
+def _study_only_experiment(root: Path) -> None:
+    import optuna
+
+    experiment = root / "d"
+    experiment.mkdir()
+    optuna.create_study(study_name="d", storage=f"sqlite:///{experiment / 'study.db'}")
+    record = {"name": "d", "storage": str(root), "study_storage": "", "study_storage_resolved": "sqlite"}
+    (experiment / SETTINGS_FILE).write_text(json.dumps(record))
+
+
+def test_dashboard_on_a_port_in_use_or_a_bad_host_is_one_line_before_it_listens(tmp_path):
+    import socket
+
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    _study_only_experiment(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases = {
+            ("--port", str(port)): "cannot listen there (Address already in use); pick another --port",
+            ("--host", "999.1.1.1"): "--host 999.1.1.1: not an address this machine can listen on",
+        }
+        for args, needle in cases.items():
+            result = CliRunner().invoke(cli, ["dashboard", "d", "--storage", str(tmp_path), *args])
+            assert result.exit_code == 2, result.output
+            (line,) = result.output.strip().splitlines()
+            assert needle in line and "Listening" not in result.output
