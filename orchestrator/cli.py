@@ -174,7 +174,8 @@ def _print_outcome(outcome, top: int | None = None) -> None:
 
     rows = outcome.leaderboard[:top] if top else outcome.leaderboard
     click.echo("")
-    click.echo(format_rows(rows, display_columns(rows, outcome.objectives)) if rows else "no trials")
+    columns = display_columns(rows, outcome.objectives, outcome.searched)
+    click.echo(format_rows(rows, columns) if rows else "no trials")
     click.echo("")
     if rows and rows[0].get("outcome") in ("completed", "early_stopped", "diverged"):
         click.echo(returned_line(rows[0], outcome.searched, outcome.unit))
@@ -517,10 +518,10 @@ def results(name, storage, top, fmt, all_columns):
         raise UserError(str(exc)) from None
     objectives = [tuple(o) for o in record["objectives"]]
     rows = leaderboard(trials.to_pylist(), objectives, top)
-    columns = list(trials.column_names) if all_columns else display_columns(rows, objectives)
+    searched = [p["name"] for p in record.get("params") or []]
+    columns = list(trials.column_names) if all_columns else display_columns(rows, objectives, searched)
     click.echo(format_rows(rows, columns, fmt))
     if fmt == "table" and rows and rows[0].get("outcome") in ("completed", "early_stopped", "diverged"):
-        searched = [p["name"] for p in record.get("params") or []]
         click.echo(returned_line(rows[0], searched, record.get("unit") or "iteration"))
 
 
@@ -607,6 +608,9 @@ def export_cmd(name, storage, out, trial_id, fmt):
     Example: orchestrator export classic-20261121-093000 --out model.pt
     """
     from orchestrator.export import export_checkpoint, export_classifier
+    from orchestrator.leaderboard import EVALUATION_COLUMNS
+
+    FINAL = tuple(k.removeprefix("last/") for k in EVALUATION_COLUMNS)  # orchestrator evaluate's
     from orchestrator.storage import Location, check_output, default_storage
     from trainables.reporting import CHECKPOINT_FILE
 
@@ -624,7 +628,7 @@ def export_cmd(name, storage, out, trial_id, fmt):
     metrics = meta["metrics"]
     shown = "  ".join(
         f"{k} {metrics[k]:.4f}"
-        for k in ("val/acc", "val/apgd_acc", "test/acc", "test/pgd_acc", "test/apgd_acc")
+        for k in ("val/acc", "val/apgd_acc", "test/acc", "test/pgd_acc", "test/apgd_acc", *FINAL)
         if k in metrics
     )
     click.echo(

@@ -94,8 +94,23 @@ def leaderboard(
     return rows[:top] if top else rows
 
 
-def display_columns(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> list[str]:
-    """Trial, outcome, objectives, clean/robust accuracy, and the config keys that vary."""
+#: The final numbers ``orchestrator evaluate`` adds (``orchestrator.evaluate.KEYS``), shown when present.
+EVALUATION_COLUMNS = (
+    "last/test/pgd40_acc",
+    "last/test/pgd100x5_acc",
+    "last/test/apgd_ce_acc",
+    "last/test/apgd_t_acc",
+    "last/test/square_acc",
+    "last/test/aa_acc",
+    "last/test/strong_worst_acc",
+)
+
+
+def display_columns(
+    rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]], searched: Sequence[str] = ()
+) -> list[str]:
+    """Trial, outcome, objectives, clean/robust accuracy (with ``orchestrator evaluate``'s
+    final numbers), the ``searched`` parameters, and the other config keys that vary."""
     columns = ["trial_id", "outcome", "iterations"]
     if any(r.get("train_time_s") for r in rows):
         columns.append("train_time_s")
@@ -106,16 +121,18 @@ def display_columns(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[s
         "last/test/acc",
         "last/test/pgd_acc",
         "last/test/apgd_acc",
+        *EVALUATION_COLUMNS,
     ]:
-        if key not in columns and any(key in r for r in rows):
+        if key not in columns and any(r.get(key) is not None for r in rows):
             columns.append(key)
     if any(r.get("feasible") is False for r in rows):
         columns.append("feasible")
     if any(r.get("pareto") for r in rows):
         columns.append("pareto")
+    shown = {f"config/{name}" for name in searched}
     for key in sorted({k for r in rows for k in r if k.startswith("config/")}):
         values = {repr(r.get(key)) for r in rows}
-        if len(values) > 1:
+        if key in shown or len(values) > 1:
             columns.append(key)
     if any(r.get("masking") for r in rows):
         columns.append("masking")  # last: the flags are sentences

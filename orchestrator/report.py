@@ -62,6 +62,10 @@ class Experiment:
     unit: str = "iteration"
     params: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def searched(self) -> list[str]:
+        return [p["name"] for p in self.params]
+
     def ranked(self) -> list[dict[str, Any]]:
         return leaderboard(self.trials, self.objectives)
 
@@ -327,7 +331,7 @@ def experiment_section(exp: Experiment, out: Path) -> list[str]:
         + f". Source: `{exp.uri}`.",
         "",
         "```text",
-        format_rows(ranked[:10], display_columns(ranked[:10], exp.objectives)),
+        format_rows(ranked[:10], display_columns(ranked[:10], exp.objectives, exp.searched)),
         "```",
         "",
         f"![objective per {exp.unit}]({objective_curves(exp, out)})",

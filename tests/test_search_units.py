@@ -420,3 +420,21 @@ def test_trials_parquet_read_raw_carries_feasibility_and_the_feasible_front(tmp_
     assert all(
         read[t]["pareto"] == raw[t]["pareto"] and read[t]["feasible"] == raw[t]["feasible"] for t in raw
     )
+
+
+def test_one_row_shows_its_searched_configuration_and_final_numbers():
+    """`results --top 1`: one row is constant in every column, yet its searched parameters and
+    `orchestrator evaluate`'s numbers are what the user asked for."""
+    row = {
+        "trial_id": "a",
+        "outcome": "completed",
+        "iterations": 3,
+        "last/val/pgd_acc": 0.5,
+        "last/test/aa_acc": 0.41,
+        "config/lr": 0.01,
+        "config/dataset": "mnist",
+    }
+    columns = display_columns([row], [("val/pgd_acc", "max")], searched=["lr"])
+    assert "config/lr" in columns and "last/test/aa_acc" in columns
+    assert "config/dataset" not in columns, "fixed for every trial and not searched"
+    assert "config/lr" not in display_columns([row], [("val/pgd_acc", "max")])
