@@ -78,9 +78,10 @@ class Plan:
 
     @property
     def first_points(self) -> list[dict[str, Any]]:
-        """What the searcher runs before it samples: the priors, then warm-start points."""
+        """What the searcher runs before it samples: the priors, then warm-start points, no more
+        than the search has trials (Optuna would keep the rest WAITING in the study for good)."""
         points = [point for _, point in self.priors]
-        return points + [p for p in self.warm_points if p not in points]
+        return (points + [p for p in self.warm_points if p not in points])[: self.num_samples]
 
     def study_attrs(self) -> dict[str, Any]:
         """What the Optuna study records about the search (user attributes)."""

@@ -195,6 +195,12 @@ def _run_search(plan: Plan, echo: Callable[[str], None], *, fresh: bool) -> Outc
     if plan.priors:
         names = ", ".join(name for name, _ in plan.priors)
         echo(f"priors run first: {names} (`orchestrator spaces` shows them; --no-priors searches blind)")
+    if s.warm_start:
+        first = len([p for p in plan.first_points if p in plan.warm_points])
+        echo(
+            f"warm start from {s.warm_start}: the study starts with its {len(plan.warm_trials)} finished "
+            f"trial(s); {first} of its best configuration(s) run first"
+        )
     echo(f"W&B: {plan.wandb_mode} ({plan.wandb_reason}), project {s.wandb_project}, group {s.name}")
     prepare(plan, echo)
     save_record(plan.experiment, plan.record())

@@ -153,6 +153,20 @@ def test_warm_start_seeds_the_study_and_runs_the_best_first(space_runs, tmp_path
         assert value == pytest.approx(best[f"config/{name}"]), "the best earlier configuration runs first"
     _check_study_matches_trials(root / "warm", "warm")
     assert study.user_attrs["warm_start"] == "e2e-classic"
+    # No more points enqueued than the search has trials (the rest would wait in the study).
+    capped = plan_search(
+        SearchSettings(
+            space="classic",
+            name="capped",
+            storage=str(root),
+            num_samples=1,
+            warm_start="e2e-classic",
+            warm_start_top=1000,
+            config={"dataset": "synthetic"},
+            wandb_mode="disabled",
+        )
+    )
+    assert len(capped.warm_points) >= 2 and len(capped.first_points) == 1
 
 
 def _free_port() -> int:
