@@ -157,13 +157,11 @@ def attack_test_split(
 
 def check_device(device: str) -> None:
     """``--device``: auto, cpu or cuda[:N], and a GPU for cuda (one line, before any work)."""
-    if device not in ("auto", "cpu") and not (device == "cuda" or device.startswith("cuda:")):
-        raise UserError(f"--device {device!r}: choose auto, cpu or cuda")
-    if device.startswith("cuda"):
-        import torch
+    from trainables.runtime import device_problem
 
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: torch sees no CUDA GPU on this machine; use --device cpu")
+    problem = device_problem(device)
+    if problem:
+        raise UserError(problem)
 
 
 def evaluate_classifier(

@@ -22,6 +22,7 @@ applies it.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -150,22 +151,26 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if constraint:
             value = (result or {}).get(constraint["metric"])
             asked[trial_id].set_constraint(CONSTRAINT_KEY, constraint_violation(value, constraint))
-        if error or not result or result.get("diverged") or self._full_budget(result):
+        if error or not result:
             return super().on_trial_complete(trial_id, result, error)
-        self._report_stopping_result(asked[trial_id], trial_id, result)
+        self._report_last_result(asked[trial_id], trial_id, result)
+        if result.get("diverged") or self._full_budget(result):
+            return super().on_trial_complete(trial_id, result, error)
         try:
             ray_compat.optuna_study(self).tell(asked[trial_id], state=TrialState.PRUNED)
         except Exception as exc:  # Optuna refuses e.g. a trial it already finished
             logger.warning("could not tell Optuna trial %s was pruned: %s", trial_id, exc)
         completed.add(trial_id)
 
-    def _report_stopping_result(self, trial, trial_id: str, result: dict) -> None:
-        """The result ASHA stopped a trial on never reaches ``on_trial_result`` (Ray Tune skips the
-        searcher when the scheduler says STOP): report it as the trial's last intermediate value,
-        so the study (and TPE, which ranks pruned trials by it) holds what the scheduler judged."""
+    def _report_last_result(self, trial, trial_id: str, result: dict) -> None:
+        """The result a trial ended on (ASHA stopped it, or it reached its budget) never reaches
+        ``on_trial_result`` (Ray Tune skips the searcher when the scheduler says STOP): report it
+        as the trial's last intermediate value, so the study (and TPE, which ranks pruned trials
+        by it) holds every value the scheduler judged, as history.parquet has them."""
         step = int(result.get("training_iteration", 0))
         value = result.get(self.metric) if isinstance(self.metric, str) else None
-        if value is None or step <= getattr(self, "_reported", {}).get(trial_id, 0):
+        reported = getattr(self, "_reported", {}).get(trial_id, 0)
+        if value is None or not math.isfinite(value) or step <= reported:
             return
         try:
             trial.report(float(value), step)

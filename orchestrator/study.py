@@ -69,7 +69,10 @@ def open_storage(url: str, create: bool = False, what: str = "study storage"):
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         return _storage_class()(url, engine_kwargs=_engine_kwargs(url))
     except Exception as exc:  # SQLAlchemy / driver errors of every kind
-        raise UserError(f"{what} {redact(url)}: cannot open it ({_cause(exc)})") from None
+        cause = _cause(exc)
+        if "import DB access module" in cause or isinstance(exc, ImportError):
+            cause += "; install the database's Python driver (PostgreSQL: pip install -e '.[postgres]')"
+        raise UserError(f"{what} {redact(url)}: cannot open it ({cause})") from None
 
 
 def _file_of(url: str) -> Path | None:
@@ -323,6 +326,7 @@ def study_trials(storage, name: str) -> list[dict[str, Any]]:
             "state": t.state.name,
             RAY_TRIAL_ID: t.user_attrs.get(RAY_TRIAL_ID),
             "values": t.values,
+            "intermediate": dict(t.intermediate_values),
             "params": dict(t.params),
             "orphaned": bool(t.user_attrs.get("orphaned")),
         }

@@ -12,6 +12,7 @@ from trainables import get_spec
 from trainables.config import ConfigError
 from trainables.data import DatasetUnavailable, prepare_dataset, resolve_data_root
 from trainables.reporting import ConsoleReporter
+from trainables.runtime import device_problem
 from trainables.trial import run_trial
 
 
@@ -54,6 +55,9 @@ def prepare_train_config(trainable: str, values: Mapping[str, Any], data_dir: st
         cfg = spec.config_cls.from_dict(values)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    problem = device_problem(cfg.device)  # this machine trains it
+    if problem:
+        raise UserError(problem)
     try:
         prepare_dataset(cfg.dataset, cfg.data_dir or None)
     except DatasetUnavailable as exc:

@@ -57,9 +57,14 @@ def test_train_resumes_from_checkpoint_dir(tmp_path):
         (["train", "-t", "classic", "-s", "lr"], "KEY=VALUE"),
         (["train", "-t", "classic", "--epochs", "0"], "--epochs"),
         (["train", "-t", "wgan_gp", "-s", "n_critic=0"], "n_critic"),
+        (["train", "-t", "classic", "--device", "cuda", "-s", "dataset=synthetic"], "torch sees no CUDA GPU"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, needle):
+    import torch
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert needle in result.output

@@ -9,6 +9,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from orchestrator.study import study_trials
 from search_spaces import SPACES, Objective, SpaceSpec
 from search_spaces.introspect import distributions_for
 from tests.conftest import FAKE_WANDB_KEY, SPACE_NAMES, SPACE_TRIALS, search
@@ -118,6 +119,16 @@ def test_asha_stops_bad_trials_early(local_ray, tmp_path, monkeypatch):
     assert stopped, "ASHA stopped at least one trial"
     assert all(t["config/lr"] == 1e-6 and t["iterations"] == 1 for t in stopped)
     assert all(t["outcome"] == "completed" and t["iterations"] == 3 for t in good)
+    # The study holds every value ASHA judged, the pruned trials' included, as history has them.
+    history = pq.read_table(Path(plan.experiment.path) / "history.parquet").to_pylist()
+    metric = plan.objectives[0][0]
+    study = {t["ray_trial_id"]: t for t in study_trials(plan.study_url, "asha") if t["ray_trial_id"]}
+    assert sorted(study) == sorted(t["trial_id"] for t in trials)
+    for tid, trial in study.items():
+        reported = {h["iteration"]: h[metric] for h in history if h["trial_id"] == tid}
+        assert trial["intermediate"] == pytest.approx(reported), tid
+        if tid in {t["trial_id"] for t in stopped}:
+            assert trial["state"] == "PRUNED" and trial["intermediate"], tid
 
 
 def test_pareto_front_holds_only_full_budget_trials(local_ray, tmp_path, monkeypatch):

@@ -61,12 +61,22 @@ class Runtime:
         return x
 
 
+def device_problem(preference: str) -> str | None:
+    """Why device ``preference`` (auto, cpu, cuda or cuda:N) cannot be used here; None if it can."""
+    if preference not in ("auto", "cpu") and preference != "cuda" and not preference.startswith("cuda:"):
+        return f"--device {preference!r}: choose auto, cpu or cuda"
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        return f"--device {preference}: torch sees no CUDA GPU on this machine; use --device cpu"
+    return None
+
+
 def select_device(preference: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was requested but no CUDA device is available")
+    problem = device_problem(preference)
+    if problem:
+        raise RuntimeError(problem)
     return torch.device(preference)
 
 
