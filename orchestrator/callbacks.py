@@ -10,10 +10,12 @@ end of the search the parts are compacted into the two tables.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -22,7 +24,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from orchestrator import interrupt, time_budget
 from orchestrator.relocation import here
 from orchestrator.results import INTERRUPTED, ResultsStore, derive, history_row, trial_row
-from orchestrator.storage import Location
+from orchestrator.storage import Location, StorageWriteError
 
 FLUSH_ENV = "ORCHESTRATOR_PARQUET_FLUSH_S"
 
@@ -202,6 +204,8 @@ class ParquetCallback(Callback):
             self._trials[tid] = trial
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        if DISK_FULL in (_first_line_of_error(trial) or ""):
+            self.on_trial_error(iteration, trials, trial)  # recorded errored; the search stops
         self._ended.pop(trial.trial_id, None)  # it runs again (from its last checkpoint)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -215,6 +219,7 @@ class ParquetCallback(Callback):
         self._ended[trial.trial_id] = "ERROR"
         self._dirty.add(trial.trial_id)
         self.flush()
+        _stop_on_a_full_disk(trial)
 
     def _status(self, tid: str, trial) -> str:
         if tid in self._ended and trial.status in ("RUNNING", "PENDING", "TERMINATED"):
@@ -280,9 +285,23 @@ class ParquetCallback(Callback):
         self._dirty = set()
 
 
+#: What a write on a full disk says (``os.strerror(errno.ENOSPC)``).
+DISK_FULL = os.strerror(errno.ENOSPC)
+
+
+def _stop_on_a_full_disk(trial) -> None:
+    """A trial failed on a full disk: retrying fails again (each retry spending one of its
+    --max-failures), so the search stops, as when a write of its own tables fails."""
+    if DISK_FULL in (_first_line_of_error(trial) or ""):
+        raise StorageWriteError(trial.path, OSError(errno.ENOSPC, DISK_FULL))
+
+
 def _first_line_of_error(trial) -> str | None:
+    """The last line of the trial's latest error: from the driver's copy of its error file
+    (the storage's copy is synced later, and not at all when the disk is full)."""
     try:
-        error = trial.get_error()
+        local = trial.error_file
+        error = Path(local).read_text() if local and Path(local).exists() else trial.get_error()
     except Exception:
         return None
     if error is None:

@@ -600,7 +600,8 @@ def export_cmd(name, storage, out, trial_id, fmt):
     \b
     Load it back:
       from orchestrator.export import load_classifier, preprocess
-      model, meta = load_classifier("model.pt"); logits = model(preprocess(uint8_images))
+      model, meta = load_classifier("model.pt")
+      logits = model(preprocess(uint8_images))  # uint8 (N, 28, 28), e.g. MNIST(...).data
     or, for --format exported, with plain PyTorch: torch.export.load("model.pt2").module()
 
     NAME is an experiment, or a directory written by `orchestrator train --checkpoint-dir`.

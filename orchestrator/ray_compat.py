@@ -35,9 +35,11 @@ renames any of these; that is also why ``pyproject.toml`` pins Ray to one minor 
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -54,6 +56,9 @@ class SummaryLoggingActor(_WandbLoggingActor):
     printed a ``ConnectionResetError`` traceback."""
 
     def run(self):
+        # W&B's own log files live in the run folder: on a full disk every log line would print
+        # a "--- Logging error ---" stack here (the logging module's default for development).
+        logging.raiseExceptions = False
         try:
             super().run()
         finally:
@@ -163,6 +168,31 @@ def restore_must_succeed() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(watch)
+
+
+class _OneLineOnDiskFull(logging.Filter):
+    """A trial that failed on a full disk: Tune's one line, without the traceback (the search
+    stops with its own line, see ``orchestrator.callbacks``). After such a failure a resumed
+    trial's checkpoint manager deletes an old checkpoint that was never written: one line too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        full = error is not None and os.strerror(errno.ENOSPC) in str(error)
+        saving = "Error handling checkpoint" in str(record.msg)
+        never_written = saving and isinstance(error, FileNotFoundError)
+        if full or never_written:
+            cause = os.strerror(errno.ENOSPC) if full else f"{error} (never written)"
+            record.msg, record.args = f"{record.getMessage().split(' TrainingResult(')[0]}: {cause}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_disk_full() -> None:
+    """Trials failing on a full disk, and what follows on resume, are logged by Tune in one
+    line each (idempotent)."""
+    logger = logging.getLogger(CONTROLLER_LOGGER)
+    if not any(isinstance(f, _OneLineOnDiskFull) for f in logger.filters):
+        logger.addFilter(_OneLineOnDiskFull())
 
 
 def quiet_interrupt_hints() -> None:

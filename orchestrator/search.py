@@ -128,6 +128,7 @@ def _behind(exc: BaseException | None, cls: type[E]) -> E | None:
 def _fit(tuner, name: str, experiment: Location) -> None:
     """``tuner.fit()``; a write failure or an interruption becomes one line and its exit code,
     with what was finished kept."""
+    ray_compat.quiet_disk_full()
     try:
         tuner.fit()
     except KeyboardInterrupt:

@@ -86,11 +86,25 @@ def kill_marked(mark: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+_RAY_TMPDIRS: list[str] = []
+
+
 def short_tmpdir() -> str:
-    """A private Ray temp dir with a short path (Ray's socket paths must stay under 107 bytes)."""
+    """A private Ray temp dir with a short path (Ray's socket paths must stay under 107 bytes),
+    removed when the test session ends."""
     import tempfile
 
-    return tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    path = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    _RAY_TMPDIRS.append(path)
+    return path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No Ray temporary folder is left behind (every Ray the tests started has stopped)."""
+    import shutil
+
+    for path in _RAY_TMPDIRS:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 #: A fake W&B key present in the environment of every Ray worker: tests assert it never lands
