@@ -77,6 +77,13 @@ class Plan:
     prior_notices: list = dataclasses.field(default_factory=list)
 
     @property
+    def sampler_seed(self) -> int:
+        """The Optuna sampler's seed: ``--seed``, moved on by the number of warm-start trials, so
+        a warm-started search of the same seed does not draw the earlier search's random
+        configurations again (TPE samples at random until it has ten finished trials)."""
+        return self.settings.seed + len(self.warm_trials)
+
+    @property
     def first_points(self) -> list[dict[str, Any]]:
         """What the searcher runs before it samples: the priors, then warm-start points, no more
         than the search has trials (Optuna would keep the rest WAITING in the study for good)."""

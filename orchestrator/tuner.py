@@ -80,7 +80,7 @@ def build_tuner(plan: Plan):
         metrics,
         modes,
         searcher=s.searcher,
-        seed=s.seed,
+        seed=plan.sampler_seed,
         budget_key=plan.budget_key,
         budget=plan.max_iterations,
         constraint=plan.constraint,

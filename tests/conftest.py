@@ -124,6 +124,51 @@ def local_ray(isolated_environment):
     ray_runtime.stop(started)
 
 
+#: The password of the test PostgreSQL's user: tests assert it never lands in a file.
+PG_PASSWORD = "s3cret-pg-" + "c0ffee" * 3
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server (initdb + pg_ctl from the system's PostgreSQL; `.ci/run`
+    installs it) on a free local port, password authentication only; its URL (with the
+    password). Skips where PostgreSQL or psycopg is not installed."""
+    import glob
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    pytest.importorskip("psycopg")
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    if not found:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    bindir = Path(found).resolve().parent
+    # Not under pytest's temporary folder: its 0700 parents keep the postgres user out.
+    root = Path(tempfile.mkdtemp(prefix="pg", dir="/tmp"))
+    data, pwfile = root / "data", root / "pw"
+    pwfile.write_text(PG_PASSWORD + "\n")
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(root, "postgres")
+        shutil.chown(pwfile, "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT, "check": True}
+    init = [str(bindir / "initdb"), "-D", str(data), "-U", "orch", "-A", "scram-sha-256"]
+    subprocess.run([*run_as, *init, f"--pwfile={pwfile}"], **quiet)
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+    pg_ctl = [*run_as, str(bindir / "pg_ctl"), "-D", str(data)]
+    subprocess.run([*pg_ctl, "-o", options, "-l", str(root / "log"), "-w", "start"], **quiet)
+    try:
+        yield f"postgresql://orch:{PG_PASSWORD}@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], **{**quiet, "check": False})
+        shutil.rmtree(root, ignore_errors=True)
+
+
 #: Per-space settings that keep a trial to a few seconds on a CPU.
 TINY = {
     "classic": {"adv_steps": 2},

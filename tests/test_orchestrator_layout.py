@@ -191,11 +191,14 @@ HEAVY = ("ray", "optuna", "wandb", "ray.tune", "ray.air.integrations.wandb")
         (["results", "exp"], (*HEAVY, "torch")),
         (["report", "exp"], (*HEAVY, "torch")),
         (["export", "exp", "--out", "{tmp}/model.pt"], HEAVY),
+        (["params", "adaptive_ratio"], (*HEAVY, "torch", "torchvision")),
+        (["spaces"], ("ray", "wandb", "torch", "torchvision")),  # Optuna describes the ranges
     ],
 )
 def test_readers_import_neither_ray_nor_optuna_nor_wandb(tmp_path, command, forbidden):
     _experiment_with_checkpoint(tmp_path)
-    args = [a.format(tmp=tmp_path) for a in command] + ["--storage", str(tmp_path)]
+    storage = ["--storage", str(tmp_path)] if command[0] in ("results", "report", "export") else []
+    args = [a.format(tmp=tmp_path) for a in command] + storage
     script = textwrap.dedent(
         f"""
         import json, sys

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import optuna
 import pyarrow.parquet as pq
@@ -86,8 +87,12 @@ def test_default_study_is_a_sqlite_file_of_the_experiment(tmp_path):
 
 
 def _check_study_matches_trials(experiment, name):
+    return _check_study_matches_trials_at(experiment, f"sqlite:///{experiment / 'study.db'}", name)
+
+
+def _check_study_matches_trials_at(experiment, url, name):
     trials = {t["trial_id"]: t for t in pq.read_table(experiment / "trials.parquet").to_pylist()}
-    study = study_trials(f"sqlite:///{experiment / 'study.db'}", name)
+    study = study_trials(url, name)
     assert not [t for t in study if t["state"] == "RUNNING"]
     own = [t for t in study if t["ray_trial_id"]]
     assert sorted(t["ray_trial_id"] for t in own) == sorted(trials), "each Tune trial once"
@@ -167,6 +172,8 @@ def test_warm_start_seeds_the_study_and_runs_the_best_first(space_runs, tmp_path
         )
     )
     assert len(capped.warm_points) >= 2 and len(capped.first_points) == 1
+    # The sampler does not replay the earlier search's random draws (same --seed).
+    assert capped.sampler_seed == capped.settings.seed + len(capped.warm_trials) != capped.settings.seed
 
 
 def _free_port() -> int:
@@ -313,3 +320,21 @@ def test_resume_names_a_damaged_or_missing_study_database_before_ray(space_runs,
         assert "has no study database at" in line
     assert "orchestrator resume e2e-wgan_gp --fresh" in line
     assert {p: p.read_bytes() for p in (tmp_path / "e2e-wgan_gp").rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_a_search_with_its_study_in_postgresql_writes_the_password_nowhere(local_ray, postgres_url, tmp_path):
+    """A real search whose study lives in a real PostgreSQL server, its URL carrying the
+    password: the study holds every trial, and no file of the experiment (orchestrator.json,
+    tuner.pkl, the searcher state, W&B runs) or of Ray's session folder holds the password."""
+    from tests.conftest import PG_PASSWORD
+
+    settings = dict(num_samples=2, max_iterations=1, scheduler="fifo", study_storage=postgres_url)
+    search(tmp_path, "classic", "pg", **settings)
+    _check_study_matches_trials_at(tmp_path / "pg", postgres_url, "pg")
+    secret = PG_PASSWORD.encode()
+    places = [tmp_path, Path(os.environ["RAY_TMPDIR"])]
+    files = [p for place in places for p in place.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any(p.name == "tuner.pkl" for p in files) and any("session_" in str(p) for p in files)
+    leaks = [str(p) for p in files if secret in p.read_bytes()]
+    assert not leaks, leaks

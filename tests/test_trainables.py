@@ -269,3 +269,13 @@ def test_console_progress_writes_lines_when_not_a_terminal():
         "classic epoch 1/2 validation..., 0s",
     ]
     assert lines == ["classic epoch 1/2 | val/acc 0.5000"]
+
+
+def test_the_catalog_names_each_trainables_own_config_class():
+    """`orchestrator params` reads the config class the catalog names (torch-free): it must be
+    the one the trainable trains with."""
+    from trainables import TRAINABLES, get_spec
+    from trainables.catalog import config_class
+
+    for name in TRAINABLES:
+        assert config_class(name) is get_spec(name).config_cls, name

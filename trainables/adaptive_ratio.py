@@ -32,73 +32,19 @@ same training batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import torch
 
 from trainables.attacks import adversarial_examples, learned_attack
-from trainables.config import param
+from trainables.configs import AdaptiveRatioConfig
 from trainables.data import BatchStream, Data
 from trainables.evaluation import accuracy, predict
 from trainables.media import prediction_grid
 from trainables.models import ClassicClassifier, GradientAttacker, PerturbationGenerator
 from trainables.reporting import console_reporter
 from trainables.runtime import Runtime
-from trainables.schedules import SCHEDULES, adaptive_k, stepped_k, validate_steps
+from trainables.schedules import adaptive_k, stepped_k
 from trainables.steps import Meter, attacker_step, classifier_step, perturbation_step, run_steps
-from trainables.trial import StatefulProgram, TrainableSpec, TrialConfig, run_trial
-
-GENERATORS = ("image", "gradient")
-
-
-@dataclass(frozen=True)
-class AdaptiveRatioConfig(TrialConfig):
-    trainable: ClassVar[str] = "adaptive_ratio"
-    budget_key: ClassVar[str] = "cycles"
-
-    cycles: int = param(20, lo=1, hi=100_000, doc="generator/classifier cycles (one report each)")
-    pretrain_epochs: int = param(1, lo=0, hi=100, doc="clean pre-training epochs of the classifier")
-    cls_lr: float = param(1e-3, lo=1e-7, hi=1.0, doc="classifier Adam learning rate")
-    gen_lr: float = param(1e-3, lo=1e-7, hi=1.0, doc="generator Adam learning rate")
-    gen_eps: float = param(0.3, lo=0.001, hi=1.0, doc="perturbation bound, [0,1] pixel scale")
-    generator: str = param("image", choices=GENERATORS, doc="image: seed 001's; gradient: learned attacker")
-    gen_steps: int = param(5, lo=1, hi=10, doc="gradient: recursive attack steps")
-    gen_step_size: float = param(0.5, lo=0.01, hi=1.0, doc="gradient: largest step, a fraction of gen_eps")
-    diversity_weight: float = param(
-        0.0, lo=0.0, hi=100.0, doc="gradient: weight of the latent-code diversity term"
-    )
-    adv_copies: int = param(1, lo=1, hi=4, doc="gradient: adversarial copies (latent codes) per image")
-    gen_random_start: bool = param(True, doc="gradient: start each attack at a random point of the eps ball")
-    schedule: str = param("fixed", choices=SCHEDULES, doc="ratio schedule")
-    k: int = param(2, lo=1, hi=100_000, doc="fixed k, and the adaptive schedule's first k")
-    k_steps: tuple[tuple[int, int], ...] = param(
-        ((1, 6), (8, 8), (15, 12)), doc="stepped schedule as 'cycle:k,...' (seed: 6 -> 8 -> 12)"
-    )
-    target_gen_loss: float = param(0.6, lo=0.0, hi=1.0, doc="adaptive: keep the generator loss under this")
-    k_min: int = param(1, lo=1, hi=100_000, doc="adaptive: smallest k")
-    k_max: int = param(1000, lo=1, hi=100_000, doc="adaptive: largest k (seed saw k > 700)")
-    k_factor: float = param(1.5, lo=1.01, hi=10.0, doc="adaptive: multiplicative change of k")
-    cycle_steps: int = param(
-        50, lo=1, hi=1_000_000, doc="classifier steps per cycle (generator: k times as many)"
-    )
-    clean_frac: float = param(
-        0.5, lo=0.0, hi=1.0, doc="share of clean images in the classifier's batches (gradient: loss weight)"
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if self.generator == "gradient" and self.diversity_weight > 0 and self.adv_copies < 2:
-            raise ValueError(
-                f"diversity_weight={self.diversity_weight:g} needs adv_copies >= 2 "
-                "(the diversity term compares the attacks of two latent codes on the same image)"
-            )
-        if self.schedule == "stepped":
-            validate_steps(self.k_steps)
-        if self.k_min > self.k_max:
-            raise ValueError(f"k_min={self.k_min} is above k_max={self.k_max}")
-        if self.schedule == "adaptive" and not self.k_min <= self.k <= self.k_max:
-            raise ValueError(f"k={self.k} must lie within [k_min, k_max] = [{self.k_min}, {self.k_max}]")
+from trainables.trial import StatefulProgram, TrainableSpec, run_trial
 
 
 class AdaptiveRatioProgram(StatefulProgram):

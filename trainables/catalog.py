@@ -33,6 +33,9 @@ class TrainableInfo:
     headline: tuple[str, ...]
     prepare: str = ""
     report_sections: tuple[str, ...] = ()
+    #: ``"module:Class"`` of its config class in a module that does not import torch, for
+    #: ``orchestrator params`` ("": the class the trainable's ``SPEC`` names).
+    config: str = ""
 
 
 CATALOG: dict[str, TrainableInfo] = {}
@@ -51,6 +54,15 @@ def get_info(name: str) -> TrainableInfo:
         raise KeyError(f"unknown trainable {name!r}; choose from {', '.join(CATALOG)}") from None
 
 
+def config_class(name: str) -> Any:
+    """The config class of trainable ``name``, without importing the trainable's module where
+    the catalog names a torch-free one."""
+    info = get_info(name)
+    if info.config:
+        return resolve(info.config)
+    return importlib.import_module(info.module).SPEC.config_cls
+
+
 def resolve(reference: str) -> Callable[..., Any]:
     """The function a ``"module:function"`` reference names."""
     module, _, name = reference.partition(":")
@@ -63,6 +75,7 @@ register(
         "trainables.classic",
         "epoch",
         ("train/loss", "train/acc", "val/acc", "val/fgsm_acc/eps0.3", "val/apgd_acc"),
+        config="trainables.configs:ClassicConfig",
     )
 )
 register(
@@ -81,6 +94,7 @@ register(
         ),
         prepare="trainables.wgan_gp:prepare_search",
         report_sections=("trainables.sections:stage_samples", "trainables.sections:stage_table"),
+        config="trainables.configs:WganGpConfig",
     )
 )
 register(
@@ -98,5 +112,6 @@ register(
             "val/apgd_acc",
         ),
         report_sections=("trainables.sections:ratio_cycles",),
+        config="trainables.configs:AdaptiveRatioConfig",
     )
 )

@@ -8,13 +8,10 @@ adversarial-retraining baseline seed 001 compares against.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import torch
 
 from trainables.attacks import adversarial_examples, pgd
-from trainables.config import param
+from trainables.configs import ClassicConfig
 from trainables.data import BatchStream, Data
 from trainables.evaluation import predict
 from trainables.media import prediction_grid
@@ -22,24 +19,7 @@ from trainables.models import ClassicClassifier
 from trainables.reporting import console_reporter
 from trainables.runtime import Runtime
 from trainables.steps import classifier_step, run_steps
-from trainables.trial import StatefulProgram, TrainableSpec, TrialConfig, run_trial
-
-
-@dataclass(frozen=True)
-class ClassicConfig(TrialConfig):
-    trainable: ClassVar[str] = "classic"
-    budget_key: ClassVar[str] = "epochs"
-
-    epochs: int = param(10, lo=1, hi=10_000, doc="training epochs (one report each)")
-    lr: float = param(1e-3, lo=1e-6, hi=1.0, doc="Adam learning rate")
-    weight_decay: float = param(0.0, lo=0.0, hi=0.1, doc="Adam weight decay")
-    adv_train: str = param("none", choices=("none", "fgsm", "pgd"), doc="adversarial training attack")
-    adv_eps: float = param(0.3, lo=0.0, hi=1.0, doc="adversarial training eps, [0,1] pixel scale")
-    adv_steps: int = param(10, lo=1, hi=200, doc="PGD steps of adversarial training")
-    adv_step_size: float = param(
-        0.0, lo=0.0, hi=1.0, doc="PGD training step, [0,1] scale (0 = 2.5*eps/steps)"
-    )
-    adv_weight: float = param(0.5, lo=0.0, hi=1.0, doc="weight of the adversarial loss (1 - it on clean)")
+from trainables.trial import StatefulProgram, TrainableSpec, run_trial
 
 
 class ClassicProgram(StatefulProgram):

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from trainables.datasets import DATASETS, DatasetSpec
+
 #: Model input range. An image pixel p in [0, 1] becomes 2p - 1.
 PIXEL_RANGE: tuple[float, float] = (-1.0, 1.0)
 #: Seed of the fixed train/validation split (independent of the trial seed, so that every
@@ -36,30 +38,6 @@ def to_model_scale(value: float) -> float:
 
 class DatasetUnavailable(RuntimeError):
     """The dataset is neither on disk nor downloadable."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    folder: str  # torchvision's folder under the root
-    channels: int
-    num_classes: int
-    default_val_size: int
-    #: The default minimum clean validation accuracy of a feasible search trial
-    #: (``orchestrator search --min-clean``): far above a collapsed classifier (one class: ~11%
-    #: of MNIST), below what an adversarially trained one reaches after a short budget (the
-    #: learned attacker: 81% after its first cycle of 50 steps, 93% after the second).
-    min_clean: float = 0.0
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec("mnist", "MNIST", 1, 10, 5000, min_clean=0.8),
-    "fashion_mnist": DatasetSpec("fashion_mnist", "FashionMNIST", 1, 10, 5000, min_clean=0.6),
-    "gtsrb": DatasetSpec("gtsrb", "gtsrb", 3, 43, 3000, min_clean=0.6),
-    # Procedural class prototypes plus noise: a fast, download-free stand-in for tests and
-    # dry runs (learnable in a few steps, not a benchmark); no default constraint.
-    "synthetic": DatasetSpec("synthetic", "", 1, 10, 500),
-}
 
 
 def cache_dir() -> Path:

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from trainables.catalog import TrainableInfo, get_info
-from trainables.config import Config, param
-from trainables.data import DATASETS, Data, load_data
+from trainables.configs import TrialConfig
+from trainables.data import Data, load_data
 from trainables.deadline import Deadline, test_estimate
-from trainables.evaluation import EvalSpec, evaluate, metric_keys, robust_keys
+from trainables.evaluation import evaluate, metric_keys, robust_keys
 from trainables.metrics import worst
 from trainables.reporting import Reporter, encode_png
 from trainables.runtime import (
@@ -32,80 +32,6 @@ from trainables.runtime import (
     set_cpu_threads,
     set_rng_state,
 )
-
-
-@dataclass(frozen=True)
-class TrialConfig(Config):
-    """Settings every trainable shares: data, evaluation protocol, runtime, checkpoints."""
-
-    budget_key: ClassVar[str] = "iterations"
-
-    dataset: str = param("mnist", choices=tuple(DATASETS), doc="torchvision dataset")
-    data_dir: str = param("", doc="dataset root ('' = $ORCHESTRATOR_DATA_DIR or the cache)")
-    val_size: int = param(0, lo=0, doc="validation images split off the training file (0 = dataset default)")
-    train_subset: int = param(0, lo=0, doc="train on the first n training images (0 = all)")
-    eval_subset: int = param(
-        1000, lo=0, doc="clean validation accuracy on a fixed subset of n images (0 = all; test: all)"
-    )
-    robust_n: int = param(200, lo=0, doc="validation images attacked/corrupted per evaluation (0 = all)")
-    robust_every: int = param(
-        1, lo=1, doc="robust validation metrics every n-th iteration (and at robust_rungs and the last)"
-    )
-    robust_rungs: tuple[int, ...] = param(
-        (), lo=1, doc="iterations that always get robust validation metrics (search: ASHA's rungs)"
-    )
-    test_robust_n: int = param(0, lo=0, doc="test images attacked/corrupted at the end (0 = all)")
-    fgsm_eps: tuple[float, ...] = param(
-        (0.1, 0.2, 0.3), lo=0.0, hi=1.0, doc="FGSM eps grid, [0,1] pixel scale"
-    )
-    pgd_eps: float = param(0.3, lo=0.0, hi=1.0, doc="PGD eps, [0,1] pixel scale")
-    pgd_steps: int = param(40, lo=0, hi=1000, doc="PGD steps (0 disables PGD)")
-    pgd_step_size: float = param(0.01, lo=1e-5, hi=1.0, doc="PGD step, [0,1] pixel scale")
-    pgd_restarts: int = param(1, lo=1, hi=100, doc="PGD random restarts")
-    apgd_steps: int = param(
-        10, lo=0, hi=1000, doc="APGD-CE + APGD-DLR steps for val/test apgd_acc at pgd_eps (0 = off)"
-    )
-    val_pgd: bool = param(False, doc="also PGD on validation (the test split always gets it)")
-    noise_eval: bool = param(True, doc="evaluate Gaussian / salt-and-pepper / periodic noise")
-    batch_size: int = param(128, lo=2, hi=8192, doc="training batch size")
-    seed: int = param(0, lo=0, doc="seed of models, data order and noise")
-    device: str = param("auto", choices=("auto", "cpu", "cuda"), doc="auto = CUDA when available")
-    precision: str = param("auto", choices=("auto", "fp32", "bf16"), doc="auto = bf16 autocast on CUDA")
-    channels_last: bool = param(True, doc="channels_last memory format (faster convs on CPU and GPU)")
-    checkpoint_every: int = param(1, lo=1, doc="checkpoint every n iterations (and at the end)")
-    media_every: int = param(0, lo=0, doc="attach image grids every n iterations (0 = never)")
-    deadline_file: str = param(
-        "", doc="the search's deadline.json: end (tested, checkpointed) before it ('' = no deadline)"
-    )
-
-    @property
-    def budget(self) -> int:
-        return int(getattr(self, self.budget_key))
-
-    def robust_iteration(self, iteration: int, first: bool = False) -> bool:
-        """Whether validation at ``iteration`` runs the attacks and corruptions (``first``:
-        the first iteration of this process, which has no earlier values to carry)."""
-        return (
-            first
-            or iteration % self.robust_every == 0
-            or iteration in self.robust_rungs
-            or iteration == self.budget
-        )
-
-    def eval_spec(self, final: bool = False) -> EvalSpec:
-        """Validation (``final=False``) or test-split evaluation protocol."""
-        return EvalSpec(
-            fgsm_eps=self.fgsm_eps,
-            pgd_eps=self.pgd_eps,
-            pgd_steps=self.pgd_steps if final or self.val_pgd else 0,
-            pgd_step_size=self.pgd_step_size,
-            pgd_restarts=self.pgd_restarts,
-            apgd_steps=self.apgd_steps,
-            noise=self.noise_eval,
-            clean_n=0 if final else self.eval_subset,
-            robust_n=self.test_robust_n if final else self.robust_n,
-            seed=0,  # the same perturbations for every trial of a search, whatever its seed
-        )
 
 
 class Program(Protocol):

@@ -16,13 +16,12 @@ generator steps listed in ``stages``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from trainables.attacks import eval_mode
-from trainables.config import param
+from trainables.configs import WganGpConfig
 from trainables.data import BatchStream, Data
 from trainables.evaluation import accuracy, feature_stats, features, frechet_distance
 from trainables.media import image_grid
@@ -31,31 +30,7 @@ from trainables.reference import ensure_reference, load_reference
 from trainables.reporting import console_reporter
 from trainables.runtime import Runtime
 from trainables.steps import Meter, classifier_step, critic_step, generator_step
-from trainables.trial import StatefulProgram, TrainableSpec, TrialConfig, run_trial
-
-
-@dataclass(frozen=True)
-class WganGpConfig(TrialConfig):
-    trainable: ClassVar[str] = "wgan_gp"
-    budget_key: ClassVar[str] = "iterations"
-
-    iterations: int = param(20, lo=1, hi=100_000, doc="reports; each is gen_steps generator steps")
-    gen_steps: int = param(100, lo=1, hi=1_000_000, doc="generator steps per iteration")
-    n_critic: int = param(5, lo=1, hi=100, doc="critic steps per generator step")
-    gp_lambda: float = param(10.0, lo=0.0, hi=1000.0, doc="gradient penalty weight")
-    gen_lr: float = param(1e-4, lo=1e-7, hi=1.0, doc="generator Adam learning rate")
-    critic_lr: float = param(1e-4, lo=1e-7, hi=1.0, doc="critic Adam learning rate")
-    cls_lr: float = param(1e-3, lo=1e-7, hi=1.0, doc="classifier Adam learning rate")
-    beta1: float = param(0.5, lo=0.0, hi=0.999, doc="Adam beta1 of generator and critic")
-    beta2: float = param(0.9, lo=0.0, hi=0.9999, doc="Adam beta2 of generator and critic")
-    cls_rate: float = param(0.5, lo=0.0, hi=100.0, doc="classifier steps per generator step")
-    latent_dim: int = param(128, lo=1, hi=4096, doc="generator latent size")
-    conditional_critic: bool = param(True, doc="class projection in the critic")
-    stages: tuple[int, ...] = param((1000, 2000, 3000, 4000), lo=1, doc="generator steps of the snapshots")
-    sample_n: int = param(1000, lo=10, hi=100_000, doc="generated samples per evaluation")
-    ref_epochs: int = param(2, lo=1, hi=100, doc="epochs of the reference Classic Classifier")
-    ref_classifier: str = param("", doc="reference state dict (path or URI; '' = train and cache)")
-    batch_size: int = param(64, lo=2, hi=8192, doc="batch size of critic, generator and classifier")
+from trainables.trial import StatefulProgram, TrainableSpec, run_trial
 
 
 class WganGpProgram(StatefulProgram):
