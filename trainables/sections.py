@@ -93,8 +93,10 @@ def ratio_cycles(ctx) -> list[str]:
         return []
     trial = ctx.trial
     plt = ctx.plt()
+    from matplotlib.ticker import MaxNLocator
+
     xs = [r["iteration"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.0))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.0))
     axes[0].plot(xs, [r.get("ratio/k") for r in rows], "-o", color="tab:purple")
     axes[0].set_yscale("log")
     axes[0].set_title(ctx.title("training ratio k (generator updates per classifier update)", 45))
@@ -108,7 +110,7 @@ def ratio_cycles(ctx) -> list[str]:
         axes[1].axhline(target, color="gray", ls="--", label=f"target generator loss {target:.2f}")
     axes[1].set_title("losses per cycle")
     axes[1].set_ylabel("loss")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="best")
     for key in sorted(k for k in rows[-1] if k.startswith("val/fgsm_acc/")):
         axes[2].plot(xs, [r.get(key) for r in rows], "-o", label=f"FGSM eps {key.rsplit('eps', 1)[1]}")
     for key, style in (("val/apgd_acc", "-s"), ("val/pgd_acc", "-^")):
@@ -126,9 +128,11 @@ def ratio_cycles(ctx) -> list[str]:
     axes[2].set_title("accuracy under attack per cycle")
     axes[2].set_ylabel("accuracy (fraction)")
     axes[2].set_ylim(0, 1)
-    axes[2].legend(fontsize=7)
+    # Beside the plot, not over it: with FGSM at three radii, APGD and clean it covers curves.
+    axes[2].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     for ax in axes:
         ax.set_xlabel("cycle")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # cycles are whole numbers
     generator = trial.get("config/generator") or "image"
     fig.suptitle(
         ctx.title(
