@@ -109,7 +109,10 @@ def build_tuner(plan: Plan):
         # The trials end themselves before the deadline (trainables.deadline); this is a backstop.
         time_budget_s=time_budget.backstop(s.time_budget_s) or None,
         trial_dirname_creator=_trial_dirname,
-        reuse_actors=False,
+        # A finished or stopped trial's worker runs the next trial: no new process importing
+        # torch and the trainable per trial (benchmarks: 6 classic trials x 2 epochs on 2 cores,
+        # 78.6 s -> 63.5 s). Every trial sets its own seeds, threads and GPU share.
+        reuse_actors=True,
     )
     run_config = tune.RunConfig(
         name=s.name,
