@@ -41,13 +41,31 @@ def _tune_is_listening() -> bool:
 
 
 @contextlib.contextmanager
-def stop_requests(echo: Callable[[str], None]) -> Iterator[None]:
-    """Handle SIGINT / SIGTERM as described in the module docstring while the block runs."""
-    global _received, _active
+def _handled(handle: Callable, also: tuple[int, ...] = ()) -> Iterator[tuple[int, ...]]:
+    """``handle`` for SIGINT and SIGTERM while the block runs (those ignored at the start stay
+    ignored: nohup's intent), every previous handler back at its end (``also``: more signals
+    whose handlers the block may change); yields the signals it handles. Outside the main
+    thread, where Python cannot install handlers, nothing changes."""
+    global _received
     _received = 0
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield ()
         return
+    previous = {s: signal.getsignal(s) for s in (*_SIGNALS, *also)}
+    owned = tuple(s for s in _SIGNALS if previous[s] is not signal.SIG_IGN)
+    for s in owned:
+        signal.signal(s, handle)
+    try:
+        yield owned
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def stop_requests(echo: Callable[[str], None]) -> Iterator[None]:
+    """Handle SIGINT / SIGTERM as described in the module docstring while the block runs."""
+    global _active
 
     def handle(signum, frame):
         global _received
@@ -65,18 +83,16 @@ def stop_requests(echo: Callable[[str], None]) -> Iterator[None]:
 
     ray_compat.quiet_interrupt_hints()
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    previous = {s: signal.getsignal(s) for s in (*_SIGNALS, signal.SIGUSR1)}
-    signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # Tune installs its own when fit starts
-    owned = tuple(s for s in _SIGNALS if previous[s] is not signal.SIG_IGN)  # nohup's stay ignored
-    for s in owned:
-        signal.signal(s, handle)
-    _active = (handle, owned)
-    try:
-        yield
-    finally:
-        _active = None
-        for s, h in previous.items():
-            signal.signal(s, h)
+    with _handled(handle, also=(signal.SIGUSR1,)) as owned:
+        if not owned and threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # Tune installs its own when fit starts
+        _active = (handle, owned)
+        try:
+            yield
+        finally:
+            _active = None
 
 
 @contextlib.contextmanager
@@ -84,26 +100,14 @@ def signals_raise() -> Iterator[None]:
     """Outside a search (``orchestrator evaluate``): SIGTERM, like Ctrl-C, raises
     ``KeyboardInterrupt`` in the main thread, so the command stops where it is and keeps what
     it saved; :func:`requested` names the signal. Ignored signals stay ignored."""
-    global _received
-    _received = 0
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def handle(signum, frame):
         global _received
         _received = _received or signum
         raise KeyboardInterrupt
 
-    previous = {s: signal.getsignal(s) for s in _SIGNALS}
-    for s in _SIGNALS:
-        if previous[s] is not signal.SIG_IGN:
-            signal.signal(s, handle)
-    try:
+    with _handled(handle):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def reclaim() -> None:
