@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.evaluate import SUBSET_SEED  # noqa: E402
 from orchestrator.robustness import run_attack  # noqa: E402
-from trainables.attacks import apgd  # noqa: E402
+from trainables.apgd import apgd  # noqa: E402
 from trainables.data import load_arrays  # noqa: E402
 from trainables.models import ClassicClassifier  # noqa: E402
 from trainables.runtime import set_cpu_threads  # noqa: E402

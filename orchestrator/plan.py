@@ -26,22 +26,29 @@ from orchestrator.choices import (
 )
 from orchestrator.errors import UserError
 from orchestrator.leaderboard import CLEAN_METRIC
+from orchestrator.plan_checks import (
+    check_choice,
+    check_cluster_resources,
+    check_local_resources,
+    check_objectives_reported,
+    check_ranges,
+)
 from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, check_writable, default_storage, normalize
-from orchestrator.study import check_study, default_study_url, open_storage, redact, warm_trials
+from orchestrator.study import check_study, default_study_url, open_storage, redact
 from orchestrator.time_budget import DEADLINE_FILE
 from orchestrator.tracking import has_api_key, resolve_mode
+from orchestrator.warm_start import warm_start
 from search_spaces import SPACES, SpaceSpec, get_space
 from search_spaces.introspect import ParamInfo, explore
 from trainables import get_spec
 from trainables.catalog import TrainableInfo, get_info
 from trainables.config import ConfigError
 from trainables.data import DATASETS, DatasetUnavailable, prepare_dataset, resolve_data_root
-from trainables.evaluation import EvalSpec, metric_keys
 from trainables.trial import TrainableSpec, TrialConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     settings: SearchSettings
     space: SpaceSpec
@@ -152,43 +159,6 @@ MIN_TIME_BUDGET_S = 60.0
 TIME_BUDGET_MAX_ITERATIONS = 1000
 
 
-def _check_choice(value: str, choices, what: str) -> None:
-    if value not in choices:
-        raise UserError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
-
-
-def _check_ranges(
-    params: Mapping[str, ParamInfo], trainable: TrainableSpec, ranges: Mapping[str, Any], space: str
-) -> dict:
-    fields = {f.name: f for f in dataclasses.fields(trainable.config_cls)}
-    checked = {}
-    for name, bounds in ranges.items():
-        if name not in params:
-            raise UserError(f"--range {name}: not a parameter of space {space} ({', '.join(params)})")
-        dist = params[name].distribution
-        if not hasattr(dist, "low"):
-            raise UserError(f"--range {name}: categorical; fix one value with -s {name}=VALUE instead")
-        try:
-            low, high = (float(b) for b in bounds)
-        except (TypeError, ValueError):
-            raise UserError(f"--range {name}: expected LOW:HIGH numbers, got {bounds!r}") from None
-        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
-            raise UserError(f"--range {name}={low:g}:{high:g}: LOW must be below HIGH")
-        if dist.log and low <= 0:
-            raise UserError(f"--range {name}={low:g}:{high:g}: a log-scale range must be positive")
-        meta = fields[name].metadata
-        if (meta.get("lo") is not None and low < meta["lo"]) or (
-            meta.get("hi") is not None and high > meta["hi"]
-        ):
-            raise UserError(
-                f"--range {name}={low:g}:{high:g} leaves the valid range [{meta.get('lo')}, {meta.get('hi')}]"
-            )
-        if isinstance(dist.low, int) and not (low.is_integer() and high.is_integer()):
-            raise UserError(f"--range {name}={low:g}:{high:g}: an integer parameter needs integer bounds")
-        checked[name] = (int(low), int(high)) if isinstance(dist.low, int) else (low, high)
-    return checked
-
-
 def describe_params(
     params: Mapping[str, ParamInfo], ranges: Mapping[str, tuple], fixed: Mapping[str, Any]
 ) -> list:
@@ -208,163 +178,48 @@ def describe_params(
     return out
 
 
-def _check_objectives_reported(objectives: list[tuple[str, str]], base: TrialConfig) -> None:
-    """Refuse an objective from the evaluation suite that these settings switch off (e.g. the
-    PGD objective with ``-s pgd_steps=0``), which would otherwise fail at the first result."""
-    every = set(metric_keys(EvalSpec(apgd_steps=1, pgd_steps=1), "val"))
-    reported = set(metric_keys(base.eval_spec(), "val"))
-    for metric, _ in objectives:
-        if metric in every and metric not in reported:
-            raise UserError(
-                f"the objective {metric} would never be reported: these settings switch its "
-                "evaluation off (see -s apgd_steps, val_pgd, pgd_steps, fgsm_eps, noise_eval)"
-            )
-
-
-def _check_local_resources(settings: SearchSettings) -> None:
-    """A trial that asks a private local Ray for more CPUs or GPUs than this machine has would
-    stay pending for ever: refuse it before Ray starts."""
-    import os
-
-    cpus = settings.num_cpus or os.cpu_count() or 1
-    if settings.num_cpus and settings.num_cpus > (os.cpu_count() or 1):
-        raise UserError(f"--num-cpus {settings.num_cpus}: this machine has {os.cpu_count()} CPUs")
-    if settings.cpus_per_trial > cpus:
-        raise UserError(
-            f"--cpus-per-trial {settings.cpus_per_trial:g}: the local Ray has {cpus} CPUs, "
-            "so no trial could start"
-        )
-    if settings.gpus_per_trial > 0:
-        import torch
-
-        gpus = torch.cuda.device_count()
-        if settings.gpus_per_trial > gpus:
-            raise UserError(
-                f"--gpus-per-trial {settings.gpus_per_trial:g}: this machine has {gpus} GPU(s), so no trial "
-                "could start (use --address to join a cluster with GPUs)"
-            )
-
-
-def check_cluster_resources(settings: SearchSettings, nodes: list[dict[str, float]]) -> None:
-    """A trial runs on one node: refuse CPUs or GPUs per trial that no alive node of the joined
-    cluster has (its trials would stay pending for ever)."""
-    for flag, key, wanted in (
-        ("--cpus-per-trial", "CPU", settings.cpus_per_trial),
-        ("--gpus-per-trial", "GPU", settings.gpus_per_trial),
-    ):
-        most = max((node.get(key, 0.0) for node in nodes), default=0.0)
-        if wanted > most:
-            raise UserError(
-                f"{flag} {wanted:g}: the largest node of the cluster at {settings.address} has "
-                f"{most:g} {key}(s), so no trial could start"
-            )
-
-
 def default_name(space: str) -> str:
     return f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_storage: bool = True) -> Plan:
-    """Validate ``settings`` (one-line :class:`UserError` for anything wrong) into a plan."""
-    _check_choice(settings.space, SPACES, "space")
-    _check_choice(settings.searcher, SEARCHERS, "searcher")
-    _check_choice(settings.objective, OBJECTIVES, "objective")
-    space = get_space(settings.space)
-    trainable = get_spec(space.trainable)
-    objectives = [(o.metric, o.mode) for o in space.objectives(settings.objective)]
-    scheduler = settings.scheduler or ("asha" if settings.objective == "single" else "fifo")
-    _check_choice(scheduler, SCHEDULERS, "scheduler")
-    if len(objectives) > 1 and settings.searcher not in MULTI_OBJECTIVE_SEARCHERS:
-        raise UserError(
-            f"searcher {settings.searcher} is single-objective; for --objective pareto use one of "
-            f"{', '.join(MULTI_OBJECTIVE_SEARCHERS)}"
-        )
-    if settings.wandb_mode and settings.wandb_mode not in WANDB_MODES:
-        raise UserError(f"unknown W&B mode {settings.wandb_mode!r}; choose from {', '.join(WANDB_MODES)}")
-    if settings.num_samples < 0 or settings.max_iterations < 0 or settings.max_concurrent < 0:
-        raise UserError("--num-samples, --max-iterations and --max-concurrent must not be negative")
-    if settings.cpus_per_trial <= 0:
-        raise UserError("--cpus-per-trial must be positive")
-    gpus = settings.gpus_per_trial
-    if gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
-        raise UserError("--gpus-per-trial must be a fraction of one GPU (0.25) or a whole number")
-    if not settings.address:
-        _check_local_resources(settings)
-    if settings.time_budget_s and settings.time_budget_s < MIN_TIME_BUDGET_S:
-        raise UserError(
-            f"--time-budget {settings.time_budget_s:g}s is shorter than a trial's first iteration and its "
-            f"test evaluation can take; give at least {MIN_TIME_BUDGET_S:g}s"
-        )
-    # With a time budget, trials train until the deadline: the iteration budget is only a cap.
-    default_budget = space.max_iterations
-    if settings.time_budget_s:
-        budget_field = {f.name: f for f in dataclasses.fields(trainable.config_cls)}[
-            trainable.config_cls.budget_key
-        ]
-        default_budget = min(TIME_BUDGET_MAX_ITERATIONS, budget_field.metadata.get("hi") or math.inf)
-    max_iterations = settings.max_iterations or default_budget
-    if settings.min_clean is not None and not 0.0 <= settings.min_clean <= 1.0:
-        raise UserError(f"--min-clean {settings.min_clean} must be in [0, 1] (a validation accuracy)")
-    if settings.grace_period < 1 or settings.reduction_factor < 2:
-        raise UserError("--grace-period must be >= 1 and --reduction-factor >= 2")
+    """Validate ``settings`` (one-line :class:`UserError` for anything wrong) into a plan: the
+    settings alone first, then the trial config (validated once, by the trainable's config
+    class), then what the settings point at (storage, dataset, cluster, study, warm start)."""
+    space, trainable, objectives, scheduler = _choices(settings)
+    _check_numbers(settings)
+    max_iterations = settings.max_iterations or _default_budget(settings, space, trainable)
     params = {p.name: p for p in explore(space.space)}
-    ranges = _check_ranges(params, trainable, settings.ranges, space.name)
-    budget_key = trainable.config_cls.budget_key
+    ranges = check_ranges(params, trainable, settings.ranges, space.name)
     fixed = {k: v for k, v in settings.config.items() if k in params}
-    trial_config = {k: v for k, v in settings.config.items() if k not in params}
-    if budget_key in settings.config:
-        raise UserError(f"-s {budget_key}: set the budget with --max-iterations")
-    if settings.data_dir:
-        trial_config["data_dir"] = str(resolve_data_root(settings.data_dir))
-    trial_config[budget_key] = max_iterations
-    if scheduler == "asha" and "robust_rungs" not in settings.config:
-        # Robust validation metrics are fresh wherever ASHA compares trials (carried between).
-        grace = min(settings.grace_period, max_iterations)
-        trial_config["robust_rungs"] = asha_rungs(max_iterations, grace, settings.reduction_factor)
-    try:
-        base = trainable.config_cls.from_dict({**trial_config, **fixed})
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
-    _check_objectives_reported(objectives, base)
-    overlap = set(ranges) & set(fixed)
-    if overlap:
-        raise UserError(f"{', '.join(sorted(overlap))}: both fixed and given a range")
+    if set(ranges) & set(fixed):
+        raise UserError(f"{', '.join(sorted(set(ranges) & set(fixed)))}: both fixed and given a range")
     wandb_mode, reason = resolve_mode(settings.wandb_mode or None)
     if wandb_mode == "online" and not has_api_key():
         raise UserError(
             "W&B online mode needs an API key: `wandb login` or WANDB_API_KEY, or --wandb-mode offline"
         )
     storage = normalize(settings.storage or default_storage())
-    name = settings.name or default_name(settings.space)
-    if "/" in name or name.startswith(".") or not name.isprintable():
-        raise UserError(f"--name {name!r}: a plain folder name, please")
-    if len(name) > MAX_NAME:  # a folder name is at most 255 bytes; W&B and Ray add to it
-        raise UserError(f"--name is {len(name)} characters long; at most {MAX_NAME}, please")
-    experiment = check_writable(storage).child(name) if check_storage else Location.parse(storage).child(name)
-    if settings.time_budget_s:  # trials end themselves before the search's deadline
-        trial_config["deadline_file"] = experiment.child(DEADLINE_FILE).uri
-    if check_dataset:
-        try:
-            prepare_dataset(base.dataset, base.data_dir or None)
-        except DatasetUnavailable as exc:
-            raise UserError(str(exc)) from None
-    address = ray_runtime.check_address(settings.address) if settings.address else ""
-    if address and not address.startswith("ray://"):
-        check_cluster_resources(settings, ray_runtime.cluster_nodes(address))
+    name = _check_name(settings.name or default_name(settings.space))
+    experiment = Location.parse(storage).child(name)
+    trial_config = _trial_config(settings, trainable, params, scheduler, max_iterations, experiment)
+    base = validated(trainable, trial_config, fixed)
+    check_objectives_reported(objectives, base)
+    if check_storage:
+        check_writable(storage)
+    address = _check_environment(settings, base, check_dataset)
     min_clean = DATASETS[base.dataset].min_clean if settings.min_clean is None else settings.min_clean
-    constraint = {"metric": CLEAN_METRIC, "min": float(min_clean)} if min_clean > 0 else None
     study_url = settings.study_storage or default_study_url(experiment, name)
     if settings.study_storage:
         check_study(
             open_storage(study_url, create=True, what="--study-storage"), name, space.name, objectives
         )
-    warm, points = _warm_start(settings, space, params, fixed, ranges, objectives, storage)
+    warm, points = warm_start(settings, space, params, fixed, ranges, objectives, storage)
     priors, notices = _priors(settings, space, fixed, ranges)
-    settings = dataclasses.replace(
-        settings, name=name, storage=storage, ranges=ranges, max_concurrent=_max_concurrent(settings)
-    )
     return Plan(
-        settings=settings,
+        settings=dataclasses.replace(
+            settings, name=name, storage=storage, ranges=ranges, max_concurrent=_max_concurrent(settings)
+        ),
         space=space,
         trainable=trainable,
         objectives=objectives,
@@ -379,13 +234,114 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
         wandb_mode=wandb_mode,
         wandb_reason=reason,
         address=address,
-        constraint=constraint,
+        constraint={"metric": CLEAN_METRIC, "min": float(min_clean)} if min_clean > 0 else None,
         study_url=study_url,
         warm_trials=warm,
         warm_points=points,
         priors=priors,
         prior_notices=notices,
     )
+
+
+def validated(trainable: TrainableSpec, trial_config: Mapping[str, Any], fixed: Mapping[str, Any]):
+    """The one validation of a search's trial config: the trainable's config class reads the
+    base config and the fixed searched values (one-line :class:`UserError` if it refuses)."""
+    try:
+        return trainable.config_cls.from_dict({**trial_config, **fixed})
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _choices(settings: SearchSettings):
+    """The space, its trainable, the objectives ``(metric, mode)`` and the scheduler."""
+    check_choice(settings.space, SPACES, "space")
+    check_choice(settings.searcher, SEARCHERS, "searcher")
+    check_choice(settings.objective, OBJECTIVES, "objective")
+    space = get_space(settings.space)
+    objectives = [(o.metric, o.mode) for o in space.objectives(settings.objective)]
+    scheduler = settings.scheduler or ("asha" if settings.objective == "single" else "fifo")
+    check_choice(scheduler, SCHEDULERS, "scheduler")
+    if len(objectives) > 1 and settings.searcher not in MULTI_OBJECTIVE_SEARCHERS:
+        raise UserError(
+            f"searcher {settings.searcher} is single-objective; for --objective pareto use one of "
+            f"{', '.join(MULTI_OBJECTIVE_SEARCHERS)}"
+        )
+    if settings.wandb_mode:
+        check_choice(settings.wandb_mode, WANDB_MODES, "W&B mode")
+    return space, get_spec(space.trainable), objectives, scheduler
+
+
+def _check_numbers(settings: SearchSettings) -> None:
+    """Counts, resources, budgets and thresholds that are wrong whatever else is set."""
+    if settings.num_samples < 0 or settings.max_iterations < 0 or settings.max_concurrent < 0:
+        raise UserError("--num-samples, --max-iterations and --max-concurrent must not be negative")
+    if settings.cpus_per_trial <= 0:
+        raise UserError("--cpus-per-trial must be positive")
+    gpus = settings.gpus_per_trial
+    if gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
+        raise UserError("--gpus-per-trial must be a fraction of one GPU (0.25) or a whole number")
+    if not settings.address:
+        check_local_resources(settings)
+    if settings.time_budget_s and settings.time_budget_s < MIN_TIME_BUDGET_S:
+        raise UserError(
+            f"--time-budget {settings.time_budget_s:g}s is shorter than a trial's first iteration and its "
+            f"test evaluation can take; give at least {MIN_TIME_BUDGET_S:g}s"
+        )
+    if settings.min_clean is not None and not 0.0 <= settings.min_clean <= 1.0:
+        raise UserError(f"--min-clean {settings.min_clean} must be in [0, 1] (a validation accuracy)")
+    if settings.grace_period < 1 or settings.reduction_factor < 2:
+        raise UserError("--grace-period must be >= 1 and --reduction-factor >= 2")
+
+
+def _default_budget(settings: SearchSettings, space: SpaceSpec, trainable: TrainableSpec) -> int:
+    """Iterations per trial without ``--max-iterations``: the space's; with a time budget, trials
+    train until the deadline and the iteration budget is only a cap."""
+    if not settings.time_budget_s:
+        return space.max_iterations
+    cls = trainable.config_cls
+    field = {f.name: f for f in dataclasses.fields(cls)}[cls.budget_key]
+    return int(min(TIME_BUDGET_MAX_ITERATIONS, field.metadata.get("hi") or math.inf))
+
+
+def _check_name(name: str) -> str:
+    if "/" in name or name.startswith(".") or not name.isprintable():
+        raise UserError(f"--name {name!r}: a plain folder name, please")
+    if len(name) > MAX_NAME:  # a folder name is at most 255 bytes; W&B and Ray add to it
+        raise UserError(f"--name is {len(name)} characters long; at most {MAX_NAME}, please")
+    return name
+
+
+def _trial_config(settings, trainable, params, scheduler: str, max_iterations: int, experiment) -> dict:
+    """The config every trial starts from: the ``-s`` values of parameters the space does not
+    search, the data folder, the budget, ASHA's rungs and the deadline file."""
+    budget_key = trainable.config_cls.budget_key
+    if budget_key in settings.config:
+        raise UserError(f"-s {budget_key}: set the budget with --max-iterations")
+    trial_config = {k: v for k, v in settings.config.items() if k not in params}
+    if settings.data_dir:
+        trial_config["data_dir"] = str(resolve_data_root(settings.data_dir))
+    trial_config[budget_key] = max_iterations
+    if scheduler == "asha" and "robust_rungs" not in settings.config:
+        # Robust validation metrics are fresh wherever ASHA compares trials (carried between).
+        grace = min(settings.grace_period, max_iterations)
+        trial_config["robust_rungs"] = asha_rungs(max_iterations, grace, settings.reduction_factor)
+    if settings.time_budget_s:  # trials end themselves before the search's deadline
+        trial_config["deadline_file"] = experiment.child(DEADLINE_FILE).uri
+    return trial_config
+
+
+def _check_environment(settings: SearchSettings, base: TrialConfig, check_dataset: bool) -> str:
+    """The dataset is there (or can be fetched) and the cluster, if any, can run a trial; the
+    cluster's address (``""``: a private local Ray)."""
+    if check_dataset:
+        try:
+            prepare_dataset(base.dataset, base.data_dir or None)
+        except DatasetUnavailable as exc:
+            raise UserError(str(exc)) from None
+    address = ray_runtime.check_address(settings.address) if settings.address else ""
+    if address and not address.startswith("ray://"):
+        check_cluster_resources(settings, ray_runtime.cluster_nodes(address))
+    return address
 
 
 def _max_concurrent(settings: SearchSettings) -> int:
@@ -412,46 +368,3 @@ def _priors(settings, space, fixed, ranges) -> tuple[list, list[str]]:
     if settings.no_priors:
         return [], []
     return fit_priors(space.space, space.priors, fixed, ranges)
-
-
-def _warm_start(settings, space, params, fixed, ranges, objectives, storage) -> tuple[list, list]:
-    """``--warm-start NAME``: the earlier experiment's finished trials and best configurations,
-    checked against this search's space (one-line :class:`UserError` on any mismatch)."""
-    if not settings.warm_start:
-        return [], []
-    from orchestrator.results import CorruptResults, load_results
-    from orchestrator.settings import load_settings
-    from search_spaces.introspect import ConstrainedSpace
-
-    if settings.warm_start_top < 0:
-        raise UserError("--warm-start-top must not be negative")
-    try:
-        record = load_settings(settings.warm_start, storage)
-    except UserError as exc:
-        raise UserError(f"--warm-start {settings.warm_start}: {exc}") from None
-    if record.get("space") != space.name:
-        raise UserError(
-            f"--warm-start {settings.warm_start}: a search of space {record.get('space')!r}, "
-            f"not {space.name!r}"
-        )
-    try:
-        trials, _ = load_results(Location.parse(record["experiment_uri"]))
-    except FileNotFoundError:
-        raise UserError(f"--warm-start {settings.warm_start}: the experiment has no results yet") from None
-    except CorruptResults as exc:
-        raise UserError(f"--warm-start {settings.warm_start}: {exc}") from None
-    if [list(o) for o in objectives] != [list(o) for o in record.get("objectives", [])]:
-        raise UserError(
-            f"--warm-start {settings.warm_start}: it optimised {record.get('objectives')}, this search "
-            f"{[list(o) for o in objectives]}"
-        )
-    searched = [p["name"] for p in record.get("params", [])]
-    return warm_trials(
-        trials.to_pylist(),
-        searched=searched,
-        objectives=objectives,
-        space=ConstrainedSpace(space.space, fixed, ranges),
-        names=set(params),
-        fixed=fixed,
-        top=settings.warm_start_top,
-    )

@@ -11,7 +11,8 @@ the true labels, on the classifier in eval mode.
 - ``apgd-ce``: ART's APGD with the cross-entropy loss (Croce & Hein 2020; 100 iterations, one
   random start, step 2 eps, halved at APGD's checkpoints);
 - ``apgd-t``: ART's APGD, targeted, with its difference-of-logits-ratio (DLR) loss, against the
-  ``targets`` most likely wrong classes (100 iterations each);
+  ``targets`` most likely wrong classes (100 iterations each; 9 by default, every wrong class
+  of a 10-class dataset, as in standard AutoAttack);
 - ``square``: ART's Square attack (gradient-free; 5,000 queries, p_init 0.8): it cannot be fooled
   by masked gradients;
 - ``autoattack``: per image the worst case of ``apgd-ce``, ``apgd-t`` and ``square``, each run
@@ -77,6 +78,9 @@ class AttackResult:
     attack: str
     correct: np.ndarray
     seconds: float
+    #: Per image: 0 resisted every part, -1 wrong without an attack, k the k-th part broke it
+    #: (the parts of ``autoattack`` are :data:`AUTOATTACK`; other attacks have one part).
+    broken_by: np.ndarray | None = None
 
     @property
     def accuracy(self) -> float:
@@ -89,7 +93,9 @@ def _predict_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: 
     return torch.cat(out).cpu().numpy() if out else np.zeros(0, bool)
 
 
-def _art_attack(name: str, classifier, eps: float, batch_size: int, targeted: bool = False):
+def _art_attack(
+    name: str, classifier, eps: float, batch_size: int, targeted: bool = False, queries: int = 5000
+):
     from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
 
     if name == "apgd-ce":
@@ -119,7 +125,7 @@ def _art_attack(name: str, classifier, eps: float, batch_size: int, targeted: bo
         return SquareAttack(
             classifier,
             eps=eps,
-            max_iter=5000,
+            max_iter=queries,
             p_init=0.8,
             nb_restarts=1,
             batch_size=batch_size,
@@ -135,13 +141,15 @@ def run_attack(
     y: torch.Tensor,
     *,
     eps: float = 0.3,
-    targets: int = 3,
+    targets: int = 9,
+    square_queries: int = 5000,
     batch_size: int = 250,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> AttackResult:
     """Run attack ``name`` (see :data:`ATTACKS`) on images ``x`` in [-1, 1] with labels ``y``;
-    ``eps`` on the [0, 1] pixel scale."""
+    ``eps`` on the [0, 1] pixel scale; ``targets``: APGD-T's target classes per image;
+    ``square_queries``: Square's budget per image."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
     start = time.perf_counter()
@@ -157,14 +165,17 @@ def run_attack(
             _progress(progress, name, np.concatenate(correct), len(y), start)
         return AttackResult(name, np.concatenate(correct), time.perf_counter() - start)
     correct = _predict_correct(model, x, y)
+    broken_by = np.where(correct, 0, -1)
     parts = AUTOATTACK if name == "autoattack" else (name,)
     for k, part in enumerate(parts, 1):
         label = f"{name} part {k}/{len(parts)} ({part})" if len(parts) > 1 else name
         todo = np.flatnonzero(correct)
         if len(todo):
-            broken = _art_part(part, model, x[todo], y[todo], eps, targets, batch_size, seed, label, progress)
+            budget = (targets, square_queries)
+            broken = _art_part(part, model, x[todo], y[todo], eps, budget, batch_size, seed, label, progress)
             correct[todo[broken]] = False
-    return AttackResult(name, correct, time.perf_counter() - start)
+            broken_by[todo[broken]] = k
+    return AttackResult(name, correct, time.perf_counter() - start, broken_by)
 
 
 def _progress(progress, label: str, correct: np.ndarray, total: int, start: float) -> None:
@@ -190,21 +201,23 @@ def _art_part(
     x: torch.Tensor,
     y: torch.Tensor,
     eps: float,
-    targets: int,
+    budget: tuple[int, int],
     batch: int,
     seed: int,
     label: str = "",
     progress: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Indices (into ``x``) of the images ``part`` makes the classifier get wrong, attacked
-    ``batch`` images at a time (a progress line after each)."""
+    ``batch`` images at a time (a progress line after each); ``budget``: APGD-T's target
+    classes and Square's queries."""
+    targets, queries = budget
     np.random.seed(seed)  # ART draws its random starts and squares from NumPy's global RNG
     torch.manual_seed(seed)
     classifier = art_classifier(model, x.shape[1:], _num_classes(model, x), x.device)
     x01 = to_unit(x).cpu().numpy().astype(np.float32)
     labels = y.cpu().numpy()
     targeted = part == "apgd-t"
-    attack = _art_attack(part, classifier, eps, batch, targeted=targeted)
+    attack = _art_attack(part, classifier, eps, batch, targeted=targeted, queries=queries)
     broken = np.zeros(len(labels), bool)
     start = time.perf_counter()
     per_image = targets if targeted else 0

@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 from orchestrator import driver_lock, interrupt, ray_compat, ray_runtime, relocation, time_budget
 from orchestrator.errors import SearchFailed, SearchInterrupted, UserError
 from orchestrator.leaderboard import leaderboard
-from orchestrator.plan import Plan, check_cluster_resources
+from orchestrator.plan import Plan, validated
+from orchestrator.plan_checks import check_cluster_resources
 from orchestrator.results import (
     HISTORY_FILE,
     PARTS_DIR,
@@ -78,10 +79,11 @@ def collect(experiment_uri: str, objectives) -> Outcome:
     )
 
 
-def prepare(plan: Plan, echo: Callable[[str], None]) -> None:
-    """Run the trainable's prepare hook once on the driver; its values join every trial's config."""
+def prepare(plan: Plan, echo: Callable[[str], None]) -> Plan:
+    """Run the trainable's prepare hook once on the driver: the plan with its values joined to
+    every trial's config, validated again (the plan itself is never changed)."""
     if not plan.info.prepare:
-        return
+        return plan
 
     def store(name: str, data: bytes) -> str:
         target = plan.experiment.child(*name.split("/"))
@@ -89,7 +91,10 @@ def prepare(plan: Plan, echo: Callable[[str], None]) -> None:
         return target.uri
 
     updates = resolve(plan.info.prepare)(plan.base, store, echo)
-    plan.trial_config.update(updates)
+    trial_config = {**plan.trial_config, **updates}
+    return dataclasses.replace(
+        plan, trial_config=trial_config, base=validated(plan.trainable, trial_config, plan.fixed)
+    )
 
 
 @contextlib.contextmanager
@@ -203,7 +208,7 @@ def _run_search(plan: Plan, echo: Callable[[str], None], *, fresh: bool) -> Outc
             f"trial(s); {first} of its best configuration(s) run first"
         )
     echo(f"W&B: {plan.wandb_mode} ({plan.wandb_reason}), project {s.wandb_project}, group {s.name}")
-    prepare(plan, echo)
+    plan = prepare(plan, echo)
     save_record(plan.experiment, plan.record())
     with interrupt.stop_requests(echo), _clock(plan.experiment, s.time_budget_s, echo):
         started = ray_runtime.start(

@@ -2,16 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.attacks import (
-    _apgd_checkpoints,
-    adversarial_examples,
-    apgd,
-    apgd_robust,
-    dlr_loss,
-    eval_mode,
-    fgsm,
-    pgd,
-)
+from trainables.apgd import _apgd_checkpoints, apgd, apgd_robust, dlr_loss, dlr_targeted_loss
+from trainables.attacks import adversarial_examples, eval_mode, fgsm, pgd
 from trainables.models import ClassicClassifier
 
 
@@ -124,3 +116,31 @@ def test_apgd_is_at_least_as_strong_as_pgd_with_the_same_steps(setup):
     assert correct.sum() <= pgd_correct.sum() and correct.sum() < len(y)
     both = apgd_robust(model, x, y, 0.05, steps=20, generator=gen)
     assert (both <= correct).all(), "DLR only runs on what CE left, so it can only lower accuracy"
+
+
+def test_targeted_dlr_loss_rises_as_the_target_overtakes_the_true_class():
+    logits = torch.tensor([[4.0, 1.0, 0.0, -1.0, -2.0]])
+    y, near, far = torch.tensor([0]), torch.tensor([1]), torch.tensor([4])
+    assert dlr_targeted_loss(logits, y, near).item() > dlr_targeted_loss(logits, y, far).item()
+    overtaken = torch.tensor([[1.0, 4.0, 0.0, -1.0, -2.0]])
+    assert dlr_targeted_loss(overtaken, y, near).item() > 0 > dlr_targeted_loss(logits, y, near).item()
+    assert torch.allclose(dlr_targeted_loss(3 * logits, y, far), dlr_targeted_loss(logits, y, far))
+
+
+def test_apgd_t_moves_images_to_their_target_and_adds_to_apgd_ce(setup):
+    model, x, y = setup
+    with torch.no_grad(), eval_mode(model):
+        y = model(x).argmax(1)
+        second = model(x).argsort(1, descending=True)[:, 1]
+    gen = torch.Generator().manual_seed(0)
+    adv, correct = apgd(model, x, y, 0.1, steps=20, loss="dlr-t", target=second, generator=gen)
+    with torch.no_grad(), eval_mode(model):
+        pred = model(adv).argmax(1)
+    assert torch.equal(correct, pred == y) and not correct.all()
+    assert (pred[~correct] == second[~correct]).float().mean() > 0.5, "it goes where it is sent"
+    ce = apgd_robust(model, x, y, 0.03, steps=10, targets=0, generator=torch.Generator().manual_seed(0))
+    _, ce_only = apgd(model, x, y, 0.03, steps=10, generator=torch.Generator().manual_seed(0))
+    t9 = apgd_robust(model, x, y, 0.03, steps=10, targets=9, generator=torch.Generator().manual_seed(0))
+    assert (t9 <= ce_only).all() and (ce <= ce_only).all()
+    with pytest.raises(ValueError, match="target"):
+        apgd(model, x, y, 0.1, steps=2, loss="dlr-t")

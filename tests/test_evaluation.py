@@ -73,3 +73,27 @@ def test_frechet_distance():
     assert frechet_distance(feature_stats(a), feature_stats(shifted)) == pytest.approx(1.0, abs=1e-6)
     scaled = a * 2  # cov I vs 4I: tr(I + 4I - 2*2I) = 4 * 1 = 4 dims -> 4
     assert frechet_distance(feature_stats(a), feature_stats(scaled)) == pytest.approx(4.0, rel=0.1)
+
+
+def test_the_test_split_gets_the_stronger_apgd_protocol_and_its_cost_is_estimated():
+    from trainables.configs import TrialConfig
+    from trainables.deadline import test_estimate
+    from trainables.evaluation import attack_steps
+    from trainables.metrics import label
+
+    cfg = TrialConfig.from_dict({"apgd_steps": 10, "test_apgd_steps": 25, "test_apgd_targets": 9})
+    val, test = cfg.eval_spec(), cfg.eval_spec(final=True)
+    assert (val.apgd_steps, val.apgd_targets) == (10, 0) and (test.apgd_steps, test.apgd_targets) == (25, 9)
+    assert label("test/apgd_acc", cfg.to_dict()) == "APGD-CE+T9-25 test accuracy (eps 0.3)"
+    assert label("val/apgd_acc", {"apgd_targets": 3}) == "APGD-CE+T3-10 validation accuracy (eps 0.3)"
+    # APGD-T runs only on what APGD-CE left: a classifier nothing resists costs little more.
+    assert attack_steps(test, 0.0) < attack_steps(test, 0.6) < attack_steps(test, 1.0)
+    ratio = attack_steps(test, 0.6) / attack_steps(val, 0.6)
+    assert test_estimate(2.0, 500, 200, ratio) > 10 * test_estimate(2.0, 500, 200)
+
+
+def test_apgd_t_in_evaluate_is_reported_under_the_same_key(split):
+    model = ClassicClassifier(1, 10)
+    spec = EvalSpec(pgd_steps=0, apgd_steps=3, apgd_targets=2, robust_n=20, clean_n=20, noise=False)
+    out = evaluate(model, split, spec, "test")
+    assert list(out) == metric_keys(spec, "test") and 0.0 <= out["test/apgd_acc"] <= 1.0

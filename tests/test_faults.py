@@ -14,7 +14,7 @@ from ray import tune
 
 from orchestrator import interrupt, ray_compat
 from orchestrator.errors import UserError
-from orchestrator.plan import check_cluster_resources
+from orchestrator.plan_checks import check_cluster_resources
 from orchestrator.ray_runtime import cluster_nodes
 from orchestrator.results import ResultsStore, history_row, outcome, trial_row
 from orchestrator.settings import SearchSettings

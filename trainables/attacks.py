@@ -34,7 +34,7 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
                 m.training = training
 
 
-def _check(eps: float, name: str = "eps") -> None:
+def check_eps(eps: float, name: str = "eps") -> None:
     if not 0 <= eps <= 1:
         raise ValueError(f"{name}={eps} must be in [0, 1] (the [0, 1] pixel scale)")
 
@@ -55,7 +55,7 @@ def _input_gradient(
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
     """Fast Gradient Sign Method (Goodfellow et al., 2015): one signed-gradient step of size
     ``eps`` ([0, 1] pixel scale)."""
-    _check(eps)
+    check_eps(eps)
     lo, hi = PIXEL_RANGE
     if eps == 0:
         return x.detach().clone()
@@ -81,7 +81,7 @@ def pgd(
     the highest loss is kept per example. ``eps`` and ``step_size`` are on the [0, 1] scale.
     The MNIST challenge protocol is eps 0.3, 40 steps of 0.01, random start.
     """
-    _check(eps)
+    check_eps(eps)
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
     if restarts < 1:
@@ -112,136 +112,6 @@ def pgd(
             best = torch.where(better.view(-1, *([1] * (x0.dim() - 1))), adv, best)
             best_loss = torch.where(better, loss, best_loss)
     return best.detach()
-
-
-def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Croce & Hein's difference-of-logits-ratio loss, per example: the true class's margin to
-    the best other class, divided by the gap between the first and third logits (invariant to
-    the logits' scale, so a classifier cannot escape it by inflating them)."""
-    ordered, idx = logits.sort(dim=1)
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = torch.where(idx[:, -1] == y, ordered[:, -2], ordered[:, -1])
-    return -(true - other) / (ordered[:, -1] - ordered[:, -3] + 1e-12)
-
-
-def _apgd_checkpoints(steps: int) -> list[int]:
-    """Iterations after which APGD may halve its step. Croce & Hein's p_0 = 0, p_1 = 0.22,
-    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), in their code's integer form: the first
-    period is 22% of the steps, each next one 3% shorter, never below 6%."""
-    period = max(int(0.22 * steps), 1)
-    shrink, shortest = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
-    points, at = [], period
-    while at <= steps:
-        points.append(at)
-        period = max(period - shrink, shortest)
-        at += period
-    return points
-
-
-def apgd(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    *,
-    steps: int = 100,
-    loss: str = "ce",
-    rho: float = 0.75,
-    momentum: float = 0.75,
-    random_start: bool = True,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Untargeted L-infinity APGD (Croce & Hein, ICML 2020) with the cross-entropy (``ce``)
-    or DLR (``dlr``) loss: step 2 eps, momentum 0.75, and at every checkpoint the step halves
-    (and the search restarts from the best point) for the examples whose loss rose in fewer
-    than ``rho`` of the steps since the last checkpoint, or did not improve while the step stayed
-    the same. Returns ``(adv, correct)``: per example an image that fools the model if any
-    iterate did (else the highest-loss one), and whether the model resisted every iterate.
-    ``eps`` on the [0, 1] scale; the model is used in eval mode, its weights get no gradient.
-    """
-    _check(eps)
-    if steps < 1:
-        raise ValueError(f"steps={steps} must be >= 1")
-    if loss not in ("ce", "dlr"):
-        raise ValueError(f"loss={loss!r} must be ce or dlr")
-    lo, hi = PIXEL_RANGE
-    x0 = x.detach()
-    e = to_model_scale(eps)
-    shape = (-1, *([1] * (x0.dim() - 1)))
-
-    def project(v: torch.Tensor) -> torch.Tensor:
-        return torch.min(torch.max(v, x0 - e), x0 + e).clamp(lo, hi)
-
-    def evaluate(v: torch.Tensor):
-        v = v.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(v).float()
-            losses = F.cross_entropy(logits, y, reduction="none") if loss == "ce" else dlr_loss(logits, y)
-            (grad,) = torch.autograd.grad(losses.sum(), v)
-        return losses.detach(), grad, logits.detach()
-
-    with eval_mode(model):
-        if random_start and eps > 0:
-            noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-            adv = project(x0 + (2 * noise - 1) * e)
-        else:
-            adv = x0.clone()
-        losses, grad, logits = evaluate(adv)
-        correct = logits.argmax(1) == y
-        fooling = adv.clone()
-        best, best_loss, best_grad = adv.clone(), losses.clone(), grad.clone()
-        if eps == 0:
-            return fooling, correct
-        eta = torch.full((x0.shape[0],), 2 * e, device=x0.device, dtype=x0.dtype)
-        previous, previous_loss = adv.clone(), losses.clone()
-        rises = torch.zeros_like(losses)
-        checkpoints, last_checkpoint = _apgd_checkpoints(steps), 0
-        best_at_checkpoint = best_loss.clone()
-        halved_last = torch.ones_like(correct)
-        for k in range(steps):
-            z = project(adv + eta.view(shape) * grad.sign())
-            step = z if k == 0 else project(adv + momentum * (z - adv) + (1 - momentum) * (adv - previous))
-            previous, adv = adv, step
-            losses, grad, logits = evaluate(adv)
-            fooled = logits.argmax(1) != y
-            fooling = torch.where((fooled & correct).view(shape), adv, fooling)
-            correct &= ~fooled
-            rises += (losses > previous_loss).to(rises.dtype)
-            previous_loss = losses
-            improved = losses > best_loss
-            best = torch.where(improved.view(shape), adv, best)
-            best_grad = torch.where(improved.view(shape), grad, best_grad)
-            best_loss = torch.where(improved, losses, best_loss)
-            if k + 1 in checkpoints:
-                period = k + 1 - last_checkpoint
-                halve = (rises <= rho * period) | (~halved_last & (best_at_checkpoint >= best_loss))
-                eta = torch.where(halve, eta / 2, eta)
-                adv = torch.where(halve.view(shape), best, adv)
-                grad = torch.where(halve.view(shape), best_grad, grad)
-                halved_last, best_at_checkpoint = halve, best_loss.clone()
-                rises.zero_()
-                last_checkpoint = k + 1
-    return torch.where(correct.view(shape), best, fooling).detach(), correct
-
-
-def apgd_robust(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    *,
-    steps: int = 100,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Which examples resist both APGD-CE and APGD-DLR (the second only on those the first did
-    not break): AutoAttack's two gradient attacks without its targeted variant."""
-    _, correct = apgd(model, x, y, eps, steps=steps, loss="ce", generator=generator)
-    todo = correct.nonzero().squeeze(1)
-    if todo.numel():
-        _, still = apgd(model, x[todo], y[todo], eps, steps=steps, loss="dlr", generator=generator)
-        correct = correct.clone()
-        correct[todo] = still
-    return correct
 
 
 def adversarial_examples(

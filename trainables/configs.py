@@ -49,7 +49,16 @@ class TrialConfig(Config):
     pgd_step_size: float = param(0.01, lo=1e-5, hi=1.0, doc="PGD step, [0,1] pixel scale")
     pgd_restarts: int = param(1, lo=1, hi=100, doc="PGD random restarts")
     apgd_steps: int = param(
-        10, lo=0, hi=1000, doc="APGD-CE + APGD-DLR steps for val/test apgd_acc at pgd_eps (0 = off)"
+        10, lo=0, hi=1000, doc="APGD steps per attack of val/apgd_acc at pgd_eps (0 = off)"
+    )
+    apgd_targets: int = param(
+        0, lo=0, hi=99, doc="val/apgd_acc after APGD-CE: APGD-T against n wrong classes (0 = APGD-DLR)"
+    )
+    test_apgd_steps: int = param(
+        25, lo=0, hi=1000, doc="APGD steps per attack of test/apgd_acc at the end (0 = off)"
+    )
+    test_apgd_targets: int = param(
+        9, lo=0, hi=99, doc="test/apgd_acc after APGD-CE: APGD-T against n wrong classes (0 = APGD-DLR)"
     )
     val_pgd: bool = param(False, doc="also PGD on validation (the test split always gets it)")
     noise_eval: bool = param(True, doc="evaluate Gaussian / salt-and-pepper / periodic noise")
@@ -88,7 +97,8 @@ class TrialConfig(Config):
             pgd_steps=self.pgd_steps if final or self.val_pgd else 0,
             pgd_step_size=self.pgd_step_size,
             pgd_restarts=self.pgd_restarts,
-            apgd_steps=self.apgd_steps,
+            apgd_steps=self.test_apgd_steps if final else self.apgd_steps,
+            apgd_targets=self.test_apgd_targets if final else self.apgd_targets,
             noise=self.noise_eval,
             clean_n=0 if final else self.eval_subset,
             robust_n=self.test_robust_n if final else self.robust_n,

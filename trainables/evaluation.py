@@ -7,9 +7,10 @@
 - ``pgd_acc``: PGD accuracy at ``pgd_eps`` (default: PGD-40, eps 0.3, step 0.01, random
   start; the MNIST adversarial challenge protocol);
 - ``noise_acc/{kind}/{level}``: accuracy under each corruption of seed 004;
-- ``apgd_acc`` (when ``apgd_steps`` > 0): accuracy under APGD-CE then APGD-DLR at ``pgd_eps``
-  (Croce & Hein 2020, the project's own torch code: per image the worst of the two), an attack
-  that PGD-40's fixed small step and gradient masking do not fool as easily.
+- ``apgd_acc`` (when ``apgd_steps`` > 0): accuracy under APGD-CE then APGD-DLR, or APGD-T
+  against the ``apgd_targets`` most likely wrong classes, at ``pgd_eps`` (Croce & Hein 2020, the
+  project's own torch code: per image the worst of them), an attack that PGD-40's fixed small
+  step and gradient masking do not fool as easily.
 
 Every eps is on the [0, 1] pixel scale. Attacks and noise use a fixed seed, so all trials of a
 search are measured on the same perturbations. During training the prefix is ``val``; the
@@ -26,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.attacks import apgd_robust, eval_mode, fgsm, pgd
+from trainables.apgd import apgd_robust
+from trainables.attacks import eval_mode, fgsm, pgd
 from trainables.corruptions import NOISE_LEVELS, corrupt
 from trainables.data import Split
 
@@ -38,8 +40,10 @@ class EvalSpec:
     pgd_steps: int = 40
     pgd_step_size: float = 0.01
     pgd_restarts: int = 1
-    #: APGD-CE + APGD-DLR steps each (0: no ``apgd_acc``).
+    #: APGD steps per attack of ``apgd_acc`` (0: no ``apgd_acc``).
     apgd_steps: int = 0
+    #: After APGD-CE: 0 = APGD-DLR (untargeted), k = APGD-T against the k most likely wrong classes.
+    apgd_targets: int = 0
     noise: bool = True
     #: Examples for clean accuracy (0 = the whole split).
     clean_n: int = 0
@@ -67,6 +71,14 @@ def metric_keys(spec: EvalSpec, prefix: str, robust: bool = True) -> list[str]:
     if spec.apgd_steps > 0:
         keys.append(f"{prefix}/apgd_acc")
     return keys
+
+
+def attack_steps(spec: EvalSpec, robust_share: float = 1.0) -> float:
+    """Gradient steps the attacks of ``spec`` spend per image when ``robust_share`` of the
+    images resist APGD-CE (the attacks after it run only on those): a measure of the robust
+    evaluation's cost, to compare protocols."""
+    apgd = spec.apgd_steps * (1 + robust_share * max(spec.apgd_targets, 1))
+    return len(spec.fgsm_eps) + spec.pgd_steps * spec.pgd_restarts + apgd
 
 
 def _batches(split: Split, size: int):
@@ -126,7 +138,9 @@ def evaluate(
                     counts[j] += y.numel()
                     j += 1
             if spec.apgd_steps > 0:
-                robust_now = apgd_robust(model, x, y, spec.pgd_eps, steps=spec.apgd_steps, generator=gen)
+                robust_now = apgd_robust(
+                    model, x, y, spec.pgd_eps, steps=spec.apgd_steps, targets=spec.apgd_targets, generator=gen
+                )
                 totals[-1] += robust_now.sum()
                 counts[-1] += y.numel()
     values = (totals / counts.clamp_min(1)).tolist()

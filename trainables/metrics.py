@@ -79,10 +79,13 @@ class MetricInfo:
 
     def label(self, config: Mapping[str, Any] | None = None) -> str:
         """The metric's label, attack settings filled from ``config`` where given."""
-        values = dict(_CONFIG_DEFAULTS)
-        for name in _CONFIG_DEFAULTS:
+        values = _config_defaults()
+        for name in _CONFIG_NAMES:
             if config and config.get(name) is not None:
                 values[name] = config[name]
+        for prefix in ("", "test_"):  # APGD-CE, then APGD-DLR or APGD-T against k classes
+            targets = int(values[f"{prefix}apgd_targets"])
+            values[f"{prefix}apgd_parts"] = f"CE+T{targets}" if targets else "CE+DLR"
         split = self.fields.get("split", "")
         values.update(self.fields)
         values["split_name"] = SPLITS.get(split, split)
@@ -93,12 +96,15 @@ class MetricInfo:
         return self.metric.label.format(**values)
 
 
-#: Attack settings a label may name, with the evaluation defaults (``trainables.trial``).
-_CONFIG_DEFAULTS: dict[str, Any] = {
-    "pgd_steps": 40,
-    "pgd_eps": 0.3,
-    "apgd_steps": 10,
-}
+#: Attack settings a label may name; their defaults are the trial config's (one owner).
+_CONFIG_NAMES = ("pgd_steps", "pgd_eps", "apgd_steps", "apgd_targets", "test_apgd_steps", "test_apgd_targets")
+
+
+def _config_defaults() -> dict[str, Any]:
+    from trainables.configs import TrialConfig
+
+    return {name: getattr(TrialConfig, name) for name in _CONFIG_NAMES}
+
 
 ACCURACY = "accuracy"
 _ACC = {"kind": ACCURACY, "direction": "max", "unit": "fraction", "worst": 0.0}
@@ -166,8 +172,12 @@ register(f"{EVAL}/loss", Metric("loss", "min", "clean {split_name} cross-entropy
 register(EVAL + "/fgsm_acc/eps{eps}", Metric(label="FGSM {split_name} accuracy (eps {eps})", **_ACC))
 register(f"{EVAL}/pgd_acc", Metric(label="PGD-{pgd_steps} {split_name} accuracy (eps {pgd_eps})", **_ACC))
 register(
-    f"{EVAL}/apgd_acc",
-    Metric(label="APGD-CE+DLR-{apgd_steps} {split_name} accuracy (eps {pgd_eps})", **_ACC),
+    "{split:val}/apgd_acc",
+    Metric(label="APGD-{apgd_parts}-{apgd_steps} {split_name} accuracy (eps {pgd_eps})", **_ACC),
+)
+register(
+    "{split:test}/apgd_acc",
+    Metric(label="APGD-{test_apgd_parts}-{test_apgd_steps} {split_name} accuracy (eps {pgd_eps})", **_ACC),
 )
 register(
     "val/robust_iteration",

@@ -21,7 +21,7 @@ from trainables.catalog import TrainableInfo, get_info
 from trainables.configs import TrialConfig
 from trainables.data import Data, load_data
 from trainables.deadline import Deadline, test_estimate
-from trainables.evaluation import evaluate, metric_keys, robust_keys
+from trainables.evaluation import attack_steps, evaluate, metric_keys, robust_keys
 from trainables.metrics import worst
 from trainables.reporting import Reporter, encode_png
 from trainables.runtime import (
@@ -211,7 +211,9 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         t_eval = time.perf_counter() - t1
         if robust:
             test_n = test_spec.robust_n or len(data.test)
-            test_s = test_estimate(t_eval, test_n, val_spec.robust_n or len(data.val))
+            share = float(carried.get("val/apgd_acc", 1.0))  # what resists the first attack
+            ratio = attack_steps(test_spec, share) / max(attack_steps(val_spec, share), 1)
+            test_s = test_estimate(t_eval, test_n, val_spec.robust_n or len(data.val), ratio)
         metrics.update(program.extra_metrics(it, final))
         if final:
             t2 = time.perf_counter()

@@ -1,0 +1,107 @@
+"""The checks of a search's settings that need more than one value: choices, ``--range``
+bounds against the space and the config's valid ranges, objectives the settings would switch
+off, and resources a trial asks for that the machine or the cluster does not have. Each raises
+a one-line :class:`~orchestrator.errors.UserError` (exit code 2) before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.errors import UserError
+from orchestrator.settings import SearchSettings
+from search_spaces.introspect import ParamInfo
+from trainables.evaluation import EvalSpec, metric_keys
+from trainables.trial import TrainableSpec, TrialConfig
+
+
+def check_choice(value: str, choices, what: str) -> None:
+    if value not in choices:
+        raise UserError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+
+
+def check_ranges(
+    params: Mapping[str, ParamInfo], trainable: TrainableSpec, ranges: Mapping[str, Any], space: str
+) -> dict:
+    fields = {f.name: f for f in dataclasses.fields(trainable.config_cls)}
+    checked = {}
+    for name, bounds in ranges.items():
+        if name not in params:
+            raise UserError(f"--range {name}: not a parameter of space {space} ({', '.join(params)})")
+        dist = params[name].distribution
+        if not hasattr(dist, "low"):
+            raise UserError(f"--range {name}: categorical; fix one value with -s {name}=VALUE instead")
+        try:
+            low, high = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise UserError(f"--range {name}: expected LOW:HIGH numbers, got {bounds!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            raise UserError(f"--range {name}={low:g}:{high:g}: LOW must be below HIGH")
+        if dist.log and low <= 0:
+            raise UserError(f"--range {name}={low:g}:{high:g}: a log-scale range must be positive")
+        meta = fields[name].metadata
+        if (meta.get("lo") is not None and low < meta["lo"]) or (
+            meta.get("hi") is not None and high > meta["hi"]
+        ):
+            raise UserError(
+                f"--range {name}={low:g}:{high:g} leaves the valid range [{meta.get('lo')}, {meta.get('hi')}]"
+            )
+        if isinstance(dist.low, int) and not (low.is_integer() and high.is_integer()):
+            raise UserError(f"--range {name}={low:g}:{high:g}: an integer parameter needs integer bounds")
+        checked[name] = (int(low), int(high)) if isinstance(dist.low, int) else (low, high)
+    return checked
+
+
+def check_objectives_reported(objectives: list[tuple[str, str]], base: TrialConfig) -> None:
+    """Refuse an objective from the evaluation suite that these settings switch off (e.g. the
+    PGD objective with ``-s pgd_steps=0``), which would otherwise fail at the first result."""
+    every = set(metric_keys(EvalSpec(apgd_steps=1, pgd_steps=1), "val"))
+    reported = set(metric_keys(base.eval_spec(), "val"))
+    for metric, _ in objectives:
+        if metric in every and metric not in reported:
+            raise UserError(
+                f"the objective {metric} would never be reported: these settings switch its "
+                "evaluation off (see -s apgd_steps, val_pgd, pgd_steps, fgsm_eps, noise_eval)"
+            )
+
+
+def check_local_resources(settings: SearchSettings) -> None:
+    """A trial that asks a private local Ray for more CPUs or GPUs than this machine has would
+    stay pending for ever: refuse it before Ray starts."""
+    import os
+
+    cpus = settings.num_cpus or os.cpu_count() or 1
+    if settings.num_cpus and settings.num_cpus > (os.cpu_count() or 1):
+        raise UserError(f"--num-cpus {settings.num_cpus}: this machine has {os.cpu_count()} CPUs")
+    if settings.cpus_per_trial > cpus:
+        raise UserError(
+            f"--cpus-per-trial {settings.cpus_per_trial:g}: the local Ray has {cpus} CPUs, "
+            "so no trial could start"
+        )
+    if settings.gpus_per_trial > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if settings.gpus_per_trial > gpus:
+            raise UserError(
+                f"--gpus-per-trial {settings.gpus_per_trial:g}: this machine has {gpus} GPU(s), so no trial "
+                "could start (use --address to join a cluster with GPUs)"
+            )
+
+
+def check_cluster_resources(settings: SearchSettings, nodes: list[dict[str, float]]) -> None:
+    """A trial runs on one node: refuse CPUs or GPUs per trial that no alive node of the joined
+    cluster has (its trials would stay pending for ever)."""
+    for flag, key, wanted in (
+        ("--cpus-per-trial", "CPU", settings.cpus_per_trial),
+        ("--gpus-per-trial", "GPU", settings.gpus_per_trial),
+    ):
+        most = max((node.get(key, 0.0) for node in nodes), default=0.0)
+        if wanted > most:
+            raise UserError(
+                f"{flag} {wanted:g}: the largest node of the cluster at {settings.address} has "
+                f"{most:g} {key}(s), so no trial could start"
+            )
