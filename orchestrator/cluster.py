@@ -1,7 +1,7 @@
 """Checks of a Ray cluster launcher config before ``ray up`` spends money.
 
 :func:`validate_cluster_config` runs the file through Ray's own preparation and schema
-validation (``ray.autoscaler._private.util.prepare_config`` then ``validate_config``, as Ray's
+validation (through ``orchestrator.compat.core.prepare_cluster_config``, as Ray's
 autoscaler tests do: unknown keys, integer resources, worker counts) and adds the project's
 rules: a pinned ``rayproject/ray`` image of the installed Ray version (not the deprecated
 ``ray-ml`` images), GPU worker types, a storage URI every node can reach, and no secret written
@@ -54,12 +54,10 @@ def prepare_and_validate(config: dict[str, Any]) -> dict[str, Any]:
     """Ray's own config preparation (defaults merged) and schema validation; raises on errors."""
     import logging
 
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    from orchestrator.compat.core import prepare_cluster_config
 
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)
-    prepared = prepare_config(config)
-    validate_config(prepared)
-    return prepared
+    return prepare_cluster_config(config)
 
 
 def validate_cluster_config(path: str | Path) -> ClusterCheck:

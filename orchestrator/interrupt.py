@@ -36,8 +36,9 @@ def requested() -> int:
 
 def _tune_is_listening() -> bool:
     """Whether Ray Tune's SIGUSR1 handler is installed (it is while ``Tuner.fit`` runs)."""
-    handler = signal.getsignal(signal.SIGUSR1)
-    return callable(handler) and getattr(handler, "__name__", "") == "signal_interrupt_tune_run"
+    from orchestrator.compat.core import is_tune_signal_handler
+
+    return is_tune_signal_handler(signal.getsignal(signal.SIGUSR1))
 
 
 @contextlib.contextmanager
@@ -79,9 +80,9 @@ def stop_requests(echo: Callable[[str], None]) -> Iterator[None]:
         )
         os.kill(os.getpid(), signal.SIGUSR1)
 
-    from orchestrator import ray_compat
+    from orchestrator.compat import tune as tune_compat
 
-    ray_compat.quiet_interrupt_hints()
+    tune_compat.quiet_interrupt_hints()
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     with _handled(handle, also=(signal.SIGUSR1,)) as owned:
         if not owned and threading.current_thread() is not threading.main_thread():

@@ -116,13 +116,9 @@ def cluster_nodes(address: str, timeout: float | None = None) -> list[dict[str, 
 
 def _print_nodes(address: str) -> None:
     """``python -m orchestrator.ray_runtime ADDRESS``: the alive nodes' resources as JSON."""
-    import ray._raylet
-    from ray.core.generated import gcs_pb2
+    from orchestrator.compat.core import alive_node_resources
 
-    client = ray._raylet.GcsClient(address=address)
-    nodes = client.get_all_node_info(timeout=10).values()
-    alive = gcs_pb2.GcsNodeInfo.GcsNodeState.Value("ALIVE")
-    print(json.dumps([dict(n.resources_total) for n in nodes if n.state == alive]))
+    print(json.dumps(alive_node_resources(address)))
 
 
 def start(
@@ -145,9 +141,9 @@ def start(
         interrupt.reclaim()
         return True
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from orchestrator import ray_compat
+    from orchestrator.compat.core import ray_processes_in_own_session
 
-    with ray_compat.ray_processes_in_own_session():
+    with ray_processes_in_own_session():
         ray.init(
             address="local",
             num_cpus=num_cpus,

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from orchestrator import ray_compat
 from orchestrator.choices import SCHEDULERS, asha_rungs
+from orchestrator.compat import tune as tune_compat
 from orchestrator.pareto import crowding, pareto_ranks
 from orchestrator.relocation import here
 
@@ -76,7 +76,7 @@ class DurableASHA(_RungsFromHistory, ASHAScheduler):
     def __init__(self, *args, experiment_uri: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.experiment_uri = experiment_uri
-        if ray_compat.asha_brackets(self) != 1:
+        if tune_compat.asha_brackets(self) != 1:
             raise ValueError("DurableASHA rebuilds one bracket")
 
     def on_trial_add(self, tune_controller, trial) -> None:
@@ -84,11 +84,11 @@ class DurableASHA(_RungsFromHistory, ASHAScheduler):
         super().on_trial_add(tune_controller, trial)
 
     def _replay(self, trial_id: str, t: float, row: dict) -> None:
-        ray_compat.asha_record(self, trial_id, t, row)
+        tune_compat.asha_record(self, trial_id, t, row)
 
     def rung_records(self) -> dict[float, dict[str, float]]:
         """Milestone -> {trial id: recorded value (signed so that larger is better)}."""
-        return ray_compat.asha_rung_records(self)
+        return tune_compat.asha_rung_records(self)
 
 
 class ParetoASHA(_RungsFromHistory, FIFOScheduler):

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator import driver_lock, interrupt, ray_compat, ray_runtime, relocation, time_budget
+from orchestrator import driver_lock, interrupt, ray_runtime, relocation, time_budget
+from orchestrator.compat import tune as tune_compat
 from orchestrator.errors import SearchFailed, SearchInterrupted, UserError
 from orchestrator.leaderboard import leaderboard
 from orchestrator.plan import Plan, validated
@@ -133,7 +134,7 @@ def _behind(exc: BaseException | None, cls: type[E]) -> E | None:
 def _fit(tuner, name: str, experiment: Location) -> None:
     """``tuner.fit()``; a write failure or an interruption becomes one line and its exit code,
     with what was finished kept."""
-    ray_compat.quiet_disk_full()
+    tune_compat.quiet_disk_full()
     try:
         tuner.fit()
     except KeyboardInterrupt:
@@ -381,7 +382,7 @@ def _restore_and_fit(name, record, experiment: Location, settings, resolved: str
             resolved or None, ray_runtime.worker_env(mode), num_cpus=settings.num_cpus or None
         )
         try:
-            with ray_compat.restore_must_succeed():
+            with tune_compat.restore_must_succeed():
                 try:
                     tuner = tune.Tuner.restore(
                         uri,
@@ -391,10 +392,10 @@ def _restore_and_fit(name, record, experiment: Location, settings, resolved: str
                         param_space=trial_config or None,
                     )
                 except Exception as exc:  # a damaged tuner.pkl
-                    raise ray_compat.RestoreFailed(exc) from exc
+                    raise tune_compat.RestoreFailed(exc) from exc
                 _fit(tuner, name, experiment)
         except Exception as exc:
-            failed = _behind(exc, ray_compat.RestoreFailed)
+            failed = _behind(exc, tune_compat.RestoreFailed)
             if failed is None:
                 raise
             marked = store.mark_unfinished_interrupted()

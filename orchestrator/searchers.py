@@ -30,10 +30,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator import ray_compat, time_budget
+from orchestrator import time_budget
 from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, SEARCHERS
+from orchestrator.compat import tune as tune_compat
 from orchestrator.leaderboard import constraint_violation
 from orchestrator.relocation import here
 from orchestrator.study import RAY_TRIAL_ID
@@ -75,7 +75,7 @@ def make_sampler(name: str, seed: int, multi_objective: bool) -> optuna.samplers
     raise ValueError(f"unknown searcher {name!r}; choose from {', '.join(SEARCHERS)}")
 
 
-class BudgetAwareOptunaSearch(OptunaSearch):
+class BudgetAwareOptunaSearch(tune_compat.OptunaSearchBase):
     """``OptunaSearch`` that reports partial-budget trials to Optuna as pruned (see module).
 
     With a database storage (``orchestrator.study``) the study also records what the search is
@@ -97,7 +97,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
     ):
         self.deadline_file = deadline_file
         self.time_budget_s = float(time_budget_s)
-        # Set first: OptunaSearch.__init__ creates the study (_setup_study) for a given space.
+        # Set first: OptunaSearch.__init__ creates the study (study_ready) for a given space.
         self.budget_key = budget_key
         self.budget = int(budget)
         self.constraint = constraint
@@ -105,9 +105,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self.warm_trials = list(warm_trials)
         super().__init__(*args, **kwargs)
 
-    def _setup_study(self, mode):
-        super()._setup_study(mode)
-        study = ray_compat.optuna_study(self)
+    def study_ready(self, study) -> None:
         fresh = not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         for key, value in getattr(self, "study_attrs", {}).items():
             study.set_user_attr(key, value)
@@ -121,7 +119,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         ):
             return Searcher.FINISHED  # the rest of --time-budget goes to the trials running now
         suggestion = super().suggest(trial_id)
-        asked = ray_compat.optuna_trials(self).get(trial_id)
+        asked = tune_compat.optuna_trials(self).get(trial_id)
         if asked is not None and isinstance(suggestion, dict):
             asked.set_user_attr(RAY_TRIAL_ID, trial_id)
         return suggestion
@@ -144,7 +142,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         return int(result.get("iteration", result.get("training_iteration", 0))) >= int(budget)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        completed, asked = ray_compat.completed_trial_ids(self), ray_compat.optuna_trials(self)
+        completed, asked = tune_compat.completed_trial_ids(self), tune_compat.optuna_trials(self)
         if trial_id in completed or trial_id not in asked:
             return super().on_trial_complete(trial_id, result, error)
         constraint = getattr(self, "constraint", None)  # absent in searchers pickled before it
@@ -157,7 +155,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if result.get("diverged") or self._full_budget(result):
             return super().on_trial_complete(trial_id, result, error)
         try:
-            ray_compat.optuna_study(self).tell(asked[trial_id], state=TrialState.PRUNED)
+            tune_compat.searcher_study(self).tell(asked[trial_id], state=TrialState.PRUNED)
         except Exception as exc:  # Optuna refuses e.g. a trial it already finished
             logger.warning("could not tell Optuna trial %s was pruned: %s", trial_id, exc)
         completed.add(trial_id)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import relocation
+from orchestrator.compat.libs import set_trial_user_attr
 from orchestrator.errors import UserError
 from orchestrator.storage import Location, is_uri
 
@@ -308,8 +309,7 @@ def reconcile(
                 study.tell(trial.number, values if state == "COMPLETE" else None, state=TrialState[state])
                 told += 1
                 continue
-            # FrozenTrial has no public id setter; the storage API takes the internal id.
-            study._storage.set_trial_user_attr(trial._trial_id, "orphaned", True)
+            set_trial_user_attr(study, trial, "orphaned", True)
             study.tell(trial.number, state=TrialState.FAIL)
             orphaned += 1
     return {"orphaned": orphaned, "told": told}

@@ -26,11 +26,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pyarrow.fs
-from ray.air.integrations.wandb import WandbLoggerCallback
 
-from orchestrator import ray_compat
 from orchestrator.choices import WANDB_MODES
-from orchestrator.ray_compat import SummaryLoggingActor
+from orchestrator.compat import tune as tune_compat
+from orchestrator.compat.tune import SummaryLoggingActor, WandbCallbackBase
 
 API_KEY_ENV = "WANDB_API_KEY"
 
@@ -135,7 +134,7 @@ def full_config(trainable: str, config: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in {**resolved, **config}.items()}
 
 
-class WandbCallback(WandbLoggerCallback):
+class WandbCallback(WandbCallbackBase):
     """One W&B run per trial: group = experiment, job type = space, flat config, every
     report's metrics, media images, best-value summaries of the objective(s)."""
 
@@ -178,7 +177,7 @@ class WandbCallback(WandbLoggerCallback):
             os.environ.setdefault("WANDB_MODE", self.wandb_mode)
         super().setup(*args, **kwargs)
 
-    def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+    def start_run(self, trial, start, wandb_init_kwargs: dict) -> None:
         # Ray would copy WANDB_API_KEY into the actor's runtime environment, which Ray keeps
         # and may log. Hide it while the actor class is made; the actor runs on this node and
         # finds the key in the node's environment or ~/.netrc, as W&B does everywhere.
@@ -191,12 +190,10 @@ class WandbCallback(WandbLoggerCallback):
                     storage.storage_filesystem,
                     storage.experiment_fs_path,
                 )
-            ray_compat.use_unrestartable_logging_actors(self)
+            tune_compat.use_unrestartable_logging_actors(self)
             wandb_init_kwargs["dir"] = run_dir(trial)
             wandb_init_kwargs["config"] = full_config(self.trainable, wandb_init_kwargs.get("config", {}))
-            super()._start_logging_actor(
-                trial, exclude_results, objectives=self.objectives, **wandb_init_kwargs
-            )
+            start(objectives=self.objectives, **wandb_init_kwargs)
         finally:
             if key is not None:
                 os.environ[API_KEY_ENV] = key
@@ -207,7 +204,7 @@ class WandbCallback(WandbLoggerCallback):
         return state
 
     def log_trial_result(self, iteration, trial, result):
-        if trial not in self._trial_logging_actors:  # this driver's first result of the trial
+        if trial not in tune_compat.wandb_started_trials(self):  # this driver's first result of it
             for row in self._missing_steps(trial, int(result.get("iteration") or 0)):
                 self._submit(trial, row)
         self._submit(trial, result)
@@ -217,9 +214,9 @@ class WandbCallback(WandbLoggerCallback):
         decoded = {
             k: _decode_png(v) for k, v in result.items() if k.startswith("media/") and isinstance(v, bytes)
         }
-        # Submitted without waiting for the queue actor (see ray_compat.wandb_submit_result);
+        # Submitted without waiting for the queue actor (see tune_compat.wandb_submit_result);
         # a failed put surfaces at a later result or at the trial's end.
-        put = ray_compat.wandb_submit_result(self, trial, {**result, **decoded})
+        put = tune_compat.wandb_submit_result(self, trial, {**result, **decoded})
         self._puts = [*self._check_puts(timeout=0), put]
 
     def _missing_steps(self, trial, upto: int) -> list[dict]:
@@ -276,12 +273,13 @@ class WandbCallback(WandbLoggerCallback):
 
         self._puts = self._check_puts(timeout=30)
         ended = getattr(self, "_ended_runs", set())
-        for trial in list(self._trial_logging_actors):
+        for trial in tune_compat.wandb_started_trials(self):
             if trial.trial_id not in ended:
-                self._signal_logging_actor_stop(trial=trial)
-        futures = dict(self._logging_future_to_trial)
+                tune_compat.wandb_stop_run(self, trial)
+        futures = tune_compat.wandb_run_futures(self)
+        timeout = tune_compat.wandb_upload_timeout(self)
         if futures:
-            done, remaining = ray.wait(list(futures), num_returns=len(futures), timeout=self._upload_timeout)
+            done, remaining = ray.wait(list(futures), num_returns=len(futures), timeout=timeout)
             for future in done:
                 try:
                     ray.get(future)
@@ -290,7 +288,7 @@ class WandbCallback(WandbLoggerCallback):
             for future in remaining:
                 warn(
                     f"W&B: the run of trial {futures[future].trial_id} did not finish writing within "
-                    f"{self._upload_timeout} s and was stopped; its files may be incomplete"
+                    f"{timeout} s and was stopped; its files may be incomplete"
                 )
         super().on_experiment_end(trials, **info)  # collects the finished logging actors
         remote = getattr(self, "_remote", None)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from orchestrator import ray_compat
+from orchestrator.compat import tune as tune_compat
 from orchestrator.relocation import here
 from trainables.catalog import TrainableInfo
 from trainables.reporting import (
@@ -129,7 +129,7 @@ def tune_trainable(info: TrainableInfo) -> Callable[[dict], dict]:
 
     trial.__name__ = trial.__qualname__ = info.name
     # What Tune prints of a finished trial (it would print every one of ~40 metrics).
-    ray_compat.set_progress_metrics(
+    tune_compat.set_progress_metrics(
         trial, ["iteration", "val/acc", "val/apgd_acc", *info.headline, "diverged"]
     )
     return trial

@@ -22,7 +22,8 @@ MAGIC = b":W&B"
 def records(path: str | Path) -> Iterator:
     """The ``Record`` protobufs of a run file, in order (``ValueError`` if it is not one)."""
     from google.protobuf.message import DecodeError
-    from wandb.proto import wandb_internal_pb2 as pb
+
+    from orchestrator.compat.libs import wandb_record_class
 
     data = Path(path).read_bytes()
     if data[:4] != MAGIC:
@@ -50,7 +51,7 @@ def records(path: str | Path) -> Iterator:
             continue
         else:
             buffer += chunk
-        record = pb.Record()
+        record = wandb_record_class()()
         try:
             record.ParseFromString(buffer)
         except DecodeError:

@@ -12,7 +12,8 @@ import pytest
 import torch
 from ray import tune
 
-from orchestrator import interrupt, ray_compat
+from orchestrator import interrupt
+from orchestrator.compat import tune as tune_compat
 from orchestrator.errors import UserError
 from orchestrator.plan_checks import check_cluster_resources
 from orchestrator.ray_runtime import cluster_nodes
@@ -175,8 +176,8 @@ def test_first_signal_is_handed_to_tune_a_second_forces(first):
 def test_restore_failure_raises_instead_of_starting_over():
     import logging
 
-    logger = logging.getLogger(ray_compat.CONTROLLER_LOGGER)
-    with ray_compat.restore_must_succeed(), pytest.raises(ray_compat.RestoreFailed, match="EOFError"):
+    logger = logging.getLogger(tune_compat.CONTROLLER_LOGGER)
+    with tune_compat.restore_must_succeed(), pytest.raises(tune_compat.RestoreFailed, match="EOFError"):
         try:
             raise EOFError("Ran out of input")
         except EOFError:

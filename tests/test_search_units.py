@@ -7,11 +7,11 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
+from orchestrator.compat.tune import optuna_trials, searcher_study
 from orchestrator.errors import UserError
 from orchestrator.leaderboard import display_columns, format_rows, is_feasible, leaderboard
 from orchestrator.pareto import crowding, pareto_front, pareto_ranks
 from orchestrator.plan import plan_search
-from orchestrator.ray_compat import optuna_study, optuna_trials
 from orchestrator.results import mark_pareto, to_table, trial_row
 from orchestrator.schedulers import DurableASHA, ParetoASHA, make_scheduler
 from orchestrator.searchers import BudgetAwareOptunaSearch, make_sampler
@@ -76,10 +76,10 @@ def test_partial_budget_trials_are_told_pruned(metrics):
     searcher.on_trial_complete("partial", {**values, "iteration": 1, "config": {"epochs": 3}})
     searcher.on_trial_complete("diverged", {**{m: 0.0 for m in metrics}, "iteration": 2, "diverged": 1})
     searcher.on_trial_complete("failed", None, error=True)
-    states = [t.state for t in optuna_study(searcher).trials]
+    states = [t.state for t in searcher_study(searcher).trials]
     assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL]
     if len(metrics) > 1:
-        front = {t.number for t in optuna_study(searcher).best_trials}
+        front = {t.number for t in searcher_study(searcher).best_trials}
         assert 1 not in front, "a pruned (partial-budget) trial is never on the Pareto front"
 
 
@@ -239,7 +239,7 @@ def test_every_searcher_suggests_valid_configs(name):
         config = searcher.suggest(str(i))
         ClassicConfig.from_dict(config)
         searcher.on_trial_complete(str(i), {"val/acc": 0.1 * i, "iteration": 2, "config": {"epochs": 2}})
-    assert len(optuna_study(searcher).trials) == 8
+    assert len(searcher_study(searcher).trials) == 8
 
 
 # The main job's collapse: a constant classifier (val/acc 0.116) scored val/pgd_acc 0.125 and
@@ -289,7 +289,7 @@ def test_the_optuna_study_knows_the_constraint(sampler):
         searcher.on_trial_complete(tid, {**values, "iteration": 3, "config": {"epochs": 3}})
     searcher.suggest("failed")
     searcher.on_trial_complete("failed", None, error=True)
-    study = optuna_study(searcher)
+    study = searcher_study(searcher)
     constraints = [t.constraints for t in study.trials]
     assert constraints[0]["min_clean"] == pytest.approx(0.9 - 0.116)
     assert constraints[1]["min_clean"] == pytest.approx(0.9 - 0.958)
@@ -376,7 +376,7 @@ def test_a_result_for_a_trial_optuna_already_finished_is_not_a_crash():
     config = searcher.suggest("t1")
     assert config
     searcher.on_trial_result("t1", {"val/apgd_acc": 0.5, "training_iteration": 1, "iteration": 1})
-    optuna_study(searcher).tell(optuna_trials(searcher)["t1"], state=TrialState.PRUNED)
+    searcher_study(searcher).tell(optuna_trials(searcher)["t1"], state=TrialState.PRUNED)
     searcher.on_trial_result("t1", {"val/apgd_acc": 0.6, "training_iteration": 2, "iteration": 2})
 
 
@@ -389,7 +389,7 @@ def test_the_result_asha_stopped_a_trial_on_reaches_the_study():
     # ASHA stops it on its second result: only on_trial_complete sees that one
     last = {"val/apgd_acc": 0.3, "training_iteration": 2, "iteration": 2, "config": {"epochs": 3}}
     searcher.on_trial_complete("stopped", last)
-    (trial,) = optuna_study(searcher).trials
+    (trial,) = searcher_study(searcher).trials
     assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 0.2, 2: 0.3}
 
 

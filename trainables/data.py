@@ -104,13 +104,12 @@ def _torchvision_arrays(spec: DatasetSpec, root: Path, train: bool):
         return images.contiguous(), ds.targets.long()
     if spec.name == "gtsrb":
         ds = torchvision.datasets.GTSRB(str(root), split="train" if train else "test", download=True)
-        images, labels = [], []
-        for path, label in ds._samples:  # decode once; the cache makes later loads instant
-            from PIL import Image
+        from PIL import Image
 
-            with Image.open(path) as img:
-                img = img.convert("RGB").resize((32, 32), Image.BILINEAR)
-                images.append(torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8))
+        images, labels = [], []
+        for img, label in ds:  # PIL images, decoded once; the cache makes later loads instant
+            img = img.convert("RGB").resize((32, 32), Image.BILINEAR)
+            images.append(torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8))
             labels.append(label)
         x = torch.stack(images).view(-1, 32, 32, 3).permute(0, 3, 1, 2).contiguous()
         return x, torch.tensor(labels, dtype=torch.long)

@@ -1,6 +1,7 @@
-"""Every use of Ray's (and Ray's W&B integration's) private internals, in one place.
+"""Ray Tune's (and Ray's W&B integration's) private internals, each behind one named function
+or base class (the rest of the compatibility seam: :mod:`orchestrator.compat`).
 
-Ray Tune's public API does not cover three things this project needs:
+Ray Tune's public API does not cover these things this project needs:
 
 - telling Optuna that a trial ASHA stopped early was *pruned*: ``OptunaSearch`` keeps its study
   and its Tune-id -> Optuna-trial map in ``_ot_study``, ``_ot_trials`` and the set of finished
@@ -19,17 +20,21 @@ Ray Tune's public API does not cover three things this project needs:
   resume): ``AsyncHyperBandScheduler`` keeps them in ``_brackets[i]._rungs`` and records a result
   with ``_Bracket.on_result``; its metric, sign and budget are ``_metric``, ``_metric_op``,
   ``_max_t`` (:func:`asha_record`, :func:`asha_rung_records`);
-- a local Ray whose processes a signal to the driver's process group does not reach
-  (:func:`ray_processes_in_own_session`): ``ray.init`` starts the GCS and raylet (which starts
-  the workers) through ``ray._private.services.ConsolePopen``; ``timeout`` and a terminal send
-  SIGTERM / SIGINT to the whole group, which killed the GCS before the driver could stop Tune;
+- the W&B callback's logging actors: :class:`WandbCallbackBase` turns Ray's private
+  ``_start_logging_actor`` into the hook ``start_run``; :func:`wandb_started_trials`,
+  :func:`wandb_stop_run`, :func:`wandb_run_futures` and :func:`wandb_upload_timeout` read the
+  callback's ``_trial_logging_actors``, ``_signal_logging_actor_stop``,
+  ``_logging_future_to_trial`` and ``_upload_timeout``;
+- the Optuna study's set-up: :class:`OptunaSearchBase` turns ``OptunaSearch._setup_study`` into
+  the hook ``study_ready`` (user attributes and warm-start trials go in once it exists);
 - what Ray Tune only logs: when it cannot restore an experiment's state it logs "Failed to
   restore the run state." and starts the experiment over (:func:`restore_must_succeed` turns
   that into an exception), and on an interruption it prints its Python ``Tuner.restore`` hint
   (:func:`quiet_interrupt_hints` drops it: the CLI prints ``orchestrator resume NAME``).
 
-``check()``, run by ``tests/test_orchestrator_layout.py``, fails fast when an upgrade removes or
-renames any of these; that is also why ``pyproject.toml`` pins Ray to one minor release.
+``check()`` (run with the other modules' by ``orchestrator.compat.check``, which
+``tests/test_orchestrator_layout.py`` calls) fails fast when an upgrade removes or renames any
+of these; that is also why ``pyproject.toml`` pins Ray to one minor release.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ray.air.integrations.wandb import _clean_log, _QueueItem, _WandbLoggingActor
+from ray.air.integrations.wandb import WandbLoggerCallback, _clean_log, _QueueItem, _WandbLoggingActor
 from ray.tune.search.optuna import OptunaSearch
 
 
@@ -80,7 +85,7 @@ class SummaryLoggingActor(_WandbLoggingActor):
         return log, config_update
 
 
-def optuna_study(searcher: OptunaSearch):
+def searcher_study(searcher: OptunaSearch):
     """The searcher's Optuna study."""
     return searcher._ot_study
 
@@ -121,6 +126,53 @@ def wandb_submit_result(callback, trial, result: dict):
         _clean_log(result, video_kwargs=callback.video_kwargs, image_kwargs=callback.image_kwargs),
     )
     return callback._trial_queues[trial].actor.put.remote(item, None)
+
+
+class WandbCallbackBase(WandbLoggerCallback):
+    """Ray's W&B callback with a public hook: :meth:`start_run` is called where Ray starts a
+    trial's logging actor (its private ``_start_logging_actor``); call ``start`` with the
+    (changed) arguments to start it."""
+
+    def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+        def start(**kwargs):
+            return super(WandbCallbackBase, self)._start_logging_actor(trial, exclude_results, **kwargs)
+
+        self.start_run(trial, start, wandb_init_kwargs)
+
+    def start_run(self, trial, start: Callable[..., Any], wandb_init_kwargs: dict) -> None:
+        start(**wandb_init_kwargs)
+
+
+def wandb_started_trials(callback) -> list:
+    """The trials whose W&B logging actor this driver started."""
+    return list(callback._trial_logging_actors)
+
+
+def wandb_stop_run(callback, trial) -> None:
+    """Send ``trial``'s logging actor its end marker (it finishes and uploads the run)."""
+    callback._signal_logging_actor_stop(trial=trial)
+
+
+def wandb_run_futures(callback) -> dict:
+    """The logging actors' futures (they finish when the run is written) -> their trial."""
+    return dict(callback._logging_future_to_trial)
+
+
+def wandb_upload_timeout(callback) -> float:
+    """How long the callback waits for its runs at the end of the experiment (seconds)."""
+    return callback._upload_timeout
+
+
+class OptunaSearchBase(OptunaSearch):
+    """Ray's Optuna searcher with a public hook: :meth:`study_ready` runs once its study exists
+    (Ray makes it in the private ``_setup_study``, also on a restore)."""
+
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        self.study_ready(searcher_study(self))
+
+    def study_ready(self, study) -> None:
+        pass
 
 
 def set_progress_metrics(trainable: Callable, metrics: Sequence[str]) -> None:
@@ -227,27 +279,6 @@ def asha_brackets(scheduler) -> int:
     return len(scheduler._brackets)
 
 
-@contextlib.contextmanager
-def ray_processes_in_own_session() -> Iterator[None]:
-    """While the block runs, processes Ray starts begin a session (and process group) of their
-    own, so that only the driver receives its group's SIGTERM or SIGINT and stops them itself
-    (they still die with the driver: Ray ties them to it with ``PR_SET_PDEATHSIG``)."""
-    from ray._private import services
-
-    original = services.ConsolePopen
-
-    class OwnSession(original):
-        def __init__(self, *args, **kwargs):
-            kwargs.setdefault("start_new_session", True)
-            super().__init__(*args, **kwargs)
-
-    services.ConsolePopen = OwnSession
-    try:
-        yield
-    finally:
-        services.ConsolePopen = original
-
-
 def check() -> list[str]:
     """What is missing from the installed Ray (empty when everything this module uses exists)."""
     missing = []
@@ -311,8 +342,21 @@ def check() -> list[str]:
             missing.append("ASHA's _Bracket._rungs recording (milestone, {trial id: value})")
     except (AttributeError, TypeError, IndexError) as exc:
         missing.append(f"ASHA's _Bracket.on_result / _rungs ({exc})")
-    from ray._private import services
+    missing += _check_wandb_callback()
+    return missing
 
-    if "ConsolePopen(" not in inspect.getsource(services.start_ray_process):
-        missing.append("ray._private.services.start_ray_process starting processes with ConsolePopen")
+
+def _check_wandb_callback() -> list[str]:
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    missing = []
+    for name in ("_start_logging_actor", "_signal_logging_actor_stop"):
+        if not callable(getattr(WandbLoggerCallback, name, None)):
+            missing.append(f"WandbLoggerCallback.{name}")
+    source = inspect.getsource(WandbLoggerCallback)
+    for name in ("_logging_future_to_trial", "_upload_timeout"):
+        if f"self.{name}" not in source:
+            missing.append(f"WandbLoggerCallback.{name}")
+    if not callable(getattr(OptunaSearch, "_setup_study", None)):
+        missing.append("OptunaSearch._setup_study")
     return missing
