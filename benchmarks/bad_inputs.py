@@ -27,7 +27,18 @@ ROOT = Path(__file__).resolve().parents[1]
 EXP = "probe-exp"
 TINY = [
     *("-s", "dataset=synthetic", "-s", "train_subset=256", "-s", "eval_subset=100"),
-    *("-s", "robust_n=32", "-s", "test_robust_n=32", "-s", "pgd_steps=2", "-s", "apgd_steps=2"),
+    *(
+        "-s",
+        "robust_n=32",
+        "-s",
+        "test_robust_n=32",
+        "-s",
+        "pgd_steps=2",
+        "-s",
+        "apgd_steps=2",
+        "-s",
+        "test_apgd_steps=2",
+    ),
     *("-s", "adv_steps=2"),
 ]
 

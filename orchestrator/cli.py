@@ -67,7 +67,7 @@ def cli() -> None:
     "--iterations",
     "budget",
     type=click.IntRange(min=1),
-    help="Budget: epochs (classic), cycles (adaptive_ratio) or iterations (wgan_gp).",
+    help="Budget in the trainable's unit (epochs, cycles, iterations: `orchestrator params` names it).",
 )
 @click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Any trainable parameter.")
 @click.option(

@@ -7,90 +7,63 @@ which trainable a space drives, what it optimises (validation keys only: a searc
 the test split), its default budget, and its priors: known-good configurations that every
 search runs first (``--no-priors`` searches blind), so no search starts worse than the recipe
 the project's docs print.
+
+**A space declares itself, and its trainable, once.** A module of this package that defines
+``SPACE`` (a :class:`SpaceSpec`) and ``TRAINABLE`` (its :class:`~trainables.catalog.TrainableInfo`,
+torch-free) is found and registered when the package is imported; so is every module named by
+a package's ``orchestrator.spaces`` entry point (a trainable that lives outside this repository,
+``pip install``-ed beside it), or added with :func:`register`. A new trainable in this
+repository is its module in ``trainables/`` and its space module here, nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import importlib
+import pkgutil
+import sys
+from importlib import metadata
 
-from search_spaces import adaptive_ratio, classic, wgan_gp
 from search_spaces.priors import Prior
+from search_spaces.spec import PARETO, Objective, SpaceSpec
+from trainables import catalog
+from trainables.catalog import TrainableInfo
+
+__all__ = ["PARETO", "SPACES", "Objective", "Prior", "SpaceSpec", "get_space", "register"]
+
+#: The entry-point group of out-of-tree spaces: ``name = "package.module"`` (a module with
+#: ``SPACE`` and ``TRAINABLE``).
+ENTRY_POINTS = "orchestrator.spaces"
+#: Modules of this package that are not spaces.
+_HELPERS = {"introspect", "priors", "spec"}
+
+SPACES: dict[str, SpaceSpec] = {}
 
 
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    mode: str  # "max" or "min"
-
-    def __post_init__(self) -> None:
-        if not self.metric.startswith("val/"):
-            raise ValueError(f"objective {self.metric!r}: searches optimise validation keys only")
-        if self.mode not in ("max", "min"):
-            raise ValueError(f"objective mode {self.mode!r} must be max or min")
+def register(space: SpaceSpec, trainable: TrainableInfo | None = None) -> SpaceSpec:
+    """Add (or replace) a space and, where given, its trainable's catalog entry."""
+    if trainable is not None:
+        catalog.register(trainable)
+    SPACES[space.name] = space
+    return space
 
 
-#: The multi-objective search of every space: clean vs robust validation accuracy (APGD-CE then
-#: APGD-DLR, which gradient masking does not fool as easily as PGD-40; see trainables/evaluation.py).
-PARETO = (Objective("val/acc", "max"), Objective("val/apgd_acc", "max"))
+def _register_module(module) -> None:
+    space = getattr(module, "SPACE", None)
+    if isinstance(space, SpaceSpec):
+        register(space, getattr(module, "TRAINABLE", None))
 
 
-@dataclass(frozen=True)
-class SpaceSpec:
-    name: str
-    trainable: str
-    space: Callable[[Any], dict[str, Any]]
-    objective: Objective
-    #: Default budget: iterations (epochs / cycles / iterations) per trial and trials.
-    max_iterations: int
-    num_samples: int
-    description: str
-    pareto: tuple[Objective, ...] = PARETO
-    #: Run first by every search of the space (Optuna enqueued trials), unless ``--no-priors``.
-    priors: tuple[Prior, ...] = ()
-
-    def objectives(self, kind: str) -> tuple[Objective, ...]:
-        """``single``: the space's metric; ``pareto``: clean and robust validation accuracy."""
-        if kind == "single":
-            return (self.objective,)
-        if kind == "pareto":
-            return self.pareto
-        raise ValueError(f"unknown objective {kind!r}; choose single or pareto")
-
-
-SPACES: dict[str, SpaceSpec] = {
-    "classic": SpaceSpec(
-        "classic",
-        "classic",
-        classic.space,
-        Objective("val/apgd_acc", "max"),
-        max_iterations=10,
-        num_samples=20,
-        description="Classic Classifier with optional FGSM/PGD adversarial training (seed 000/001)",
-        priors=classic.PRIORS,
-    ),
-    "wgan_gp": SpaceSpec(
-        "wgan_gp",
-        "wgan_gp",
-        wgan_gp.space,
-        Objective("val/acc", "max"),
-        max_iterations=20,
-        num_samples=12,
-        description="Robust Classifier trained alongside a conditional WGAN-GP (seed 000)",
-        priors=wgan_gp.PRIORS,
-    ),
-    "adaptive_ratio": SpaceSpec(
-        "adaptive_ratio",
-        "adaptive_ratio",
-        adaptive_ratio.space,
-        Objective("val/apgd_acc", "max"),
-        max_iterations=20,
-        num_samples=16,
-        description="Perturbation GAN with fixed / stepped / adaptive training ratio (seed 001)",
-        priors=adaptive_ratio.PRIORS,
-    ),
-}
+def _discover() -> None:
+    """Register this package's spaces, then those of installed ``orchestrator.spaces`` entry
+    points (one that fails to load is one line on stderr, not a crash)."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name not in _HELPERS:
+            _register_module(importlib.import_module(f"{__name__}.{info.name}"))
+    for entry in metadata.entry_points(group=ENTRY_POINTS):
+        try:
+            _register_module(entry.load())
+        except Exception as exc:  # a broken plugin must not take the built-in spaces down
+            print(f"orchestrator: plugin {entry.name} ({entry.value}) not loaded: {exc}", file=sys.stderr)
 
 
 def get_space(name: str) -> SpaceSpec:
@@ -98,3 +71,6 @@ def get_space(name: str) -> SpaceSpec:
         return SPACES[name]
     except KeyError:
         raise KeyError(f"unknown space {name!r}; choose from {', '.join(SPACES)}") from None
+
+
+_discover()

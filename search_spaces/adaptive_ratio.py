@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from search_spaces.priors import Prior
+from search_spaces.spec import Objective, SpaceSpec
+from trainables.catalog import TrainableInfo
 
 #: Stepped schedules to choose from, as ``first_cycle:k`` steps (the first is seed 001's 6-8-12).
 STEPPED = ("1:6,8:8,15:12", "1:2,6:4,12:8", "1:4,6:8,12:16", "1:2,8:6,15:12")
@@ -61,3 +63,34 @@ def space(trial) -> dict[str, Any]:
         trial.suggest_int("k_max", 16, 1024, log=True)
         constants["k"] = k_min  # the adaptive schedule starts at its lower bound
     return constants
+
+
+#: What the orchestrator knows about the trainable (torch-free).
+TRAINABLE = TrainableInfo(
+    "adaptive_ratio",
+    "trainables.adaptive_ratio",
+    "cycle",
+    (
+        "ratio/k",
+        "train/gen_loss",
+        "train/cls_loss",
+        "attack/gen_acc",
+        "attack/pgd10_acc",
+        "val/acc",
+        "val/apgd_acc",
+    ),
+    report_sections=("trainables.sections:ratio_cycles",),
+    config="trainables.configs:AdaptiveRatioConfig",
+    smoke={"cycle_steps": 2, "pretrain_epochs": 1},
+)
+
+SPACE = SpaceSpec(
+    "adaptive_ratio",
+    "adaptive_ratio",
+    space,
+    Objective("val/apgd_acc", "max"),
+    max_iterations=20,
+    num_samples=16,
+    description="Perturbation GAN with fixed / stepped / adaptive training ratio (seed 001)",
+    priors=PRIORS,
+)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from search_spaces.priors import Prior
+from search_spaces.spec import Objective, SpaceSpec
+from trainables.catalog import TrainableInfo
 
 #: Madry et al.'s recipe (ICLR 2018): PGD adversarial training at eps 0.3 on adversarial
 #: examples only (Adam 1e-3 here: the project's budgets are far shorter than their 100,000 steps).
@@ -35,3 +37,25 @@ def space(trial) -> dict[str, Any]:
         trial.suggest_float("adv_eps", 0.1, 0.4)
         trial.suggest_float("adv_weight", 0.5, 1.0)
     return {}
+
+
+#: What the orchestrator knows about the trainable (torch-free).
+TRAINABLE = TrainableInfo(
+    "classic",
+    "trainables.classic",
+    "epoch",
+    ("train/loss", "train/acc", "val/acc", "val/fgsm_acc/eps0.3", "val/apgd_acc"),
+    config="trainables.configs:ClassicConfig",
+    smoke={"adv_steps": 2},
+)
+
+SPACE = SpaceSpec(
+    "classic",
+    "classic",
+    space,
+    Objective("val/apgd_acc", "max"),
+    max_iterations=10,
+    num_samples=20,
+    description="Classic Classifier with optional FGSM/PGD adversarial training (seed 000/001)",
+    priors=PRIORS,
+)

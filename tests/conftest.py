@@ -50,6 +50,8 @@ def synthetic(**overrides):
         "eval_subset": 100,
         "pgd_steps": 3,
         "apgd_steps": 3,
+        "test_apgd_steps": 3,
+        "test_apgd_targets": 2,
         "pgd_step_size": 0.1,
         "train_subset": 256,
         "batch_size": 32,
@@ -169,21 +171,11 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
-#: Per-space settings that keep a trial to a few seconds on a CPU.
-TINY = {
-    "classic": {"adv_steps": 2},
-    "wgan_gp": {
-        "gen_steps": 2,
-        "batch_size": 16,
-        "stages": [1, 3],
-        "sample_n": 40,
-        "ref_epochs": 1,
-    },
-    "adaptive_ratio": {"cycle_steps": 2, "pretrain_epochs": 1},
-}
-
-
 def tiny_trial_config(space: str) -> dict:
+    """A trial of trainable ``space`` in a few seconds on a CPU: its catalog's smoke settings on
+    the shared tiny ones."""
+    from trainables.catalog import get_info
+
     return {
         "dataset": "synthetic",
         "train_subset": 256,
@@ -193,8 +185,10 @@ def tiny_trial_config(space: str) -> dict:
         "pgd_steps": 2,
         "pgd_step_size": 0.1,
         "apgd_steps": 2,
+        "test_apgd_steps": 2,
+        "test_apgd_targets": 2,
         "media_every": 1,
-        **TINY[space],
+        **get_info(space).smoke,
     }
 
 

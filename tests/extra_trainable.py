@@ -1,6 +1,7 @@
-"""A fourth trainable defined outside the packages: a linear classifier. Registering it (catalog,
-space, metric) is all it takes to search it and report on it; nothing in ``orchestrator/``
-knows about it."""
+"""A fourth trainable defined outside the packages: a linear classifier. Its declaration
+(space, catalog entry, metric) is ``tests/extra_space.py``, reached through an entry point; that
+is all it takes to search it, train it and report on it: nothing in ``orchestrator/``,
+``trainables/`` or ``search_spaces/`` knows about it."""
 
 from __future__ import annotations
 
@@ -10,15 +11,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from search_spaces import Objective, SpaceSpec
-from trainables import catalog, metrics
+from tests.extra_space import NAME
 from trainables.config import param
 from trainables.data import BatchStream
 from trainables.reporting import console_reporter
 from trainables.steps import classifier_step, run_steps
 from trainables.trial import StatefulProgram, TrainableSpec, TrialConfig, run_trial
-
-NAME = "linear_extra"
 
 
 @dataclass(frozen=True)
@@ -73,27 +71,3 @@ def weight_section(ctx) -> list[str]:
     ax.set_title(ctx.title(ctx.label("train/weight_norm")))
     name = ctx.save(fig, "weight_norm")
     return [f"![weight norm]({name})", ""]
-
-
-def space(trial) -> dict:
-    trial.suggest_float("lr", 1e-3, 1e-1, log=True)
-    return {}
-
-
-def register() -> SpaceSpec:
-    catalog.register(
-        catalog.TrainableInfo(
-            NAME,
-            __name__,
-            "pass",
-            ("train/loss", "train/weight_norm", "val/acc"),
-            prepare=f"{__name__}:prepare",
-            report_sections=(f"{__name__}:weight_section",),
-        )
-    )
-    metrics.register(
-        "train/weight_norm", metrics.Metric("norm", "", "L2 norm of the linear weights", "weight units")
-    )
-    return SpaceSpec(
-        NAME, NAME, space, Objective("val/acc", "max"), max_iterations=2, num_samples=2, description="test"
-    )

@@ -87,6 +87,8 @@ def settings(storage: str, name: str):
             "test_robust_n": 8,
             "pgd_steps": 1,
             "apgd_steps": 1,
+            "test_apgd_steps": 1,
+            "test_apgd_targets": 1,
             "noise_eval": False,
             "sleep_s": 2.0,
         },

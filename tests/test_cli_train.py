@@ -14,6 +14,8 @@ FAST = [
     "test_robust_n=20",
     "-s",
     "pgd_steps=1",
+    "-s",
+    "test_apgd_steps=2",
     "--train-subset",
     "128",
 ]

@@ -163,42 +163,54 @@ def test_pareto_front_holds_only_full_budget_trials(local_ray, tmp_path, monkeyp
     assert outcome.leaderboard[0]["pareto"]
 
 
-def test_a_fourth_trainable_needs_no_change_to_the_orchestrator(local_ray, tmp_path, monkeypatch):
-    from orchestrator.plan import plan_search
-    from orchestrator.report import build_report, load_experiment
-    from orchestrator.search import run_search
-    from orchestrator.settings import SearchSettings
-    from tests import extra_trainable
-    from trainables import catalog
+def _plugin_path(tmp_path: Path) -> Path:
+    """A folder with an installed package's metadata whose ``orchestrator.spaces`` entry point
+    names ``tests.extra_space`` (what ``pip install`` of such a package leaves behind)."""
+    site = tmp_path / "site"
+    info = site / "orchestrator_extra-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: orchestrator-extra\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[orchestrator.spaces]\nlinear_extra = tests.extra_space\n")
+    return site
 
-    monkeypatch.setattr(catalog, "CATALOG", dict(catalog.CATALOG))
-    monkeypatch.setitem(SPACES, extra_trainable.NAME, extra_trainable.register())
-    settings = SearchSettings(
-        space=extra_trainable.NAME,
-        name="extra",
-        storage=str(tmp_path),
-        num_samples=2,
-        scheduler="fifo",
-        wandb_mode="offline",
-        config={
-            "dataset": "synthetic",
-            "train_subset": 256,
-            "robust_n": 32,
-            "pgd_steps": 2,
-            "noise_eval": False,
-        },
-    )
-    plan = plan_search(settings)
-    outcome = run_search(plan, echo=lambda line: None)
-    experiment = Path(plan.experiment.path)
+
+def test_a_fourth_trainable_through_an_entry_point_reaches_every_command(local_ray, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import ray
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_plugin_path(tmp_path)), str(root)])}
+
+    def orchestrator(*args: str) -> str:
+        command = [sys.executable, "-m", "orchestrator.cli", *args]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    assert "linear_extra: test" in orchestrator("spaces")
+    assert "passes" in orchestrator("params", "linear_extra")
+    config = {"dataset": "synthetic", "train_subset": 256, "robust_n": 32, "test_robust_n": 32,
+              "pgd_steps": 2, "test_apgd_steps": 2, "noise_eval": False}  # fmt: skip
+    sets = [a for k, v in config.items() for a in ("-s", f"{k}={json.dumps(v)}")]
+    address = ray.get_runtime_context().gcs_address
+    orchestrator("search", "--space", "linear_extra", "--name", "extra", "--storage", str(tmp_path),
+                 "-n", "2", "--scheduler", "fifo", "--wandb-mode", "offline", "--address", address,
+                 *sets)  # fmt: skip
+    experiment = tmp_path / "extra"
     trials = pq.read_table(experiment / "trials.parquet").to_pylist()
     assert len(trials) == 2 and all(t["outcome"] == "completed" and t["iterations"] == 2 for t in trials)
     assert (experiment / "extra" / "prepared.txt").read_bytes() == b"prepared once"
     assert all(t["config/prepared"].endswith("extra/prepared.txt") for t in trials), "the hook's values"
     assert all("last/train/weight_norm" in t for t in trials)
-    assert outcome.leaderboard[0]["trial_id"] in {t["trial_id"] for t in trials}
     assert list(experiment.glob("linear_extra_*")), "trial folders named after the trainable"
-    md = build_report([load_experiment(plan.experiment)], tmp_path / "report")
-    assert (
-        "extra_weight_norm.png" in md.read_text() and (tmp_path / "report" / "extra_weight_norm.png").exists()
-    )
+    orchestrator("report", "extra", "--storage", str(tmp_path), "--out", str(tmp_path / "report"))
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "extra_weight_norm.png" in md and (tmp_path / "report" / "extra_weight_norm.png").exists()
+    out = orchestrator("train", "-t", "linear_extra", "--iterations", "1", "-s", "dataset=synthetic",
+                       "-s", "noise_eval=false", "-s", "test_apgd_steps=1",
+                       "--train-subset", "64")  # fmt: skip
+    assert "test:" in out

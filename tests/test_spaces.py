@@ -92,3 +92,25 @@ def test_constrained_space_fixes_and_narrows():
 def test_unknown_space():
     with pytest.raises(KeyError, match="unknown space"):
         get_space("nope")
+
+
+def test_a_space_module_dropped_into_the_package_declares_its_trainable(tmp_path, monkeypatch):
+    """A fourth in-tree trainable is its trainable module and its space module: the space module
+    (SPACE, TRAINABLE) is found by the package, and the catalog knows its trainable."""
+    import search_spaces
+    from trainables import catalog
+
+    (tmp_path / "zz_fourth.py").write_text(
+        "from search_spaces.spec import Objective, SpaceSpec\n"
+        "from trainables.catalog import TrainableInfo\n"
+        "def space(trial):\n    trial.suggest_float('lr', 1e-3, 1e-1, log=True)\n    return {}\n"
+        "TRAINABLE = TrainableInfo('zz_fourth', 'tests.extra_trainable', 'pass', ('val/acc',))\n"
+        "SPACE = SpaceSpec('zz_fourth', 'zz_fourth', space, Objective('val/acc', 'max'), 2, 2, 'fourth')\n"
+    )
+    monkeypatch.setattr(search_spaces, "__path__", [*search_spaces.__path__, str(tmp_path)])
+    monkeypatch.setattr(search_spaces, "SPACES", dict(search_spaces.SPACES))
+    monkeypatch.setattr(catalog, "CATALOG", dict(catalog.CATALOG))
+    monkeypatch.delitem(__import__("sys").modules, "search_spaces.zz_fourth", raising=False)
+    search_spaces._discover()
+    assert search_spaces.get_space("zz_fourth").trainable == "zz_fourth"
+    assert catalog.get_info("zz_fourth").unit == "pass" and "zz_fourth" in catalog.names()

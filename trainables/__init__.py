@@ -11,13 +11,16 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from trainables.catalog import CATALOG, get_info
+from trainables.catalog import get_info, names
 
 if TYPE_CHECKING:
     from trainables.trial import TrainableSpec
 
-#: The built-in trainables (``trainables.catalog.register`` adds others).
-TRAINABLES: tuple[str, ...] = tuple(CATALOG)
+
+def __getattr__(name: str):
+    if name == "TRAINABLES":  # every trainable declared (built-in, plugins), read when asked
+        return names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_spec(name: str) -> TrainableSpec:

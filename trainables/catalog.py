@@ -3,8 +3,10 @@
 A :class:`TrainableInfo` names the module that holds the trainable's ``SPEC`` (config class and
 program) and ``train(config)``, what one iteration is, the keys of its progress line, a hook the
 driver runs once before a search, and the sections it adds to ``orchestrator report``. Hooks and
-sections are ``"module:function"`` references, imported only when used. A trainable defined
-outside this package is added with :func:`register`; nothing in ``orchestrator/`` changes.
+sections are ``"module:function"`` references, imported only when used. Each trainable's entry
+is declared beside its search space (``search_spaces/<name>.py``: ``TRAINABLE``); one defined
+outside this repository comes through an ``orchestrator.spaces`` entry point or :func:`register`;
+nothing in ``orchestrator/`` changes.
 
 - ``prepare(cfg, store, echo) -> dict``: run on the driver before the first trial, with the
   validated base trial config, ``store(name, data) -> uri`` (writes a file into the
@@ -17,8 +19,8 @@ outside this package is added with :func:`register`; nothing in ``orchestrator/`
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -36,9 +38,17 @@ class TrainableInfo:
     #: ``"module:Class"`` of its config class in a module that does not import torch, for
     #: ``orchestrator params`` ("": the class the trainable's ``SPEC`` names).
     config: str = ""
+    #: Settings beyond the shared tiny ones (synthetic data, a few images, few attack steps)
+    #: that keep a trial of it to seconds on a CPU: tests, benchmarks and smoke runs use them.
+    smoke: Mapping[str, Any] = field(default_factory=dict)
 
 
 CATALOG: dict[str, TrainableInfo] = {}
+
+#: Where trainables declare themselves: each space module declares its trainable
+#: (``search_spaces``, which also loads installed plugins); imported by name the first time
+#: the catalog is read, so that this package does not depend on it.
+DECLARED_IN = "search_spaces"
 
 
 def register(info: TrainableInfo) -> TrainableInfo:
@@ -47,11 +57,23 @@ def register(info: TrainableInfo) -> TrainableInfo:
     return info
 
 
+def names() -> tuple[str, ...]:
+    """Every trainable declared (the built-in ones, installed plugins and registered ones)."""
+    _discover()
+    return tuple(CATALOG)
+
+
 def get_info(name: str) -> TrainableInfo:
+    if name not in CATALOG:
+        _discover()
     try:
         return CATALOG[name]
     except KeyError:
         raise KeyError(f"unknown trainable {name!r}; choose from {', '.join(CATALOG)}") from None
+
+
+def _discover() -> None:
+    importlib.import_module(DECLARED_IN)
 
 
 def config_class(name: str) -> Any:
@@ -67,51 +89,3 @@ def resolve(reference: str) -> Callable[..., Any]:
     """The function a ``"module:function"`` reference names."""
     module, _, name = reference.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-register(
-    TrainableInfo(
-        "classic",
-        "trainables.classic",
-        "epoch",
-        ("train/loss", "train/acc", "val/acc", "val/fgsm_acc/eps0.3", "val/apgd_acc"),
-        config="trainables.configs:ClassicConfig",
-    )
-)
-register(
-    TrainableInfo(
-        "wgan_gp",
-        "trainables.wgan_gp",
-        "iteration",
-        (
-            "train/wasserstein",
-            "train/gen_loss",
-            "train/cls_loss",
-            "val/acc",
-            "gen/cls_acc",
-            "gen/ref_acc",
-            "gen/fid",
-        ),
-        prepare="trainables.wgan_gp:prepare_search",
-        report_sections=("trainables.sections:stage_samples", "trainables.sections:stage_table"),
-        config="trainables.configs:WganGpConfig",
-    )
-)
-register(
-    TrainableInfo(
-        "adaptive_ratio",
-        "trainables.adaptive_ratio",
-        "cycle",
-        (
-            "ratio/k",
-            "train/gen_loss",
-            "train/cls_loss",
-            "attack/gen_acc",
-            "attack/pgd10_acc",
-            "val/acc",
-            "val/apgd_acc",
-        ),
-        report_sections=("trainables.sections:ratio_cycles",),
-        config="trainables.configs:AdaptiveRatioConfig",
-    )
-)
