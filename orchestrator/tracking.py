@@ -28,8 +28,8 @@ from urllib.parse import urlparse
 import pyarrow.fs
 
 from orchestrator.choices import WANDB_MODES
-from orchestrator.compat import tune as tune_compat
-from orchestrator.compat.tune import SummaryLoggingActor, WandbCallbackBase
+from orchestrator.compat import ray_wandb
+from orchestrator.compat.ray_wandb import SummaryLoggingActor, WandbCallbackBase
 
 API_KEY_ENV = "WANDB_API_KEY"
 
@@ -190,7 +190,7 @@ class WandbCallback(WandbCallbackBase):
                     storage.storage_filesystem,
                     storage.experiment_fs_path,
                 )
-            tune_compat.use_unrestartable_logging_actors(self)
+            ray_wandb.use_unrestartable_logging_actors(self)
             wandb_init_kwargs["dir"] = run_dir(trial)
             wandb_init_kwargs["config"] = full_config(self.trainable, wandb_init_kwargs.get("config", {}))
             start(objectives=self.objectives, **wandb_init_kwargs)
@@ -204,7 +204,7 @@ class WandbCallback(WandbCallbackBase):
         return state
 
     def log_trial_result(self, iteration, trial, result):
-        if trial not in tune_compat.wandb_started_trials(self):  # this driver's first result of it
+        if trial not in ray_wandb.wandb_started_trials(self):  # this driver's first result of it
             for row in self._missing_steps(trial, int(result.get("iteration") or 0)):
                 self._submit(trial, row)
         self._submit(trial, result)
@@ -214,9 +214,9 @@ class WandbCallback(WandbCallbackBase):
         decoded = {
             k: _decode_png(v) for k, v in result.items() if k.startswith("media/") and isinstance(v, bytes)
         }
-        # Submitted without waiting for the queue actor (see tune_compat.wandb_submit_result);
+        # Submitted without waiting for the queue actor (see ray_wandb.wandb_submit_result);
         # a failed put surfaces at a later result or at the trial's end.
-        put = tune_compat.wandb_submit_result(self, trial, {**result, **decoded})
+        put = ray_wandb.wandb_submit_result(self, trial, {**result, **decoded})
         self._puts = [*self._check_puts(timeout=0), put]
 
     def _missing_steps(self, trial, upto: int) -> list[dict]:
@@ -273,11 +273,11 @@ class WandbCallback(WandbCallbackBase):
 
         self._puts = self._check_puts(timeout=30)
         ended = getattr(self, "_ended_runs", set())
-        for trial in tune_compat.wandb_started_trials(self):
+        for trial in ray_wandb.wandb_started_trials(self):
             if trial.trial_id not in ended:
-                tune_compat.wandb_stop_run(self, trial)
-        futures = tune_compat.wandb_run_futures(self)
-        timeout = tune_compat.wandb_upload_timeout(self)
+                ray_wandb.wandb_stop_run(self, trial)
+        futures = ray_wandb.wandb_run_futures(self)
+        timeout = ray_wandb.wandb_upload_timeout(self)
         if futures:
             done, remaining = ray.wait(list(futures), num_returns=len(futures), timeout=timeout)
             for future in done:
