@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import orchestrator.results as results  # noqa: E402
+import orchestrator.trial_rows as trial_rows  # noqa: E402
 from orchestrator.callbacks import ParquetCallback  # noqa: E402
 from orchestrator.results import PARTS_DIR, to_table, write_table  # noqa: E402
 from orchestrator.storage import Location  # noqa: E402
@@ -84,7 +85,7 @@ def simulate(root: Path, n_trials: int, reports: int, rewrite_all: bool) -> int:
         for it in range(1, reports + 1):
             result = report(i, it)
             if rewrite_all:  # the previous writer: both tables rewritten whole at every flush
-                everything.append(results.history_row(trial.trial_id, result))
+                everything.append(trial_rows.history_row(trial.trial_id, result))
                 loc = Counting.parse(experiment)
                 write_table(
                     to_table(everything), Counting(loc.fs, loc.path, loc.uri).child("history.parquet")

@@ -23,8 +23,9 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from orchestrator import interrupt, time_budget
 from orchestrator.relocation import here
-from orchestrator.results import INTERRUPTED, ResultsStore, derive, history_row, trial_row
+from orchestrator.results import ResultsStore
 from orchestrator.storage import Location, StorageWriteError
+from orchestrator.trial_rows import INTERRUPTED, derive, history_row, trial_row
 
 FLUSH_ENV = "ORCHESTRATOR_PARQUET_FLUSH_S"
 

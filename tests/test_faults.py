@@ -17,9 +17,10 @@ from orchestrator.compat import tune as tune_compat
 from orchestrator.errors import UserError
 from orchestrator.plan_checks import check_cluster_resources
 from orchestrator.ray_runtime import cluster_nodes
-from orchestrator.results import ResultsStore, history_row, outcome, trial_row
+from orchestrator.results import ResultsStore
 from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, StorageWriteError
+from orchestrator.trial_rows import history_row, outcome, trial_row
 from orchestrator.tune_trainable import _loader, checkpoint_candidates
 from trainables.reporting import ConsoleReporter, load_first_readable, save_checkpoint
 

@@ -194,7 +194,7 @@ def _experiment_with_checkpoint(root: Path) -> Path:
     }
     save_checkpoint(state, ckpt)
     history = [{"trial_id": "a", "iteration": i, "val/acc": 0.3 * i} for i in (1, 2, 3)]
-    from orchestrator.results import trial_row
+    from orchestrator.trial_rows import trial_row
 
     row = trial_row(
         trial_id="a",

@@ -12,12 +12,13 @@ from orchestrator.errors import UserError
 from orchestrator.leaderboard import display_columns, format_rows, is_feasible, leaderboard
 from orchestrator.pareto import crowding, pareto_front, pareto_ranks
 from orchestrator.plan import plan_search
-from orchestrator.results import mark_pareto, to_table, trial_row
+from orchestrator.results import to_table
 from orchestrator.schedulers import DurableASHA, ParetoASHA, make_scheduler
 from orchestrator.searchers import BudgetAwareOptunaSearch, make_sampler
 from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, check_writable
 from orchestrator.tracking import resolve_mode
+from orchestrator.trial_rows import mark_pareto, trial_row
 from orchestrator.tuner import build_tuner
 from search_spaces import get_space
 

@@ -9,9 +9,9 @@ import pytest
 from orchestrator import time_budget
 from orchestrator.errors import UserError
 from orchestrator.plan import plan_search
-from orchestrator.results import outcome, trial_row
 from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location
+from orchestrator.trial_rows import outcome, trial_row
 from tests.conftest import synthetic
 from trainables import get_spec
 from trainables.deadline import Deadline, read_deadline
