@@ -158,7 +158,7 @@ def resume(name, storage, address, study_storage, fresh):
       orchestrator resume adaptive_ratio-20261121-101500
       orchestrator resume adaptive_ratio-20261121-101500 --fresh
     """
-    from orchestrator.search import restart_search, resume_search
+    from orchestrator.resume import restart_search, resume_search
 
     run = restart_search if fresh else resume_search
     print_outcome(run(name, storage, address, echo=click.echo, study_storage=study_storage))

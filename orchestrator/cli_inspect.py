@@ -51,7 +51,7 @@ def dashboard(name, storage, study_storage, host, port):
 
     Example: orchestrator dashboard adaptive_ratio-20261121-101500 --port 8080
     """
-    from orchestrator.search import study_url_of
+    from orchestrator.resume import study_url_of
     from orchestrator.settings import load_settings
     from orchestrator.study import open_storage, redact
 

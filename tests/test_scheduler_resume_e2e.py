@@ -34,7 +34,7 @@ def _reported(experiment: Path) -> dict[str, set[int]]:
 
 
 def test_rung_records_survive_a_sigkill_and_stop_a_later_trial(local_ray, tmp_path, monkeypatch):
-    from orchestrator.search import resume_search
+    from orchestrator.resume import resume_search
     from tests import rung_toy
     from trainables import catalog
 
