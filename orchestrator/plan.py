@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator import ray_runtime
 from orchestrator.choices import (
     MULTI_OBJECTIVE_SEARCHERS,
     OBJECTIVES,
@@ -28,8 +27,9 @@ from orchestrator.errors import UserError
 from orchestrator.leaderboard import CLEAN_METRIC
 from orchestrator.plan_checks import (
     check_choice,
-    check_cluster_resources,
-    check_local_resources,
+    check_environment,
+    check_name,
+    check_numbers,
     check_objectives_reported,
     check_ranges,
 )
@@ -44,7 +44,7 @@ from search_spaces.introspect import ParamInfo, explore
 from trainables import get_spec
 from trainables.catalog import TrainableInfo, get_info
 from trainables.config import ConfigError
-from trainables.data import DATASETS, DatasetUnavailable, prepare_dataset, resolve_data_root
+from trainables.data import DATASETS, resolve_data_root
 from trainables.trial import TrainableSpec, TrialConfig
 
 
@@ -150,11 +150,6 @@ class Plan:
         }
 
 
-#: The longest experiment name (its folder, W&B group and study are named after it).
-MAX_NAME = 100
-#: ``--time-budget`` below this is refused: a trial's first iteration and test evaluation take
-#: about a minute on a 2-core CPU.
-MIN_TIME_BUDGET_S = 60.0
 #: The iteration cap of a trial under ``--time-budget`` without ``--max-iterations``.
 TIME_BUDGET_MAX_ITERATIONS = 1000
 
@@ -187,7 +182,7 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
     settings alone first, then the trial config (validated once, by the trainable's config
     class), then what the settings point at (storage, dataset, cluster, study, warm start)."""
     space, trainable, objectives, scheduler = _choices(settings)
-    _check_numbers(settings)
+    check_numbers(settings)
     max_iterations = settings.max_iterations or _default_budget(settings, space, trainable)
     params = {p.name: p for p in explore(space.space)}
     ranges = check_ranges(params, trainable, settings.ranges, space.name)
@@ -200,14 +195,14 @@ def plan_search(settings: SearchSettings, *, check_dataset: bool = True, check_s
             "W&B online mode needs an API key: `wandb login` or WANDB_API_KEY, or --wandb-mode offline"
         )
     storage = normalize(settings.storage or default_storage())
-    name = _check_name(settings.name or default_name(settings.space))
+    name = check_name(settings.name or default_name(settings.space))
     experiment = Location.parse(storage).child(name)
     trial_config = _trial_config(settings, trainable, params, scheduler, max_iterations, experiment)
     base = validated(trainable, trial_config, fixed)
     check_objectives_reported(objectives, base)
     if check_storage:
         check_writable(storage)
-    address = _check_environment(settings, base, check_dataset)
+    address = check_environment(settings, base, check_dataset)
     min_clean = DATASETS[base.dataset].min_clean if settings.min_clean is None else settings.min_clean
     study_url = settings.study_storage or default_study_url(experiment, name)
     if settings.study_storage:
@@ -271,28 +266,6 @@ def _choices(settings: SearchSettings):
     return space, get_spec(space.trainable), objectives, scheduler
 
 
-def _check_numbers(settings: SearchSettings) -> None:
-    """Counts, resources, budgets and thresholds that are wrong whatever else is set."""
-    if settings.num_samples < 0 or settings.max_iterations < 0 or settings.max_concurrent < 0:
-        raise UserError("--num-samples, --max-iterations and --max-concurrent must not be negative")
-    if settings.cpus_per_trial <= 0:
-        raise UserError("--cpus-per-trial must be positive")
-    gpus = settings.gpus_per_trial
-    if gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
-        raise UserError("--gpus-per-trial must be a fraction of one GPU (0.25) or a whole number")
-    if not settings.address:
-        check_local_resources(settings)
-    if settings.time_budget_s and settings.time_budget_s < MIN_TIME_BUDGET_S:
-        raise UserError(
-            f"--time-budget {settings.time_budget_s:g}s is shorter than a trial's first iteration and its "
-            f"test evaluation can take; give at least {MIN_TIME_BUDGET_S:g}s"
-        )
-    if settings.min_clean is not None and not 0.0 <= settings.min_clean <= 1.0:
-        raise UserError(f"--min-clean {settings.min_clean} must be in [0, 1] (a validation accuracy)")
-    if settings.grace_period < 1 or settings.reduction_factor < 2:
-        raise UserError("--grace-period must be >= 1 and --reduction-factor >= 2")
-
-
 def _default_budget(settings: SearchSettings, space: SpaceSpec, trainable: TrainableSpec) -> int:
     """Iterations per trial without ``--max-iterations``: the space's; with a time budget, trials
     train until the deadline and the iteration budget is only a cap."""
@@ -301,14 +274,6 @@ def _default_budget(settings: SearchSettings, space: SpaceSpec, trainable: Train
     cls = trainable.config_cls
     field = {f.name: f for f in dataclasses.fields(cls)}[cls.budget_key]
     return int(min(TIME_BUDGET_MAX_ITERATIONS, field.metadata.get("hi") or math.inf))
-
-
-def _check_name(name: str) -> str:
-    if "/" in name or name.startswith(".") or not name.isprintable():
-        raise UserError(f"--name {name!r}: a plain folder name, please")
-    if len(name) > MAX_NAME:  # a folder name is at most 255 bytes; W&B and Ray add to it
-        raise UserError(f"--name is {len(name)} characters long; at most {MAX_NAME}, please")
-    return name
 
 
 def _trial_config(settings, trainable, params, scheduler: str, max_iterations: int, experiment) -> dict:
@@ -328,20 +293,6 @@ def _trial_config(settings, trainable, params, scheduler: str, max_iterations: i
     if settings.time_budget_s:  # trials end themselves before the search's deadline
         trial_config["deadline_file"] = experiment.child(DEADLINE_FILE).uri
     return trial_config
-
-
-def _check_environment(settings: SearchSettings, base: TrialConfig, check_dataset: bool) -> str:
-    """The dataset is there (or can be fetched) and the cluster, if any, can run a trial; the
-    cluster's address (``""``: a private local Ray)."""
-    if check_dataset:
-        try:
-            prepare_dataset(base.dataset, base.data_dir or None)
-        except DatasetUnavailable as exc:
-            raise UserError(str(exc)) from None
-    address = ray_runtime.check_address(settings.address) if settings.address else ""
-    if address and not address.startswith("ray://"):
-        check_cluster_resources(settings, ray_runtime.cluster_nodes(address))
-    return address
 
 
 def _max_concurrent(settings: SearchSettings) -> int:

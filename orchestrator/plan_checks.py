@@ -11,11 +11,19 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from orchestrator import ray_runtime
 from orchestrator.errors import UserError
 from orchestrator.settings import SearchSettings
 from search_spaces.introspect import ParamInfo
+from trainables.data import DatasetUnavailable, prepare_dataset
 from trainables.evaluation import EvalSpec, metric_keys
 from trainables.trial import TrainableSpec, TrialConfig
+
+#: The longest experiment name (its folder, W&B group and study are named after it).
+MAX_NAME = 100
+#: ``--time-budget`` below this is refused: a trial's first iteration and test evaluation take
+#: about a minute on a 2-core CPU.
+MIN_TIME_BUDGET_S = 60.0
 
 
 def check_choice(value: str, choices, what: str) -> None:
@@ -105,3 +113,47 @@ def check_cluster_resources(settings: SearchSettings, nodes: list[dict[str, floa
                 f"{flag} {wanted:g}: the largest node of the cluster at {settings.address} has "
                 f"{most:g} {key}(s), so no trial could start"
             )
+
+
+def check_numbers(settings: SearchSettings) -> None:
+    """Counts, resources, budgets and thresholds that are wrong whatever else is set."""
+    if settings.num_samples < 0 or settings.max_iterations < 0 or settings.max_concurrent < 0:
+        raise UserError("--num-samples, --max-iterations and --max-concurrent must not be negative")
+    if settings.cpus_per_trial <= 0:
+        raise UserError("--cpus-per-trial must be positive")
+    gpus = settings.gpus_per_trial
+    if gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
+        raise UserError("--gpus-per-trial must be a fraction of one GPU (0.25) or a whole number")
+    if not settings.address:
+        check_local_resources(settings)
+    if settings.time_budget_s and settings.time_budget_s < MIN_TIME_BUDGET_S:
+        raise UserError(
+            f"--time-budget {settings.time_budget_s:g}s is shorter than a trial's first iteration and its "
+            f"test evaluation can take; give at least {MIN_TIME_BUDGET_S:g}s"
+        )
+    if settings.min_clean is not None and not 0.0 <= settings.min_clean <= 1.0:
+        raise UserError(f"--min-clean {settings.min_clean} must be in [0, 1] (a validation accuracy)")
+    if settings.grace_period < 1 or settings.reduction_factor < 2:
+        raise UserError("--grace-period must be >= 1 and --reduction-factor >= 2")
+
+
+def check_name(name: str) -> str:
+    if "/" in name or name.startswith(".") or not name.isprintable():
+        raise UserError(f"--name {name!r}: a plain folder name, please")
+    if len(name) > MAX_NAME:  # a folder name is at most 255 bytes; W&B and Ray add to it
+        raise UserError(f"--name is {len(name)} characters long; at most {MAX_NAME}, please")
+    return name
+
+
+def check_environment(settings: SearchSettings, base: TrialConfig, check_dataset: bool) -> str:
+    """The dataset is there (or can be fetched) and the cluster, if any, can run a trial; the
+    cluster's address (``""``: a private local Ray)."""
+    if check_dataset:
+        try:
+            prepare_dataset(base.dataset, base.data_dir or None)
+        except DatasetUnavailable as exc:
+            raise UserError(str(exc)) from None
+    address = ray_runtime.check_address(settings.address) if settings.address else ""
+    if address and not address.startswith("ray://"):
+        check_cluster_resources(settings, ray_runtime.cluster_nodes(address))
+    return address

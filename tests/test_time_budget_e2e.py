@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_a_search_ends_at_its_deadline_with_a_tested_model(local_ray, tmp_path, monkeypatch):
     import dataclasses
 
-    import orchestrator.plan as plan_module
+    import orchestrator.plan_checks as plan_checks
     from orchestrator.plan import plan_search
     from orchestrator.search import run_search
     from tests import rung_toy
@@ -22,7 +22,7 @@ def test_a_search_ends_at_its_deadline_with_a_tested_model(local_ray, tmp_path, 
 
     monkeypatch.setattr(catalog, "CATALOG", dict(catalog.CATALOG))
     monkeypatch.setitem(SPACES, rung_toy.NAME, rung_toy.register())
-    monkeypatch.setattr(plan_module, "MIN_TIME_BUDGET_S", 5.0)  # a short budget for the test
+    monkeypatch.setattr(plan_checks, "MIN_TIME_BUDGET_S", 5.0)  # a short budget for the test
     settings = dataclasses.replace(
         rung_toy.settings(str(tmp_path), "budget"), time_budget_s=25.0, max_concurrent=2
     )
