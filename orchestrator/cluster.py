@@ -60,9 +60,24 @@ def prepare_and_validate(config: dict[str, Any]) -> dict[str, Any]:
     return prepare_cluster_config(config)
 
 
-def validate_cluster_config(path: str | Path) -> ClusterCheck:
+def _check_image(prepared: dict[str, Any], check: ClusterCheck) -> str:
+    """The docker image: a rayproject/ray image of the installed Ray's version."""
     import ray
 
+    image = str((prepared.get("docker") or {}).get("image", ""))
+    if "ray-ml" in image:
+        check.errors.append(
+            f"docker image {image}: the rayproject/ray-ml images are deprecated; use rayproject/ray"
+        )
+    elif image.startswith("rayproject/ray:") and not image.split(":", 1)[1].startswith(ray.__version__):
+        check.errors.append(f"docker image {image} does not match the installed Ray {ray.__version__}")
+    elif not image:
+        check.warnings.append("no docker image: the setup commands must install Ray " + ray.__version__)
+    return image
+
+
+def validate_cluster_config(path: str | Path) -> ClusterCheck:
+    """Ray's own validation of the launcher file at ``path``, then the project's rules."""
     check = ClusterCheck(str(path))
     text = Path(path).read_text()
     for what, pattern in SECRET_PATTERNS.items():
@@ -86,15 +101,7 @@ def validate_cluster_config(path: str | Path) -> ClusterCheck:
         )
         return check
 
-    image = str((prepared.get("docker") or {}).get("image", ""))
-    if "ray-ml" in image:
-        check.errors.append(
-            f"docker image {image}: the rayproject/ray-ml images are deprecated; use rayproject/ray"
-        )
-    elif image.startswith("rayproject/ray:") and not image.split(":", 1)[1].startswith(ray.__version__):
-        check.errors.append(f"docker image {image} does not match the installed Ray {ray.__version__}")
-    elif not image:
-        check.warnings.append("no docker image: the setup commands must install Ray " + ray.__version__)
+    image = _check_image(prepared, check)
 
     node_types = prepared["available_node_types"]
     head = prepared["head_node_type"]

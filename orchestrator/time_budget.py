@@ -4,7 +4,7 @@ The driver writes ``deadline.json`` (``trainables.deadline``) before it starts R
 (unix seconds), the whole budget, the seconds earlier drivers spent, and when this driver
 started. Trials read it and end themselves before the deadline with their test evaluation and
 final checkpoint; the searcher proposes no new trial in the last ``1 - EXPLORE_SHARE`` of the
-budget, so what runs then trains until the deadline, and ``orchestrator.callbacks.CoreShare`` lets the trials
+budget, so what runs then trains until the deadline, and ``orchestrator.core_share.CoreShare`` lets the trials
 left then share the machine's cores (the last rung gets every core). A resume gets what is left
 of the budget:
 the seconds spent are added up when a driver ends, and for a driver that was killed, up to the

@@ -7,7 +7,8 @@ import os
 from collections.abc import Callable
 
 from orchestrator import time_budget
-from orchestrator.callbacks import CoreShare, CsvLogger, JsonLogger, ParquetCallback, ResultLines
+from orchestrator.callbacks import CsvLogger, JsonLogger, ParquetCallback, ResultLines
+from orchestrator.core_share import CoreShare
 from orchestrator.plan import Plan
 from orchestrator.schedulers import ITERATION, make_scheduler
 from orchestrator.searchers import make_searcher
@@ -67,16 +68,13 @@ def trainable_with_resources(info: TrainableInfo, settings: SearchSettings) -> C
     )
 
 
-def build_tuner(plan: Plan):
-    """The ``Tuner`` of a plan (Ray is not started)."""
-    from ray import tune
-
+def search_algorithms(plan: Plan):
+    """The plan's searcher (its study in the plan's storage) and trial scheduler."""
     s = plan.settings
     metrics = [m for m, _ in plan.objectives]
     modes = [m for _, m in plan.objectives]
-    space = ConstrainedSpace(plan.space.space, plan.fixed, s.ranges)
     searcher = make_searcher(
-        space,
+        ConstrainedSpace(plan.space.space, plan.fixed, s.ranges),
         metrics,
         modes,
         searcher=s.searcher,
@@ -101,6 +99,15 @@ def build_tuner(plan: Plan):
         reduction_factor=s.reduction_factor,
         experiment_uri=plan.experiment.uri,
     )
+    return searcher, scheduler
+
+
+def build_tuner(plan: Plan):
+    """The ``Tuner`` of a plan (Ray is not started)."""
+    from ray import tune
+
+    s = plan.settings
+    searcher, scheduler = search_algorithms(plan)
     tune_config = tune.TuneConfig(
         search_alg=searcher,
         scheduler=scheduler,

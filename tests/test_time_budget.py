@@ -138,7 +138,7 @@ def test_after_exploration_the_trials_left_share_the_cores(tmp_path):
     import time
     from types import SimpleNamespace
 
-    from orchestrator.callbacks import CoreShare
+    from orchestrator.core_share import CoreShare
 
     exp = Location.parse(str(tmp_path))
     time_budget.start(exp, 400.0, now=time.time() - 390.0)  # 10 s left: exploration is over
