@@ -120,18 +120,12 @@ def _decode_png(png: bytes):
         return np.asarray(image.convert("RGB"))
 
 
-def full_config(trainable: str, config: dict) -> dict:
-    """Every parameter of the trial (the trainable's defaults under what the search set), flat,
-    tuples as lists; ``config`` as it is when the trainable is unknown or rejects it."""
-    if not trainable:
-        return dict(config)
-    from trainables import get_spec
-
-    try:
-        resolved = get_spec(trainable).config_cls.from_dict(config).to_dict()
-    except (KeyError, ValueError):
-        return dict(config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in {**resolved, **config}.items()}
+def full_config(base: dict | None, config: dict) -> dict:
+    """Every parameter of the trial, flat, tuples as lists: the search's validated base config
+    (the trainable's defaults, what the search set; validated once, by the plan) under the
+    trial's own values (the sampled parameters). Nothing is validated again here."""
+    merged = {**(base or {}), **config}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}
 
 
 class WandbCallback(WandbCallbackBase):
@@ -150,7 +144,7 @@ class WandbCallback(WandbCallbackBase):
         objectives: Sequence[tuple[str, str]],
         tags: Sequence[str] = (),
         upload_timeout: int | None = None,
-        trainable: str = "",
+        base_config: dict | None = None,
     ):
         if mode not in WANDB_MODES:
             raise ValueError(f"unknown W&B mode {mode!r}")
@@ -168,8 +162,8 @@ class WandbCallback(WandbCallbackBase):
         )
         self.objectives = [tuple(o) for o in objectives]
         self.wandb_mode = mode
-        #: Whose config class resolves a trial's config to every parameter (defaults included).
-        self.trainable = trainable
+        #: The plan's validated base config: every parameter's value unless the trial sets it.
+        self.base_config = dict(base_config or {})
 
     def setup(self, *args, **kwargs):
         if self.wandb_mode != "online":
@@ -192,7 +186,9 @@ class WandbCallback(WandbCallbackBase):
                 )
             ray_wandb.use_unrestartable_logging_actors(self)
             wandb_init_kwargs["dir"] = run_dir(trial)
-            wandb_init_kwargs["config"] = full_config(self.trainable, wandb_init_kwargs.get("config", {}))
+            wandb_init_kwargs["config"] = full_config(
+                getattr(self, "base_config", None), wandb_init_kwargs.get("config", {})
+            )
             start(objectives=self.objectives, **wandb_init_kwargs)
         finally:
             if key is not None:

@@ -53,7 +53,7 @@ def callbacks(plan: Plan) -> list:
                 mode=plan.wandb_mode,
                 objectives=plan.objectives,
                 tags=[plan.space.name, s.searcher, s.objective],
-                trainable=plan.trainable.name,
+                base_config=plan.base.to_dict(),
             )
         )
     return out

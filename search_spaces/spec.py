@@ -11,14 +11,27 @@ from search_spaces.priors import Prior
 
 @dataclass(frozen=True)
 class Objective:
+    """A validation metric a search optimises. Its direction has one source, the metric
+    registry (``trainables.metrics``): ``mode`` may be left out, and a ``mode`` that disagrees
+    with the registered direction is an error."""
+
     metric: str
-    mode: str  # "max" or "min"
+    mode: str = ""  # "max" or "min"; "" = the registered direction
 
     def __post_init__(self) -> None:
+        from trainables import metrics
+
         if not self.metric.startswith("val/"):
             raise ValueError(f"objective {self.metric!r}: searches optimise validation keys only")
+        direction = metrics.describe(self.metric).direction
+        if not self.mode:
+            object.__setattr__(self, "mode", direction)
         if self.mode not in ("max", "min"):
-            raise ValueError(f"objective mode {self.mode!r} must be max or min")
+            raise ValueError(f"objective {self.metric!r}: mode {self.mode!r} must be max or min")
+        if direction and self.mode != direction:
+            raise ValueError(
+                f"objective {self.metric!r}: mode {self.mode!r}, but the metric registry says {direction!r}"
+            )
 
 
 #: The multi-objective search of every space: clean vs robust validation accuracy (APGD-CE then

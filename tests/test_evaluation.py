@@ -61,8 +61,8 @@ def test_perfect_model_has_clean_accuracy_one(split):
             return torch.nn.functional.one_hot(split.y[d.argmin(1)], 10).float() * 10 + self.w * x.mean()
 
     out = evaluate(Oracle(None), split, EvalSpec(pgd_steps=0, fgsm_eps=(), noise=False), "test")
-    assert out == {"test/acc": 1.0, "test/loss": pytest.approx(out["test/loss"])}
-    assert out["test/loss"] < 1e-3
+    assert set(out) == {"test/acc", "test/loss"} and out["test/acc"] == 1.0
+    assert 0 <= out["test/loss"] < 1e-3
 
 
 def test_frechet_distance():

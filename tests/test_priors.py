@@ -87,8 +87,8 @@ def test_a_search_runs_its_priors_first_unless_told_not_to(tmp_path):
 
 
 def test_priors_reach_the_optuna_study_first(tmp_path):
-    from orchestrator.tuner import build_tuner
+    from orchestrator.tuner import search_algorithms
 
-    tuner = build_tuner(_plan(tmp_path))
-    searcher = tuner._local_tuner._tune_config.search_alg
-    assert searcher._points_to_evaluate[0]["gen_steps"] == 5
+    searcher, _ = search_algorithms(_plan(tmp_path))
+    first = searcher.suggest("first")
+    assert first["gen_steps"] == 5 and first["k"] == 1, "the prior is the study's first trial"

@@ -19,7 +19,7 @@ from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, check_writable
 from orchestrator.tracking import resolve_mode
 from orchestrator.trial_rows import mark_pareto, trial_row
-from orchestrator.tuner import build_tuner
+from orchestrator.tuner import build_tuner, search_algorithms
 from search_spaces import get_space
 
 
@@ -214,14 +214,12 @@ def test_build_tuner_without_starting_ray(tmp_path, monkeypatch):
     plan = plan_search(
         _settings(tmp_path, objective="pareto", scheduler="asha", max_iterations=4, num_samples=5)
     )
-    tuner = build_tuner(plan)
-    tune_config = tuner._local_tuner._tune_config
-    assert isinstance(tune_config.scheduler, ParetoASHA)
-    assert isinstance(tune_config.search_alg, BudgetAwareOptunaSearch)
-    assert tune_config.search_alg.metric == ["val/acc", "val/apgd_acc"]
-    assert tune_config.num_samples == 5
-    assert tuner._local_tuner._param_space["epochs"] == 4
-    assert plan.wandb_mode in ("offline", "disabled", "online")
+    build_tuner(plan)
+    searcher, scheduler = search_algorithms(plan)
+    assert isinstance(scheduler, ParetoASHA)
+    assert isinstance(searcher, BudgetAwareOptunaSearch)
+    assert searcher.metric == ["val/acc", "val/apgd_acc"] and searcher.mode == ["max", "max"]
+    assert plan.num_samples == 5 and plan.trial_config["epochs"] == 4
 
 
 @pytest.mark.parametrize("name", ["tpe", "cmaes", "random", "nsga2"])

@@ -37,12 +37,10 @@ def test_every_branch_and_corner_is_a_valid_trainable_config(name):
         config_cls.from_dict({**used, **constants})  # raises on an unknown key or a bad value
 
 
-@pytest.mark.parametrize("name", list(SPACES))
-def test_objectives_are_validation_keys(name):
-    spec = SPACES[name]
-    for kind in ("single", "pareto"):
-        for objective in spec.objectives(kind):
-            assert objective.metric.startswith("val/")
+def test_an_objective_takes_its_direction_from_the_metric_registry():
+    assert Objective("val/apgd_acc").mode == "max" and Objective("val/loss").mode == "min"
+    with pytest.raises(ValueError, match="registry says 'max'"):
+        Objective("val/acc", "min")
 
 
 def test_test_keys_cannot_be_objectives():
