@@ -6,6 +6,8 @@ from trainables.apgd import _apgd_checkpoints, apgd, apgd_robust, dlr_loss, dlr_
 from trainables.attacks import adversarial_examples, eval_mode, fgsm, pgd
 from trainables.models import ClassicClassifier
 
+pytestmark = pytest.mark.train
+
 
 @pytest.fixture()
 def setup():

@@ -5,6 +5,9 @@ from click.testing import CliRunner
 
 from orchestrator.cli import cli
 
+pytestmark = pytest.mark.train
+
+
 FAST = [
     "-s",
     "dataset=synthetic",

@@ -14,6 +14,9 @@ from trainables.models import GradientAttacker
 from trainables.runtime import Runtime
 from trainables.steps import attacker_step, classifier_step, latent_diversity
 
+pytestmark = pytest.mark.train
+
+
 RT = Runtime(torch.device("cpu"), None, False)
 
 

@@ -12,6 +12,9 @@ from trainables.config import param
 from trainables.reporting import MemoryReporter
 from trainables.trial import TrainableSpec, TrialConfig, run_trial
 
+pytestmark = pytest.mark.train
+
+
 CASES = {
     "classic": synthetic(epochs=2, adv_train="pgd", adv_steps=2, media_every=1),
     "wgan_gp": synthetic(
