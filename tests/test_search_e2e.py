@@ -212,5 +212,5 @@ def test_a_fourth_trainable_through_an_entry_point_reaches_every_command(local_r
     assert "extra_weight_norm.png" in md and (tmp_path / "report" / "extra_weight_norm.png").exists()
     out = orchestrator("train", "-t", "linear_extra", "--iterations", "1", "-s", "dataset=synthetic",
                        "-s", "noise_eval=false", "-s", "test_apgd_steps=1",
-                       "--train-subset", "64")  # fmt: skip
+                       "--train-subset", "256")  # fmt: skip
     assert "test:" in out
