@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from orchestrator.cli_cluster import cluster as cluster_group
 from orchestrator.cli_common import (
     OneLineErrors,
     address_option,
@@ -23,7 +24,6 @@ from orchestrator.cli_common import (
     study_storage_option,
     trial_options,
 )
-from orchestrator.cli_inspect import cluster as cluster_group
 from orchestrator.cli_inspect import dashboard, evaluate, export_cmd, params, report, results, spaces
 from orchestrator.errors import UserError
 from trainables import TRAINABLES

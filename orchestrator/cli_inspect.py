@@ -1,5 +1,5 @@
 """The commands that read what searches left: results, report, export, evaluate, the study's
-dashboard, the spaces and parameters, and the cluster config check. ``orchestrator.cli`` adds
+dashboard, the spaces and parameters. ``orchestrator.cli`` adds
 them to the command group."""
 
 from __future__ import annotations
@@ -316,33 +316,3 @@ def evaluate(target, storage, trial_id, top, attacks, n, eps, data_dir, device, 
         )
     if not as_json and experiment is not None:
         click.echo(f"saved beside the experiment: {experiment.child('evaluations.parquet').uri}")
-
-
-@click.group()
-def cluster():
-    """Ray cluster configs: check an edited cluster.yaml before `ray up`.
-
-    Example: orchestrator cluster validate cluster.yaml
-    """
-
-
-@cluster.command("validate")
-@click.argument("config", type=click.Path(exists=True, dir_okay=False), default="cluster.yaml")
-def cluster_validate(config):
-    """Run a cluster launcher config through Ray's own preparation and schema validation and
-    the project's rules (pinned Ray image, GPU workers, shared storage, no secrets).
-
-    Example: orchestrator cluster validate my-cluster.yaml
-    """
-    from orchestrator.cluster import validate_cluster_config
-
-    check = validate_cluster_config(config)
-    for line in check.summary:
-        click.echo(f"  {line}")
-    for warning in check.warnings:
-        click.echo(f"warning: {warning}")
-    for error in check.errors:
-        click.echo(f"error: {error}", err=True)
-    if not check.ok:
-        raise SystemExit(2)
-    click.echo(f"{config}: valid")
