@@ -3,7 +3,9 @@ summary printed after a search."""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -116,9 +118,30 @@ storage_option = click.option(
     envvar="ORCHESTRATOR_STORAGE",
     help="Experiment root: a path or a pyarrow URI such as s3://bucket/prefix (default ~/ray_results).",
 )
-address_option = click.option(
-    "--address", help="Join a running Ray cluster (HOST:PORT or auto) instead of a local Ray."
-)
+
+
+def _token_file(ctx, param, value):
+    """Ray reads the token of a head with token authentication from this file (the head's
+    ``~/.ray/auth_token``); the path goes into this process's environment only."""
+    if value:
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(Path(value).resolve())
+    return value
+
+
+def address_option(command):
+    """``--address`` and the token file to join a head that requires one."""
+    command = click.option(
+        "--ray-token-file",
+        type=click.Path(exists=True, dir_okay=False),
+        expose_value=False,
+        callback=_token_file,
+        help="With --address: the cluster's Ray auth token file (or set RAY_AUTH_TOKEN).",
+    )(command)
+    return click.option(
+        "--address", help="Join a running Ray cluster (HOST:PORT or auto) instead of a local Ray."
+    )(command)
+
+
 study_storage_option = click.option(
     "--study-storage",
     envvar="ORCHESTRATOR_STUDY_STORAGE",

@@ -8,6 +8,13 @@ a GCS address (``HOST:PORT``, ``auto``) Ray's GCS must answer within ``ADDRESS_T
 (asked from a subprocess, because Ray's GCS client waits for ever on a port where something
 else listens), which also tells the alive nodes' CPUs and GPUs. A wrong address fails with one
 line, before Ray starts and before anything is written.
+
+A head with token authentication (``RAY_AUTH_MODE=token``, Ray's default for clusters it starts
+locally since 2.59) needs the cluster's token: Ray reads it from ``RAY_AUTH_TOKEN``, the file
+``RAY_AUTH_TOKEN_PATH`` (``--ray-token-file``) or ``~/.ray/auth_token``, but for an explicit
+address only in token mode; :func:`join_auth` turns token mode on when a token is given and the
+mode is unset. A missing or refused token fails with one line, before anything is written. The
+token never reaches the workers' environment, the settings or any file of the experiment.
 """
 
 from __future__ import annotations
@@ -76,6 +83,27 @@ def resolve_address(address: str) -> str:
 ADDRESS_TIMEOUT_S = 15.0
 
 
+AUTH_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def join_auth() -> bool:
+    """Token mode for joining a head, when a token is given (environment or Ray's default
+    file) and ``RAY_AUTH_MODE`` is unset; True when a token will be sent."""
+    given = any(os.environ.get(k) for k in AUTH_ENV) or (Path.home() / ".ray" / "auth_token").is_file()
+    if given and not os.environ.get("RAY_AUTH_MODE"):
+        os.environ["RAY_AUTH_MODE"] = "token"
+    return given and os.environ.get("RAY_AUTH_MODE") == "token"
+
+
+def _auth_refused(address: str) -> UserError:
+    if join_auth():
+        return UserError(f"--address {address}: the Ray head refused this driver's auth token (wrong token?)")
+    return UserError(
+        f"--address {address}: the Ray head requires token authentication; give its token with "
+        "--ray-token-file (the head's ~/.ray/auth_token) or RAY_AUTH_TOKEN"
+    )
+
+
 def check_address(address: str, timeout: float = 3.0) -> str:
     """The resolved address if something listens there; one-line :class:`UserError` if not."""
     resolved = resolve_address(address)
@@ -95,6 +123,7 @@ def cluster_nodes(address: str, timeout: float | None = None) -> list[dict[str, 
     at ``address`` (resolved, not ``ray://``); one-line :class:`UserError` when no Ray GCS
     answers there within ``timeout`` seconds."""
     timeout = timeout or float(os.environ.get("ORCHESTRATOR_ADDRESS_TIMEOUT_S", ADDRESS_TIMEOUT_S))
+    join_auth()
     try:
         done = subprocess.run(
             [sys.executable, "-m", "orchestrator.ray_runtime", address],
@@ -108,6 +137,8 @@ def cluster_nodes(address: str, timeout: float | None = None) -> list[dict[str, 
             f"{timeout:g} s (a wrong port, or not Ray?); the GCS port of `ray start --head` is 6379"
         ) from None
     lines = done.stdout.strip().splitlines()
+    if "InvalidAuthToken" in done.stderr or "AuthenticationError" in done.stderr:
+        raise _auth_refused(address)
     if done.returncode != 0 or not lines:
         cause = (done.stderr.strip().splitlines() or ["no answer"])[-1][:300]
         raise UserError(f"--address {address}: not a usable Ray head ({cause})")
@@ -137,6 +168,10 @@ def start(
         return False
     runtime_env = {"env_vars": env}
     if address:
+        if join_auth():
+            from orchestrator.compat.core import reload_auth_mode
+
+            reload_auth_mode()
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         interrupt.reclaim()
         return True

@@ -9,6 +9,8 @@ seam: :mod:`orchestrator.compat`).
   (:func:`alive_node_resources`: ``ray._raylet.GcsClient``);
 - a cluster launcher file checked as ``ray up`` checks it (:func:`prepare_cluster_config`:
   ``ray.autoscaler._private.util.prepare_config`` and ``validate_config``);
+- token authentication turned on after Ray read its config (:func:`reload_auth_mode`:
+  ``ray._raylet.Config.initialize``, what Ray's own ``_enable_token_auth`` calls);
 - whether Ray Tune's SIGUSR1 handler is installed (:func:`is_tune_signal_handler`: Tune has no
   public way to ask; its handler is the function ``signal_interrupt_tune_run``).
 
@@ -73,6 +75,14 @@ def is_tune_signal_handler(handler) -> bool:
     return callable(handler) and getattr(handler, "__name__", "") == TUNE_SIGNAL_HANDLER
 
 
+def reload_auth_mode() -> None:
+    """Make this process's Ray see a ``RAY_AUTH_MODE`` set after Ray read its config (Ray caches
+    it on import; its own ``_enable_token_auth`` re-initialises the config the same way)."""
+    import ray._raylet
+
+    ray._raylet.Config.initialize("")
+
+
 def check() -> list[str]:
     """What is missing from the installed Ray core (empty when everything here exists)."""
     import ray._raylet
@@ -85,6 +95,8 @@ def check() -> list[str]:
         missing.append("ray._private.services.start_ray_process starting processes with ConsolePopen")
     if not hasattr(ray._raylet, "GcsClient"):
         missing.append("ray._raylet.GcsClient")
+    if not callable(getattr(getattr(ray._raylet, "Config", None), "initialize", None)):
+        missing.append("ray._raylet.Config.initialize")
     for name in ("prepare_config", "validate_config"):
         if not callable(getattr(util, name, None)):
             missing.append(f"ray.autoscaler._private.util.{name}")
