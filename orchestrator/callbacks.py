@@ -21,7 +21,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from orchestrator import interrupt
+from orchestrator import interrupt, study_sync
 from orchestrator.relocation import here
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Location, StorageWriteError
@@ -122,8 +122,12 @@ class ParquetCallback(Callback):
         budget_key: str,
         objectives: Sequence[tuple[str, str]],
         flush_s: float | None = None,
+        study_copy: str | None = None,
     ):
         self.experiment_uri = experiment_uri
+        #: The study name when the driver copies its local study beside a remote experiment
+        #: at every flush (orchestrator.study_sync).
+        self.study_copy = study_copy
         self.meta = dict(metadata)
         self.budget_key = budget_key
         self.objectives = [tuple(o) for o in objectives]
@@ -281,6 +285,8 @@ class ParquetCallback(Callback):
             return
         changed = [self._row(tid, self._trials[tid]) for tid in sorted(self._dirty) if tid in self._trials]
         self.store.append(self._pending, changed, self.metadata())
+        if getattr(self, "study_copy", None):
+            study_sync.push_default(Location.parse(here(self.experiment_uri)), self.study_copy)
         self._written_status.update({row["trial_id"]: row["status"] for row in changed})
         self._pending = []
         self._dirty = set()

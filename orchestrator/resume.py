@@ -28,12 +28,15 @@ def study_url_of(record: dict[str, Any], override: str | None = None) -> str:
     search was given, else the default beside the experiment where it is now (it may have been
     moved); "" for an experiment from before studies were kept in a database."""
     from orchestrator.study import default_study_url, saved_url_usable
+    from orchestrator.study_sync import fetch_missing
 
     url = override or record.get("study_storage") or ""
     if not url:
         if not record.get("study_storage_resolved"):
             return ""
-        url = default_study_url(Location.parse(record["experiment_uri"]), record["name"])
+        experiment = Location.parse(record["experiment_uri"])
+        url = default_study_url(experiment, record["name"])
+        fetch_missing(url, experiment, record["name"])  # a driver on another machine
     return saved_url_usable(url)
 
 

@@ -3,7 +3,9 @@
 Every search keeps its study in an Optuna storage that other tools can read (optuna-dashboard,
 ``optuna.load_study``): by default the SQLite file ``study.db`` in a local experiment folder;
 for an experiment on remote storage (``s3://...``), where SQLite cannot live, a SQLite file on
-the driver under ``~/.cache/orchestrator/studies/<name>.db`` (the driver is the only writer);
+the driver under ``~/.cache/orchestrator/studies/<name>.db`` (the driver is the only writer),
+copied to ``<experiment>/study.db`` at every results flush and fetched from there by a driver
+on another machine (``orchestrator.study_sync``);
 ``--study-storage URL`` takes any Optuna storage URL unchanged (``sqlite:///...``,
 ``postgresql://...``, ``mysql://...``) or ``journal:///path/file.log`` for Optuna's journal
 file. The study is named after the experiment and records the space, the trainable, the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from orchestrator import time_budget
+from orchestrator import study_sync, time_budget
 from orchestrator.callbacks import CsvLogger, JsonLogger, ParquetCallback, ResultLines
 from orchestrator.core_share import CoreShare
 from orchestrator.plan import Plan
@@ -32,6 +32,7 @@ def callbacks(plan: Plan) -> list:
             metadata=plan.results_metadata(),
             budget_key=plan.budget_key,
             objectives=plan.objectives,
+            study_copy=s.name if study_sync.needs_copy(plan.study_url, plan.experiment, s.name) else None,
         ),
         ResultLines(
             unit=plan.info.unit,
