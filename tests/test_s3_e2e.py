@@ -240,3 +240,24 @@ def test_a_multinode_search_on_s3_survives_a_lost_node_and_a_killed_driver(s3, r
     assert f"exp/{NAME}/evaluations.parquet" in [
         o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"exp/{NAME}/").get("Contents", [])
     ]
+
+
+@pytest.mark.parametrize(
+    "storage,endpoint,needle",
+    [
+        ("s3://no-such-bucket/exp", None, "Bucket 'no-such-bucket' not found"),
+        (f"s3://{BUCKET}/exp", "http://127.0.0.1:{closed}", "Could not connect"),
+    ],
+)
+def test_a_missing_bucket_or_an_unreachable_endpoint_is_one_line_before_anything(
+    s3, monkeypatch, tmp_path, storage, endpoint, needle
+):
+    if endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.format(closed=_free_port()))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["search", "--space", "classic", "--storage", storage, "--name", "bad"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and storage in lines[0], result.output
+    assert not list(tmp_path.iterdir())
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET), "something was written"
