@@ -99,6 +99,11 @@ def kuberay(search_args, output, **options):
     """Write a KubeRay RayJob (or RayCluster) manifest that runs `orchestrator search` with
     SEARCH_ARGS (after `--`) on Kubernetes. No secret is written: the W&B key comes from a
     Kubernetes Secret. Apply with `kubectl apply -f FILE`.
+
+    \b
+    Example:
+      orchestrator cluster kuberay --image REGISTRY/orchestrator:1 --storage s3://bucket/runs \\
+          --name ar-k8s --workers 4 -o ar-k8s.yaml -- --space adaptive_ratio --gpus-per-trial 0.25
     """
     from orchestrator.kuberay import KubeRayRequest, ManifestError, render
 
@@ -129,6 +134,11 @@ def kuberay(search_args, output, **options):
 def slurm(search_args, output, **options):
     """Write an sbatch script that starts Ray across a SLURM allocation and runs `orchestrator
     search` with SEARCH_ARGS (after `--`) on its first node. Submitted again, it resumes.
+
+    \b
+    Example:
+      orchestrator cluster slurm --nodes 4 --gpus-per-node 4 --storage /shared/runs \\
+          --name ar-slurm -o ar.sbatch -- --space adaptive_ratio --gpus-per-trial 0.25
     """
     from orchestrator.slurm import ScriptError, SlurmRequest, render
 

@@ -109,6 +109,11 @@ class BudgetAwareOptunaSearch(tune_compat.OptunaSearchBase):
         fresh = not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         for key, value in getattr(self, "study_attrs", {}).items():
             study.set_user_attr(key, value)
+        objectives = getattr(self, "study_attrs", {}).get("objectives")
+        if objectives and len(objectives) == len(study.directions):
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.0
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([metric for metric, _ in objectives])  # the dashboard's labels
         if fresh and getattr(self, "warm_trials", None):
             study.add_trials(self.warm_trials)
         self.warm_trials = []  # not kept in the pickled searcher state

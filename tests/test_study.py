@@ -187,6 +187,18 @@ def _get(url: str):
         return json.loads(response.read())
 
 
+def _wait_for_dashboard(proc, port: int) -> list[dict]:
+    """The study summaries of the dashboard on ``port`` once it answers (a minute at most)."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        try:
+            return _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError("the dashboard did not answer within a minute")
+
+
 @pytest.mark.slow
 def test_dashboard_serves_the_study_of_a_moved_experiment(space_runs, tmp_path):
     """The experiment was moved (its record names a folder that is gone): the dashboard serves
@@ -202,14 +214,7 @@ def test_dashboard_serves_the_study_of_a_moved_experiment(space_runs, tmp_path):
         [*args, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ)
     )
     try:
-        deadline, studies = time.time() + 60, None
-        while time.time() < deadline and studies is None:
-            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-            try:
-                studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
-            except OSError:
-                time.sleep(0.5)
-        assert studies is not None, "the dashboard did not answer within a minute"
+        studies = _wait_for_dashboard(proc, port)
         (study,) = [s for s in studies if s["study_name"] == "e2e-classic"]
         detail = _get(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}?after=0")
         rows = pq.read_table(root / "e2e-classic" / "trials.parquet").to_pylist()
@@ -338,3 +343,91 @@ def test_a_search_with_its_study_in_postgresql_writes_the_password_nowhere(local
     assert any(p.name == "tuner.pkl" for p in files) and any("session_" in str(p) for p in files)
     leaks = [str(p) for p in files if secret in p.read_bytes()]
     assert not leaks, leaks
+
+    # A second search shares the server and warm-starts from the first.
+    warm = dict(settings, num_samples=1, warm_start="pg", warm_start_top=1)
+    search(tmp_path, "classic", "pg2", **warm)
+    _check_study_matches_trials_at(tmp_path / "pg2", postgres_url, "pg2")
+    seeded = optuna.load_study(study_name="pg2", storage=postgres_url).trials
+    assert sum("warm_start_from" in t.user_attrs for t in seeded) == 2
+
+    # The dashboard serves both studies from the server; the password is printed nowhere.
+    port = _free_port()
+    args = [sys.executable, "-m", "orchestrator.cli", "dashboard", "pg2", "--storage", str(tmp_path)]
+    args += ["--study-storage", postgres_url, "--port", str(port)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+        studies = _wait_for_dashboard(proc, port)
+        assert {"pg", "pg2"} <= {s["study_name"] for s in studies}
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0]
+    assert PG_PASSWORD.encode() not in output and b"pg2" in output
+
+
+def test_a_wrong_postgresql_password_is_one_line_before_anything_starts(postgres_url, tmp_path):
+    from tests.conftest import PG_PASSWORD
+
+    wrong = postgres_url.replace(PG_PASSWORD, "not-the-password")
+    with pytest.raises(UserError) as info:
+        plan_search(_settings(tmp_path, study_storage=wrong), check_dataset=False)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("--study-storage") and "password" in message
+    assert "not-the-password" not in message and PG_PASSWORD not in message
+    assert not (tmp_path / "x").exists(), "nothing written"
+
+
+def _browser(chromium: str, chromedriver: str):
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.add_argument("--window-size=1400,1000")
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
+
+
+def _page_text(browser, url: str, needles: list[str], timeout: float = 60) -> str:
+    """The rendered text of ``url`` once it shows every needle (the dashboard is a React app)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(url)
+    deadline, text = time.time() + timeout, ""
+    while time.time() < deadline:
+        text = browser.find_element(By.TAG_NAME, "body").text
+        if all(n in text for n in needles):
+            return text
+        time.sleep(0.5)
+    raise AssertionError(f"{url} never showed {needles}: {text[:1500]}")
+
+
+@pytest.mark.slow
+def test_the_dashboard_page_shows_the_study_in_a_real_browser(space_runs, tmp_path):
+    """`orchestrator dashboard` opened in headless Chromium (Debian's chromium and
+    chromium-driver, driven by selenium): the study, its objective and its trials appear."""
+    pytest.importorskip("selenium")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromedriver = shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("Chromium is not installed (apt-get install chromium chromium-driver)")
+    root, _runs = space_runs
+    rows = pq.read_table(root / "e2e-classic" / "trials.parquet").to_pylist()
+    port = _free_port()
+    args = [sys.executable, "-m", "orchestrator.cli", "dashboard", "e2e-classic", "--storage", str(root)]
+    proc = subprocess.Popen([*args, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    browser = None
+    try:
+        (study,) = [s for s in _wait_for_dashboard(proc, port) if s["study_name"] == "e2e-classic"]
+        browser = _browser(chromium, chromedriver)
+        base = f"http://127.0.0.1:{port}/dashboard/studies/{study['study_id']}"
+        _page_text(browser, base, ["e2e-classic", "val/apgd_acc"])
+        browser.save_screenshot(str(tmp_path / "dashboard.png"))
+        trials = _page_text(browser, f"{base}/trials", [f"Trial {i}" for i in range(len(rows))])
+        assert "val/apgd_acc" in trials
+        assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    finally:
+        if browser is not None:
+            browser.quit()
+        proc.terminate()
+        proc.wait(10)
