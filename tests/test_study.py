@@ -388,11 +388,13 @@ def _browser(chromium: str, chromedriver: str):
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
 
 
-def _page_text(browser, url: str, needles: list[str], timeout: float = 60) -> str:
-    """The rendered text of ``url`` once it shows every needle (the dashboard is a React app)."""
+def _page_text(browser, url: str | None, needles: list[str], timeout: float = 60) -> str:
+    """The rendered text of ``url`` (None: the page already open) once it shows every needle
+    (the dashboard is a React app)."""
     from selenium.webdriver.common.by import By
 
-    browser.get(url)
+    if url is not None:
+        browser.get(url)
     deadline, text = time.time() + timeout, ""
     while time.time() < deadline:
         text = browser.find_element(By.TAG_NAME, "body").text
@@ -418,14 +420,24 @@ def test_the_dashboard_page_shows_the_study_in_a_real_browser(space_runs, tmp_pa
     proc = subprocess.Popen([*args, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     browser = None
     try:
+        from selenium.webdriver.common.by import By
+
         (study,) = [s for s in _wait_for_dashboard(proc, port) if s["study_name"] == "e2e-classic"]
         browser = _browser(chromium, chromedriver)
         base = f"http://127.0.0.1:{port}/dashboard/studies/{study['study_id']}"
         _page_text(browser, base, ["e2e-classic", "val/apgd_acc"])
-        browser.save_screenshot(str(tmp_path / "dashboard.png"))
-        trials = _page_text(browser, f"{base}/trials", [f"Trial {i}" for i in range(len(rows))])
-        assert "val/apgd_acc" in trials
-        assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+        # DASHBOARD_SCREENSHOT=docs/figures/dashboard.png makes the figure in docs/searching.md.
+        shot = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        # The trials page lists every trial; opening each shows its Ray trial id and parameters.
+        _page_text(browser, f"{base}/trials", [f"Trial {i}" for i in range(len(rows))])
+        seen = set()
+        for i in range(len(rows)):
+            browser.find_element(By.XPATH, f"(//*[normalize-space()='Trial {i}'])[1]").click()
+            text = _page_text(browser, None, [f"Trial {i} (trial_id=", "adv_eps", "ray_trial_id"])
+            seen.add(text.split("ray_trial_id", 1)[1].split()[0])
+        assert seen == {r["trial_id"] for r in rows}
     finally:
         if browser is not None:
             browser.quit()
