@@ -159,5 +159,28 @@ def check_writable(location: str) -> Location:
         loc.fs.delete_file(probe.path)
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if loc.uri.startswith("s3://") and not s3_credentials_visible():
+            reason += f"; {NO_S3_CREDENTIALS}"
         raise UserError(f"storage {loc.uri} is not writable: {reason}") from None
+
+
+NO_S3_CREDENTIALS = (
+    "no S3 credentials were found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+    "~/.aws/credentials; docs/scaling-out.md)"
+)
+
+
+def s3_credentials_visible(environ: dict[str, str] | None = None) -> bool:
+    """Whether a source of S3 credentials that the AWS SDK reads is visible from here: the
+    environment, a profile or credentials file, web identity or container credentials. An
+    instance role (EC2 metadata) is not visible without a request, so this only words an error."""
+    env = os.environ if environ is None else environ
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")  # fmt: skip
+    if any(env.get(key) for key in keys):
+        return True
+    home = Path(env.get("HOME") or Path.home())
+    files = (env.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials",
+             env.get("AWS_CONFIG_FILE") or home / ".aws" / "config")  # fmt: skip
+    return any(Path(f).is_file() for f in files)
     return loc

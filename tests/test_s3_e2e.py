@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli import cli
 from orchestrator.results import CorruptResults, load_results
-from orchestrator.storage import Location
+from orchestrator.storage import Location, check_writable
 from orchestrator.study import study_trials
 from tests.conftest import DRIVER_MARK, kill_marked, marked_processes, search_command, short_tmpdir
 
@@ -54,6 +55,8 @@ def s3(monkeypatch):
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # moto keeps its buckets in this process, across servers: start from none.
+    urllib.request.urlopen(urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/moto-api/reset", method="POST"))
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     yield boto3.client("s3")
     server.stop()
@@ -261,3 +264,57 @@ def test_a_missing_bucket_or_an_unreachable_endpoint_is_one_line_before_anything
     assert len(lines) == 1 and needle in lines[0] and storage in lines[0], result.output
     assert not list(tmp_path.iterdir())
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET), "something was written"
+
+
+@pytest.fixture
+def s3_with_auth(s3):
+    """The S3 server checking signatures against its IAM users (moto's reset-auth): one user
+    allowed everything on S3, whose key pair it yields; unknown or absent keys are refused."""
+    import boto3
+
+    iam = boto3.client("iam")
+    iam.create_user(UserName="orchestrator")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="orchestrator", PolicyName="s3", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="orchestrator")["AccessKey"]
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+
+    def enforce(count: str) -> None:
+        url, headers = f"{endpoint}/moto-api/reset-auth", {"Content-Type": "text/plain"}
+        urllib.request.urlopen(urllib.request.Request(url, data=count.encode(), headers=headers, method="POST"))
+
+    enforce("0")
+    try:
+        yield key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        enforce("inf")
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong"])
+def test_missing_or_wrong_s3_credentials_are_one_line_before_anything(s3_with_auth, monkeypatch, tmp_path, case):
+    import boto3
+
+    key_id, secret = s3_with_auth
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.aws here
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    if case == "missing":
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    else:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA" + "Z" * 16)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    storage = f"s3://{BUCKET}/exp"
+    result = CliRunner().invoke(cli, ["search", "--space", "classic", "--storage", storage, "--name", "bad"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and f"storage {storage} is not writable" in lines[0], result.output
+    assert ("no S3 credentials were found" in lines[0]) == (case == "missing"), lines[0]
+    assert not list(work.iterdir())
+    allowed = boto3.client("s3", aws_access_key_id=key_id, aws_secret_access_key=secret)
+    assert "Contents" not in allowed.list_objects_v2(Bucket=BUCKET), "something was written"
+    # The same check passes with the user's keys: the refusal above was about the credentials.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    check_writable(storage)
