@@ -162,6 +162,7 @@ def check_writable(location: str) -> Location:
         if loc.uri.startswith("s3://") and not s3_credentials_visible():
             reason += f"; {NO_S3_CREDENTIALS}"
         raise UserError(f"storage {loc.uri} is not writable: {reason}") from None
+    return loc
 
 
 NO_S3_CREDENTIALS = (
@@ -183,4 +184,3 @@ def s3_credentials_visible(environ: dict[str, str] | None = None) -> bool:
     files = (env.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials",
              env.get("AWS_CONFIG_FILE") or home / ".aws" / "config")  # fmt: skip
     return any(Path(f).is_file() for f in files)
-    return loc

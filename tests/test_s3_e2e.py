@@ -281,7 +281,8 @@ def s3_with_auth(s3):
 
     def enforce(count: str) -> None:
         url, headers = f"{endpoint}/moto-api/reset-auth", {"Content-Type": "text/plain"}
-        urllib.request.urlopen(urllib.request.Request(url, data=count.encode(), headers=headers, method="POST"))
+        request = urllib.request.Request(url, data=count.encode(), headers=headers, method="POST")
+        urllib.request.urlopen(request)
 
     enforce("0")
     try:
@@ -291,7 +292,9 @@ def s3_with_auth(s3):
 
 
 @pytest.mark.parametrize("case", ["missing", "wrong"])
-def test_missing_or_wrong_s3_credentials_are_one_line_before_anything(s3_with_auth, monkeypatch, tmp_path, case):
+def test_missing_or_wrong_s3_credentials_are_one_line_before_anything(
+    s3_with_auth, monkeypatch, tmp_path, case
+):
     import boto3
 
     key_id, secret = s3_with_auth
