@@ -51,16 +51,31 @@ class TuneReporter(Reporter):
 
     def load_checkpoint(self) -> dict | None:
         """The trial's latest checkpoint; if it is damaged, the newest older one that loads,
-        else none (the trial starts over). Either way the trial's log and its next report
+        else none (the trial starts over); if storage no longer has it, the stand-in its restore
+        took (``compat.tune.function_trainable``); if the trial's folder holds a newer one than
+        Tune's saved state knew, that one. Either way the trial's log and its next report
         (``restore_note``, which lands in its row) say so."""
         from ray import tune
 
         checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        state, self.note = load_first_readable(
-            [(c.path.rsplit("/", 1)[-1], _loader(c)) for c in checkpoint_candidates(checkpoint)]
-        )
+        notes = list(_RESTORE_NOTES)
+        _RESTORE_NOTES.clear()
+        newest = checkpoint_newer_than(checkpoint, tune_compat.trial_checkpoints())
+        if newest is not None:
+            told = checkpoint.path.rsplit("/", 1)[-1] if checkpoint is not None else "no checkpoint"
+            found = newest.path.rsplit("/", 1)[-1]
+            notes.append(
+                f"Tune's saved state had {told} for this trial, its folder has {found} "
+                f"(written after the state was saved): resumed from {found}"
+            )
+            checkpoint = newest
+        restored = "; ".join(notes)
+        state, self.note = None, restored or None
+        if checkpoint is not None:
+            state, note = load_first_readable(
+                [(c.path.rsplit("/", 1)[-1], _loader(c)) for c in checkpoint_candidates(checkpoint)]
+            )
+            self.note = "; ".join(n for n in (restored, note) if n) or None
         if self.note:
             print(f"trial {tune.get_context().get_trial_id()}: {self.note}", flush=True)
         return state
@@ -78,6 +93,19 @@ class TuneReporter(Reporter):
         with tempfile.TemporaryDirectory(prefix="orchestrator-ckpt-") as directory:
             save_checkpoint(checkpoint, directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def checkpoint_newer_than(checkpoint, saved: list):
+    """The newest of ``saved`` (the trial folder's checkpoints, oldest first) when it is newer
+    than ``checkpoint``, the one Tune gave the trial (``None``: none), else ``None``. Tune's
+    saved experiment state lags its trials: a driver killed after a trial's checkpoint was
+    written, before the state was synced, restores the trial from an older checkpoint or none."""
+    if not saved:
+        return None
+    newest = saved[-1]
+    if checkpoint is None:
+        return newest
+    return newest if newest.path.rsplit("/", 1)[-1] > checkpoint.path.rstrip("/").rsplit("/", 1)[-1] else None
 
 
 def checkpoint_candidates(checkpoint) -> list:
@@ -132,4 +160,15 @@ def tune_trainable(info: TrainableInfo) -> Callable[[dict], dict]:
     tune_compat.set_progress_metrics(
         trial, ["iteration", "val/acc", "val/apgd_acc", *info.headline, "diverged"]
     )
-    return trial
+    return tune_compat.function_trainable(trial, remember_restore_note)
+
+
+#: What the trial process's restore had to say about its checkpoint (a Ray actor runs one
+#: trial; ``TuneReporter.load_checkpoint`` takes the notes into the trial's next report).
+_RESTORE_NOTES: list[str] = []
+
+
+def remember_restore_note(note: str) -> None:
+    """Keep ``note`` for the trial's next report (a module function: Ray pickles it by name,
+    so the worker appends to its own module's list)."""
+    _RESTORE_NOTES.append(note)

@@ -21,7 +21,7 @@ from orchestrator.results import ResultsStore
 from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, StorageWriteError
 from orchestrator.trial_rows import history_row, outcome, trial_row
-from orchestrator.tune_trainable import _loader, checkpoint_candidates
+from orchestrator.tune_trainable import _loader, checkpoint_candidates, checkpoint_newer_than
 from trainables.reporting import ConsoleReporter, load_first_readable, save_checkpoint
 
 
@@ -57,6 +57,48 @@ def test_no_readable_checkpoint_restarts_from_scratch_and_says_so(tmp_path):
 def test_an_intact_checkpoint_loads_without_a_note(tmp_path):
     state, note = _load(_checkpoints(tmp_path, [1, 2]))
     assert state["iteration"] == 2 and note is None
+
+
+def test_a_checkpoint_gone_from_storage_is_replaced_by_the_trials_newest(tmp_path):
+    """Tune's saved state can name a checkpoint that num_to_keep deleted after the state was
+    synced (a killed driver): the trial restores from its newest checkpoint instead of failing
+    every retry, and says so; with none left it starts over and says so."""
+    newest = _checkpoints(tmp_path, [3, 4])
+    assert tune_compat.missing_checkpoint_stand_in(newest) == (newest, None)
+    gone = tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000002"))
+    stand_in, note = tune_compat.missing_checkpoint_stand_in(gone)
+    assert stand_in.path.endswith("checkpoint_000004")
+    assert "checkpoint_000002 is gone from storage" in note and "resumed from checkpoint_000004" in note
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = tune.Checkpoint.from_directory(str(empty / "checkpoint_000001"))
+    stand_in, note = tune_compat.missing_checkpoint_stand_in(nothing)
+    assert stand_in is None and "restarted from scratch" in note
+
+
+def test_a_checkpoint_newer_than_tunes_saved_state_is_preferred(tmp_path):
+    saved = [tune.Checkpoint.from_directory(str(tmp_path / f"checkpoint_00000{i}")) for i in (1, 2)]
+    assert checkpoint_newer_than(None, []) is None
+    assert checkpoint_newer_than(None, saved) is saved[1]  # Tune's state had none
+    assert checkpoint_newer_than(saved[0], saved) is saved[1]
+    assert checkpoint_newer_than(saved[1], saved) is None
+
+
+def test_a_trial_restored_from_its_final_checkpoint_reports_its_last_result_again():
+    """A stand-in can be the trial's final checkpoint (it had finished unbeknown to Tune's saved
+    state): the trial trains no more and reports its last result again, so nothing ends on the
+    stale one."""
+    from tests.test_trainables import CASES
+    from trainables import get_spec
+    from trainables.reporting import MemoryReporter
+    from trainables.trial import run_trial
+
+    config = {**CASES["classic"], "media_every": 0}
+    first = MemoryReporter()
+    run_trial(get_spec("classic"), config, first)
+    again = MemoryReporter(resume_from=first.checkpoint)
+    last = run_trial(get_spec("classic"), config, again)
+    assert again.reports == [last] and last == first.reports[-1]
 
 
 def test_train_with_a_damaged_checkpoint_starts_over_and_says_so(tmp_path):

@@ -23,7 +23,7 @@ from trainables.data import Data, load_data
 from trainables.deadline import Deadline, test_estimate
 from trainables.evaluation import attack_steps, evaluate, metric_keys, robust_keys
 from trainables.metrics import worst
-from trainables.reporting import Reporter, encode_png
+from trainables.reporting import Reporter, encode_png, scalar_metrics
 from trainables.runtime import (
     Runtime,
     keep_freed_memory,
@@ -166,6 +166,12 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         program.load_state_dict(state["program"])
         set_rng_state(state["rng"])
         start = int(state["iteration"])
+        if start >= cfg.budget and state.get("metrics"):
+            # Its last checkpoint: the trial had finished, but the experiment state Tune
+            # restored from did not know (see compat.tune.function_trainable). Its last
+            # report again, so that Tune, the searcher and the results end on it.
+            reporter.report(dict(state["metrics"]), None)
+            return dict(state["metrics"])
     val_spec, test_spec = cfg.eval_spec(), cfg.eval_spec(final=True)
     last: dict[str, Any] = {}
     carried: dict[str, float] = {}  # the last robust validation values, between robust iterations
@@ -240,6 +246,7 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
                 "iteration": it,
                 "program": program.state_dict(),
                 "rng": rng_state(),
+                "metrics": scalar_metrics(metrics),
             }
         reporter.report(metrics, checkpoint)
         last = metrics

@@ -70,6 +70,76 @@ def set_progress_metrics(trainable: Callable, metrics: Sequence[str]) -> None:
     trainable._progress_metrics = list(metrics)
 
 
+def trial_checkpoints() -> list:
+    """Inside a trial: the checkpoints in the trial's folder on the experiment's storage, oldest
+    first (Ray's private ``StorageContext`` of the trial's session knows the folder)."""
+    import pyarrow.fs as pafs
+    from ray import tune
+    from ray.train._internal.session import get_storage
+
+    storage = get_storage()
+    fs, folder = storage.storage_filesystem, storage.trial_fs_path
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    except OSError:
+        return []
+    saved = (i for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    return [tune.Checkpoint(i.path, filesystem=fs) for i in sorted(saved, key=lambda i: i.base_name)]
+
+
+def missing_checkpoint_stand_in(checkpoint):
+    """``(checkpoint, note)`` for a trial Tune restores from ``checkpoint``: itself and no note
+    while it exists; else the newest checkpoint the trial has beside it on storage (Tune's saved
+    experiment state can be older than the trial: a driver killed after a trial's later
+    checkpoints had deleted this one under ``num_to_keep``, before the state was synced), or
+    ``None`` when there is none (the trial starts over); the note says which."""
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        return checkpoint, None
+    parent, name = path.rsplit("/", 1)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    except OSError:
+        infos = []
+    saved = sorted(
+        i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
+    )
+    gone = f"{name} is gone from storage (the experiment state was older than the trial)"
+    if not saved:
+        return None, f"{gone}; no other checkpoint, restarted from scratch"
+    return tune.Checkpoint(saved[-1], filesystem=fs), f"{gone}; resumed from {saved[-1].rsplit('/', 1)[-1]}"
+
+
+def function_trainable(fn: Callable[[dict], Any], on_note: Callable[[str], None]) -> type:
+    """Ray Tune's trainable class for the function ``fn`` (what Tune builds from a function),
+    which restores a trial whose checkpoint is gone from storage from the stand-in
+    :func:`missing_checkpoint_stand_in` picks, telling ``on_note`` (in the trial's process),
+    where Tune's ``Trainable.restore`` would fail the trial on every retry."""
+    from ray.train._internal.checkpoint_manager import _TrainingResult
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class Trainable(wrap_function(fn)):
+        def restore(self, checkpoint_path, *args, **kwargs):
+            result = checkpoint_path
+            checkpoint = getattr(result, "checkpoint", None)
+            if checkpoint is not None:
+                stand_in, note = missing_checkpoint_stand_in(checkpoint)
+                if note:
+                    on_note(note)
+                if stand_in is None:  # nothing to restore: the function runs from its start
+                    return None
+                result = _TrainingResult(checkpoint=stand_in, metrics=result.metrics)
+            return super().restore(result, *args, **kwargs)
+
+    Trainable.__name__ = Trainable.__qualname__ = getattr(fn, "__name__", "trainable")
+    if hasattr(fn, "_progress_metrics"):
+        Trainable._progress_metrics = fn._progress_metrics
+    return Trainable
+
+
 #: Ray Tune's loggers whose records these helpers watch.
 CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
 TUNE_LOGGER = "ray.tune.tune"
@@ -199,6 +269,27 @@ def check() -> list[str]:
     for hint in INTERRUPT_HINTS:
         if hint not in source:
             missing.append(f"Ray Tune's message {hint!r}")
+    try:
+        from ray.train._internal.checkpoint_manager import _TrainingResult
+        from ray.tune.trainable.function_trainable import FunctionTrainable, wrap_function
+
+        if not issubclass(wrap_function(probe), FunctionTrainable):
+            missing.append("wrap_function making a FunctionTrainable")
+        if "checkpoint" not in inspect.signature(_TrainingResult).parameters:
+            missing.append("_TrainingResult(checkpoint=...)")
+        if "does not exist on" not in inspect.getsource(FunctionTrainable.restore):
+            missing.append("Trainable.restore failing a trial whose checkpoint is gone")
+    except ImportError as exc:
+        missing.append(f"function trainables: {exc}")
+    from ray.train._internal import session as train_session
+
+    if not hasattr(train_session, "get_storage"):
+        missing.append("ray.train._internal.session.get_storage")
+    from ray.train._internal.storage import StorageContext
+
+    for name in ("storage_filesystem", "trial_fs_path"):
+        if name not in inspect.getsource(StorageContext):
+            missing.append(f"StorageContext.{name}")
     from ray.tune.schedulers import ASHAScheduler
 
     asha = ASHAScheduler(time_attr="t", metric="m", mode="max", max_t=9)
