@@ -76,6 +76,8 @@ class TuneReporter(Reporter):
                 [(c.path.rsplit("/", 1)[-1], _loader(c)) for c in checkpoint_candidates(checkpoint)]
             )
             self.note = "; ".join(n for n in (restored, note) if n) or None
+            # The search may never have had the result of the checkpoint taken over Tune's.
+            self.replay = bool(notes) and note is None
         if self.note:
             print(f"trial {tune.get_context().get_trial_id()}: {self.note}", flush=True)
         return state

@@ -31,6 +31,7 @@ from tests.conftest import (
 )
 from tests.test_faults import _listener
 from tests.wandb_records import summarize
+from trainables.reporting import load_checkpoint_file
 
 pytestmark = pytest.mark.slow
 
@@ -155,14 +156,18 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
     assert _history(experiment) == before and len(list(experiment.glob("classic_*"))) == 2
     state.write_bytes(saved)
 
-    # The checkpoint one trial would resume from is damaged: it resumes from the one before.
+    # The newest checkpoint one trial would resume from is damaged: it resumes from the one
+    # before. (Its folder may hold a newer checkpoint than Tune's saved state and the row name:
+    # a trial resumes from the newest there is.)
     damaged = rows[0]["trial_id"]
-    latest = Path(checkpoint_location(Location.parse(experiment), rows[0]["checkpoint_path"]).path)
-    assert latest.is_relative_to(experiment)
-    assert sorted(latest.parent.glob("checkpoint_*"))[0] < latest, "no earlier checkpoint kept"
+    known = Path(checkpoint_location(Location.parse(experiment), rows[0]["checkpoint_path"]).path)
+    assert known.is_relative_to(experiment)
+    *earlier, latest = sorted(known.parent.glob("checkpoint_*"))
+    assert earlier, "no earlier checkpoint kept"
     state_file = latest / "state.pt"
     state_file.write_bytes(state_file.read_bytes()[:100])
-    redone = rows[0]["iterations"]  # the iteration the damaged checkpoint held runs again
+    # the iterations after the checkpoint it falls back to run again
+    redone = load_checkpoint_file(earlier[-1])["iteration"] + 1
 
     resumed = CliRunner().invoke(cli, ["resume", name, "--storage", str(storage)])
     assert resumed.exit_code == 0, resumed.output
@@ -174,13 +179,16 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
     assert "resumed from checkpoint_" in trials[damaged]["restore_note"]
     assert trials[damaged]["num_failures"] == 0
     other = next(t for t in trials if t != damaged)
-    assert trials[other]["restore_note"] is None
+    # SIGTERM: a trial may have written a checkpoint that Tune's saved state missed.
+    note = trials[other]["restore_note"]
+    assert note is None or ("its folder has" in note and "damaged" not in note), note
     after = _history(experiment)
     assert sorted(after) == sorted((t, i) for t in trials for i in range(1, budget + 1))
     for (tid, it), row in before.items():  # continued, not started over
         if tid == other or it < redone:
             assert after[(tid, it)]["timestamp"] == row["timestamp"], (tid, it)
-    assert after[(damaged, redone)]["timestamp"] > before[(damaged, redone)]["timestamp"]
+    if (damaged, redone) in before:
+        assert after[(damaged, redone)]["timestamp"] > before[(damaged, redone)]["timestamp"]
     # The copy's study got the resumed trials' results, the original's stayed as it was.
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{experiment / 'study.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]

@@ -93,6 +93,10 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 class Reporter:
     """Base: no checkpoint to resume from, reports dropped."""
 
+    #: Set by :meth:`load_checkpoint` when the checkpoint it loaded may be newer than the last
+    #: result the search received (its report was lost): the trial reports it again.
+    replay: bool = False
+
     def start(self, runtime: Runtime, budget: int) -> None:
         """Called once the trial's device and budget are known, before data is loaded."""
 

@@ -166,12 +166,14 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         program.load_state_dict(state["program"])
         set_rng_state(state["rng"])
         start = int(state["iteration"])
-        if start >= cfg.budget and state.get("metrics"):
-            # Its last checkpoint: the trial had finished, but the experiment state Tune
-            # restored from did not know (see compat.tune.function_trainable). Its last
-            # report again, so that Tune, the searcher and the results end on it.
+        if (start >= cfg.budget or reporter.replay) and state.get("metrics"):
+            # A checkpoint whose report the search may never have had (the trial's folder held
+            # a newer one than Tune's saved state; see orchestrator.tune_trainable): its
+            # result again, so no iteration is missing from the history. At its last
+            # iteration the trial had finished: Tune, the searcher and the results end on it.
             reporter.report(dict(state["metrics"]), None)
-            return dict(state["metrics"])
+            if start >= cfg.budget:
+                return dict(state["metrics"])
     val_spec, test_spec = cfg.eval_spec(), cfg.eval_spec(final=True)
     last: dict[str, Any] = {}
     carried: dict[str, float] = {}  # the last robust validation values, between robust iterations
