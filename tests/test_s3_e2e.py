@@ -130,7 +130,8 @@ def test_a_multinode_search_on_s3_survives_a_lost_node_and_a_killed_driver(s3, r
     experiment = f"{uri}/{NAME}"
     args = search_command("classic", NAME, uri, "--address", address, n=TRIALS, iterations=ITERATIONS)
     args += ["--cpus-per-trial", "1", "--max-concurrent", "3", "--max-failures", "3", "--no-priors"]
-    args += ["--wandb-mode", "offline", "-s", "train_subset=512"]
+    # PGD training for every trial: no trial finishes before node B has one that reported.
+    args += ["--wandb-mode", "offline", "-s", "train_subset=512", "-s", "adv_train=pgd"]
     first = tmp_path / "driver"
     first.mkdir()
     log = tmp_path / "driver.log"

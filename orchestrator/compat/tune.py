@@ -239,6 +239,31 @@ def asha_brackets(scheduler) -> int:
     return len(scheduler._brackets)
 
 
+def _check_trial_restore(probe: Callable) -> list[str]:
+    """What :func:`function_trainable` and :func:`trial_checkpoints` need, missing from Ray."""
+    missing = []
+    try:
+        from ray.train._internal.checkpoint_manager import _TrainingResult
+        from ray.tune.trainable.function_trainable import FunctionTrainable, wrap_function
+
+        if not issubclass(wrap_function(probe), FunctionTrainable):
+            missing.append("wrap_function making a FunctionTrainable")
+        if "checkpoint" not in inspect.signature(_TrainingResult).parameters:
+            missing.append("_TrainingResult(checkpoint=...)")
+        if "does not exist on" not in inspect.getsource(FunctionTrainable.restore):
+            missing.append("Trainable.restore failing a trial whose checkpoint is gone")
+        from ray.train._internal import session as train_session
+        from ray.train._internal.storage import StorageContext
+    except ImportError as exc:
+        return [f"function trainables, trial storage: {exc}"]
+    if not hasattr(train_session, "get_storage"):
+        missing.append("ray.train._internal.session.get_storage")
+    for name in ("storage_filesystem", "trial_fs_path"):
+        if name not in inspect.getsource(StorageContext):
+            missing.append(f"StorageContext.{name}")
+    return missing
+
+
 def check() -> list[str]:
     """What is missing from the installed Ray (empty when everything this module uses exists)."""
     missing = []
@@ -269,27 +294,7 @@ def check() -> list[str]:
     for hint in INTERRUPT_HINTS:
         if hint not in source:
             missing.append(f"Ray Tune's message {hint!r}")
-    try:
-        from ray.train._internal.checkpoint_manager import _TrainingResult
-        from ray.tune.trainable.function_trainable import FunctionTrainable, wrap_function
-
-        if not issubclass(wrap_function(probe), FunctionTrainable):
-            missing.append("wrap_function making a FunctionTrainable")
-        if "checkpoint" not in inspect.signature(_TrainingResult).parameters:
-            missing.append("_TrainingResult(checkpoint=...)")
-        if "does not exist on" not in inspect.getsource(FunctionTrainable.restore):
-            missing.append("Trainable.restore failing a trial whose checkpoint is gone")
-    except ImportError as exc:
-        missing.append(f"function trainables: {exc}")
-    from ray.train._internal import session as train_session
-
-    if not hasattr(train_session, "get_storage"):
-        missing.append("ray.train._internal.session.get_storage")
-    from ray.train._internal.storage import StorageContext
-
-    for name in ("storage_filesystem", "trial_fs_path"):
-        if name not in inspect.getsource(StorageContext):
-            missing.append(f"StorageContext.{name}")
+    missing += _check_trial_restore(probe)
     from ray.tune.schedulers import ASHAScheduler
 
     asha = ASHAScheduler(time_attr="t", metric="m", mode="max", max_t=9)
