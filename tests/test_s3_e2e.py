@@ -204,11 +204,11 @@ def test_a_multinode_search_on_s3_survives_a_lost_node_and_a_killed_driver(s3, r
         key = next(k for k in keys if k.endswith(f"_{trial['trial_id']}/result.json"))
         lines = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().splitlines()
         its = [json.loads(line)["iteration"] for line in lines]
-        # An iteration after the last state Tune saved before the driver's SIGKILL runs (or is
-        # reported) again on resume; none runs twice otherwise, and none restarts from 1.
+        # The iteration a lost node or the driver's SIGKILL interrupted runs again, and a
+        # checkpoint Tune's saved state missed reports its result again on resume; but the
+        # trial never goes back to an earlier iteration than it had reported (never restarts).
         why = f"{trial['trial_id']}: {its}\n{brief}\n{trial.get('restore_note')}"
-        assert sorted(set(its)) == list(range(1, ITERATIONS + 1)) and its.count(1) == 1, why
-        assert its == sorted(its) and len(its) <= ITERATIONS + 1, why
+        assert sorted(set(its)) == list(range(1, ITERATIONS + 1)) and its == sorted(its), why
     history = load_results(Location.parse(experiment))[1].to_pylist()
     for trial in done:
         its = sorted(h["iteration"] for h in history if h["trial_id"] == trial["trial_id"])
