@@ -13,9 +13,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-import pyarrow.fs as pafs
-
 from orchestrator.compat import tune as tune_compat
+from orchestrator.compat.tune import checkpoint_folders
 from orchestrator.relocation import here
 from trainables.catalog import TrainableInfo
 from trainables.reporting import (
@@ -117,21 +116,8 @@ def checkpoint_candidates(checkpoint) -> list:
 
     fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
     parent, name = path.rsplit("/", 1)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
-    except OSError:
-        infos = []
-    older = sorted(
-        (
-            info.path
-            for info in infos
-            if info.type == pafs.FileType.Directory
-            and info.base_name.startswith("checkpoint_")
-            and info.base_name < name
-        ),
-        reverse=True,
-    )
-    return [checkpoint, *(tune.Checkpoint(p, filesystem=fs) for p in older)]
+    older = [p for p in checkpoint_folders(fs, parent) if p.rsplit("/", 1)[-1] < name]
+    return [checkpoint, *(tune.Checkpoint(p, filesystem=fs) for p in reversed(older))]
 
 
 def _loader(checkpoint) -> Callable[[], dict]:

@@ -73,18 +73,25 @@ def set_progress_metrics(trainable: Callable, metrics: Sequence[str]) -> None:
 def trial_checkpoints() -> list:
     """Inside a trial: the checkpoints in the trial's folder on the experiment's storage, oldest
     first (Ray's private ``StorageContext`` of the trial's session knows the folder)."""
-    import pyarrow.fs as pafs
     from ray import tune
     from ray.train._internal.session import get_storage
 
     storage = get_storage()
-    fs, folder = storage.storage_filesystem, storage.trial_fs_path
+    fs = storage.storage_filesystem
+    return [tune.Checkpoint(p, filesystem=fs) for p in checkpoint_folders(fs, storage.trial_fs_path)]
+
+
+def checkpoint_folders(fs, folder: str) -> list[str]:
+    """The ``checkpoint_NNNNNN`` folders in ``folder`` on the pyarrow filesystem ``fs``, oldest
+    first (none when it cannot be listed)."""
+    import pyarrow.fs as pafs
+
     try:
         infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
     except OSError:
         return []
     saved = (i for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
-    return [tune.Checkpoint(i.path, filesystem=fs) for i in sorted(saved, key=lambda i: i.base_name)]
+    return [i.path for i in sorted(saved, key=lambda i: i.base_name)]
 
 
 def missing_checkpoint_stand_in(checkpoint):
@@ -100,13 +107,7 @@ def missing_checkpoint_stand_in(checkpoint):
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
         return checkpoint, None
     parent, name = path.rsplit("/", 1)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
-    except OSError:
-        infos = []
-    saved = sorted(
-        i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
-    )
+    saved = checkpoint_folders(fs, parent)
     gone = f"{name} is gone from storage (the experiment state was older than the trial)"
     if not saved:
         return None, f"{gone}; no other checkpoint, restarted from scratch"
