@@ -14,6 +14,11 @@ Ray Tune's public API does not cover these things this project needs:
   ``_max_t`` (:func:`asha_record`, :func:`asha_rung_records`);
 - the Optuna study's set-up: :class:`OptunaSearchBase` turns ``OptunaSearch._setup_study`` into
   the hook ``study_ready`` (user attributes and warm-start trials go in once it exists);
+- a trial whose checkpoint Tune's saved state names is gone from storage (``num_to_keep``
+  deleted it after the state was last synced): ``Trainable.restore`` would fail it on every
+  retry; :func:`function_trainable` subclasses the class ``wrap_function`` builds and restores
+  from a stand-in (``_TrainingResult`` carries the checkpoint), and :func:`trial_checkpoints`
+  lists the trial's folder through the session's private ``StorageContext`` (``get_storage``);
 - what Ray Tune only logs: when it cannot restore an experiment's state it logs "Failed to
   restore the run state." and starts the experiment over (:func:`restore_must_succeed` turns
   that into an exception), and on an interruption it prints its Python ``Tuner.restore`` hint
