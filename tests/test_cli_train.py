@@ -62,6 +62,7 @@ def test_train_resumes_from_checkpoint_dir(tmp_path):
         (["train", "-t", "classic", "-s", "lr"], "KEY=VALUE"),
         (["train", "-t", "classic", "--epochs", "0"], "--epochs"),
         (["train", "-t", "wgan_gp", "-s", "n_critic=0"], "n_critic"),
+        (["train", "-t", "classic", "--train-subset", "32"], "fewer images than one batch"),
         (["train", "-t", "classic", "--device", "cuda", "-s", "dataset=synthetic"], "torch sees no CUDA GPU"),
     ],
 )

@@ -105,6 +105,14 @@ class TrialConfig(Config):
             seed=0,  # the same perturbations for every trial of a search, whatever its seed
         )
 
+    def validate(self) -> None:
+        super().validate()
+        if 0 < self.train_subset < self.batch_size:
+            raise ValueError(
+                f"train_subset={self.train_subset} holds fewer images than one batch "
+                f"(batch_size={self.batch_size})"
+            )
+
 
 @dataclass(frozen=True)
 class ClassicConfig(TrialConfig):
