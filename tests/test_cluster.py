@@ -1,11 +1,7 @@
-"""cluster.yaml validation, multi-node searches, node loss, and trials packed onto GPUs."""
+"""cluster.yaml validation and a trial's share of a GPU (a multi-node search that packs two trials
+onto each GPU and loses a node: tests/test_s3_e2e.py)."""
 
 import copy
-import itertools
-import json
-import os
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +12,6 @@ from click.testing import CliRunner
 
 from orchestrator.cli import cli
 from orchestrator.cluster import prepare_and_validate, validate_cluster_config
-from orchestrator.results import CorruptResults, load_results
-from orchestrator.storage import Location
-from tests.conftest import search_command
 from trainables.runtime import Runtime, cap_gpu_memory, gpu_memory_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,115 +103,3 @@ def test_fractional_gpu_caps_cuda_memory(monkeypatch):
 
 
 # ---- a local multi-node cluster: several Ray nodes on this machine with logical GPUs ----
-
-
-@pytest.fixture()
-def cluster(isolated_environment):
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    yield cluster
-    cluster.shutdown()
-
-
-def _search(cluster, tmp_path, name, *extra, n=4, iterations=4):
-    args = search_command(
-        "classic",
-        name,
-        tmp_path,
-        "--address",
-        cluster.address,
-        "--wandb-mode",
-        "disabled",
-        *extra,
-        n=n,
-        iterations=iterations,
-    )
-    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed when the driver exits
-    env = {**os.environ, "ORCHESTRATOR_PARQUET_FLUSH_S": "1"}  # see trials move as they report
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def _history(experiment: Path) -> list[dict]:
-    """History rows so far: the appended parts while the search runs, the table after it."""
-    try:
-        return load_results(Location.parse(experiment))[1].to_pylist()
-    except (OSError, ValueError, CorruptResults):
-        return []
-
-
-def _wait(driver, timeout, tmp_path, name):
-    try:
-        driver.wait(timeout)
-    except subprocess.TimeoutExpired:
-        driver.kill()
-        raise AssertionError((tmp_path / f"{name}.log").read_text()[-3000:]) from None
-    assert driver.returncode == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
-
-
-ITERATIONS = 6
-
-
-def _spans(rows: list[dict]) -> dict[str, tuple[float, float]]:
-    """Trial id -> (first start, last end) of its iterations in ``rows``."""
-    spans = {}
-    for r in rows:
-        start = r["timestamp"] - r["time_this_iter_s"]
-        lo, hi = spans.get(r["trial_id"], (start, r["timestamp"]))
-        spans[r["trial_id"]] = (min(lo, start), max(hi, r["timestamp"]))
-    return spans
-
-
-@pytest.mark.slow
-def test_trials_pack_onto_gpus_spread_over_nodes_and_survive_losing_one(cluster, tmp_path):
-    # Two nodes of one logical GPU each and half a GPU per trial: two trials share each GPU, and
-    # the four trials use both nodes.
-    worker_a = cluster.add_node(num_cpus=2, num_gpus=1)
-    worker_b = cluster.add_node(num_cpus=2, num_gpus=1)
-    cluster.wait_for_nodes()
-    experiment = tmp_path / "spread"
-    # Iterations long enough (a larger training subset) that a trial seen early on node B is
-    # still running when the node goes: the node is removed only while one has iterations left.
-    flags = ["--gpus-per-trial", "0.5", "--cpus-per-trial", "1", "--max-concurrent", "4"]
-    flags += ["--max-failures", "3", "-s", "train_subset=512"]
-    driver = _search(cluster, tmp_path, "spread", *flags, n=4, iterations=ITERATIONS)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        rows = _history(experiment)
-        reached = {}
-        for r in rows:
-            if r.get("node_id") == worker_b.node_id:
-                reached[r["trial_id"]] = max(reached.get(r["trial_id"], 0), r["iteration"])
-        on_b = {t for t, it in reached.items() if it <= ITERATIONS - 2}
-        if on_b and {r.get("node_id") for r in rows} >= {worker_a.node_id, worker_b.node_id}:
-            break
-        assert driver.poll() is None, (tmp_path / "spread.log").read_text()[-3000:]
-        time.sleep(0.5)
-    else:
-        raise AssertionError("trials did not reach both worker nodes")
-    cluster.remove_node(worker_b, allow_graceful=False)  # a worker node is lost mid-run
-    _wait(driver, 300, tmp_path, "spread")
-
-    trials = load_results(Location.parse(experiment))[0].to_pylist()
-    assert len(trials) == 4 and all(t["outcome"] == "completed" for t in trials)
-    history = _history(experiment)
-    # Two trials at once on the surviving node's one GPU (node B was lost after its first report).
-    spans = sorted(_spans([r for r in history if r["node_id"] == worker_a.node_id]).values())
-    assert any(a_hi > b_lo for (_, a_hi), (b_lo, _) in itertools.pairwise(spans)), (
-        "no two trials shared a GPU"
-    )
-    moved = [t for t in trials if t["trial_id"] in on_b and t["num_failures"] >= 1]
-    assert moved, "a trial running on the lost node failed and was retried"
-    for trial in moved:
-        rows = sorted(
-            (r for r in history if r["trial_id"] == trial["trial_id"]), key=lambda r: r["iteration"]
-        )
-        assert [r["iteration"] for r in rows] == list(range(1, ITERATIONS + 1))
-        assert rows[-1]["node_id"] == worker_a.node_id, "finished on the surviving node"
-        # Resumed from its checkpoint: the retried trial did not start again at iteration 1.
-        results = [
-            json.loads(line)
-            for line in Path(trial["checkpoint_path"]).parent.joinpath("result.json").read_text().splitlines()
-        ]
-        iterations = [r["iteration"] for r in results]
-        assert iterations == sorted(set(iterations)), iterations

@@ -87,18 +87,25 @@ def test_a_checkpoint_newer_than_tunes_saved_state_is_preferred(tmp_path):
 def test_a_trial_restored_from_its_final_checkpoint_reports_its_last_result_again():
     """A stand-in can be the trial's final checkpoint (it had finished unbeknown to Tune's saved
     state): the trial trains no more and reports its last result again, so nothing ends on the
-    stale one."""
+    stale one, with that checkpoint again, so Tune's record of the trial names one that exists."""
     from tests.test_trainables import CASES
     from trainables import get_spec
     from trainables.reporting import MemoryReporter
     from trainables.trial import run_trial
 
+    class Recording(MemoryReporter):
+        def report(self, metrics, checkpoint):
+            self.reported_checkpoints = [*getattr(self, "reported_checkpoints", []), checkpoint]
+            super().report(metrics, checkpoint)
+
     config = {**CASES["classic"], "media_every": 0}
     first = MemoryReporter()
     run_trial(get_spec("classic"), config, first)
-    again = MemoryReporter(resume_from=first.checkpoint)
+    again = Recording(resume_from=first.checkpoint)
     last = run_trial(get_spec("classic"), config, again)
     assert again.reports == [last] and last == first.reports[-1]
+    [checkpoint] = again.reported_checkpoints
+    assert checkpoint["iteration"] == last["iteration"] and checkpoint["metrics"] == last
 
 
 def test_train_with_a_damaged_checkpoint_starts_over_and_says_so(tmp_path):

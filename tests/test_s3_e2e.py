@@ -1,5 +1,6 @@
 """A multi-node search on S3-compatible storage (moto's S3 server on 127.0.0.1): a Ray head and
-two worker nodes started as separate `ray start` processes, trials on the workers writing
+two worker nodes started as separate `ray start` processes, trials on the workers (two sharing
+each node's GPU) writing
 checkpoints, Parquet parts and W&B files to S3; a worker node is killed mid-search and its
 trial continues elsewhere from its S3 checkpoint; the driver is killed and `orchestrator
 resume` from a fresh local folder finishes the search; `results`, `report`, `export` and
@@ -7,6 +8,7 @@ resume` from a fresh local folder finishes the search; `results`, `report`, `exp
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -78,8 +80,8 @@ def _start_node(tmp_path, mark: str, *args: str) -> None:
 
 @pytest.fixture
 def ray_nodes(s3, tmp_path, monkeypatch):
-    """A head (no CPUs: it runs no trials) and worker nodes A and B (2 CPUs each), each a
-    separate `ray start`; their processes carry a mark naming the node."""
+    """A head (no CPUs: it runs no trials) and worker nodes A and B (2 CPUs and one logical GPU
+    each), each a separate `ray start`; their processes carry a mark naming the node."""
     monkeypatch.setenv("RAY_TMPDIR", short_tmpdir())
     port = _free_port()
     marks = {n: f"{n}-{tmp_path}" for n in ("head", "a", "b")}
@@ -87,7 +89,8 @@ def ray_nodes(s3, tmp_path, monkeypatch):
         _start_node(tmp_path, marks["head"], "--head", "--port", str(port), "--num-cpus", "0",
                     "--include-dashboard=false")  # fmt: skip
         for node in ("a", "b"):
-            _start_node(tmp_path, marks[node], "--address", f"127.0.0.1:{port}", "--num-cpus", "2")
+            _start_node(tmp_path, marks[node], "--address", f"127.0.0.1:{port}", "--num-cpus", "2",
+                        "--num-gpus", "1")  # fmt: skip
         yield f"127.0.0.1:{port}", marks
     finally:
         for mark in marks.values():
@@ -121,7 +124,20 @@ def _run(command, **kwargs) -> subprocess.CompletedProcess:
 
 def _on_node(mark: str) -> bool:
     """Whether a trial runs on the node marked ``mark`` (its Ray worker carries the mark)."""
-    return any("ImplicitFunc" in cmd or "classic" in cmd for cmd in marked_processes(mark).values())
+    return any(
+        any(name in cmd for name in ("Trainable", "ImplicitFunc", "classic"))
+        for cmd in marked_processes(mark).values()
+    )
+
+
+def _spans(rows: list[dict]) -> dict[str, tuple[float, float]]:
+    """Trial id -> (first start, last end) of its iterations in ``rows``."""
+    spans = {}
+    for r in rows:
+        start = r["timestamp"] - r["time_this_iter_s"]
+        lo, hi = spans.get(r["trial_id"], (start, r["timestamp"]))
+        spans[r["trial_id"]] = (min(lo, start), max(hi, r["timestamp"]))
+    return spans
 
 
 def test_a_multinode_search_on_s3_survives_a_lost_node_and_a_killed_driver(s3, ray_nodes, tmp_path):
@@ -129,7 +145,9 @@ def test_a_multinode_search_on_s3_survives_a_lost_node_and_a_killed_driver(s3, r
     uri = f"s3://{BUCKET}/exp"
     experiment = f"{uri}/{NAME}"
     args = search_command("classic", NAME, uri, "--address", address, n=TRIALS, iterations=ITERATIONS)
-    args += ["--cpus-per-trial", "1", "--max-concurrent", "3", "--max-failures", "3", "--no-priors"]
+    # Half a GPU per trial: two trials share a node's GPU.
+    args += ["--cpus-per-trial", "1", "--gpus-per-trial", "0.5", "--max-concurrent", "3"]
+    args += ["--max-failures", "3", "--no-priors"]
     # PGD training for every trial: no trial finishes before node B has one that reported.
     args += ["--wandb-mode", "offline", "-s", "train_subset=512", "-s", "adv_train=pgd"]
     first = tmp_path / "driver"
@@ -213,6 +231,12 @@ def test_a_multinode_search_on_s3_survives_a_lost_node_and_a_killed_driver(s3, r
     for trial in done:
         its = sorted(h["iteration"] for h in history if h["trial_id"] == trial["trial_id"])
         assert its == list(range(1, ITERATIONS + 1)), (trial["trial_id"], its)
+    # Two trials at once on one node's one GPU (half a GPU each).
+    shared = []
+    for node in {h["node_id"] for h in history}:
+        spans = sorted(_spans([h for h in history if h["node_id"] == node]).values())
+        shared += [a_hi > b_lo for (_, a_hi), (b_lo, _) in itertools.pairwise(spans)]
+    assert any(shared), "no two trials shared a GPU"
 
     # Everything is on S3: checkpoints written by the worker nodes, Parquet, W&B files, settings.
     prefix = f"exp/{NAME}/"

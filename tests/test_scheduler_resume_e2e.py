@@ -1,5 +1,7 @@
-"""ASHA's rung records survive a driver SIGKILL and `resume`: a trial that starts after the resume
-below the cut the killed driver's trials recorded is stopped at the rung."""
+"""A search whose driver is SIGKILLed mid-run is finished by `orchestrator resume`: ASHA's rung
+records survive (a trial that starts after the resume below the cut the killed driver's trials
+recorded is stopped at the rung), finished trials stay as they were, and the history, the W&B
+runs and the Optuna study hold every trial's every iteration once."""
 
 import os
 import signal
@@ -12,8 +14,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.results import CorruptResults, ResultsStore
+from orchestrator.results import CorruptResults, ResultsStore, load_results
 from orchestrator.storage import Location
+from orchestrator.study import study_trials
+from orchestrator.wandb_files import logged_steps
 from search_spaces import SPACES
 from tests.conftest import DRIVER_MARK, kill_marked, short_tmpdir
 
@@ -71,9 +75,14 @@ def test_rung_records_survive_a_sigkill_and_stop_a_later_trial(local_ray, tmp_pa
     finally:
         kill_marked(str(tmp_path))
 
+    before_rows = {t["trial_id"]: t for t in load_results(Location.parse(experiment))[0].to_pylist()}
     resume_search(name, str(storage), echo=lambda line: None)
     trials = pq.read_table(experiment / "trials.parquet").to_pylist()
     by_id = {t["trial_id"]: t for t in trials}
+    kept = ("outcome", "iterations", "last/val/score", "config/score")
+    for tid, row in before_rows.items():  # what had finished before the kill is unchanged
+        if row["outcome"] in ("completed", "early_stopped"):
+            assert {k: by_id[tid][k] for k in kept} == {k: row[k] for k in kept}, tid
     assert sorted(by_id[tid]["config/score"] for tid in before) == [0.8, 0.9]
     cut = float(np.percentile([0.8, 0.9], (1 - 1 / 3) * 100))  # ASHA's cut at rung 1 (eta 3)
     # (A trial the killed driver had just started but Ray Tune's saved state did not hold yet is
@@ -86,3 +95,27 @@ def test_rung_records_survive_a_sigkill_and_stop_a_later_trial(local_ray, tmp_pa
     for t in later:
         expected = ("early_stopped", 1) if t["config/score"] < cut else ("completed", 3)
         assert (t["outcome"], t["iterations"]) == expected, t
+
+    ran = {t["trial_id"]: t for t in trials if t["outcome"] != "interrupted"}
+    history = pq.read_table(experiment / "history.parquet").to_pylist()
+    assert sorted((h["trial_id"], h["iteration"]) for h in history) == sorted(
+        (tid, i) for tid, t in ran.items() for i in range(1, t["iterations"] + 1)
+    ), "one history row per iteration, none lost, none twice"
+    # W&B: every iteration of every trial that ran after the kill is in one of its run files (the
+    # resumed run logs again what the killed driver's run never wrote), so a synced run has no
+    # gap. (A trial that ended just before the kill may miss what its W&B actor had not written.)
+    for tid, t in ran.items():
+        if before_rows.get(tid, {}).get("outcome") in ("completed", "early_stopped"):
+            continue
+        assert sorted(logged_steps(next(experiment.glob(f"*_{tid}")))) == list(range(1, t["iterations"] + 1))
+    # The Optuna study agrees: one finished study trial per Tune trial, no orphan left RUNNING;
+    # a stopped trial is PRUNED with every value ASHA judged.
+    study = study_trials(f"sqlite:///{experiment / 'study.db'}", name)
+    assert not [s for s in study if s["state"] == "RUNNING"], study
+    live = {s["ray_trial_id"]: s for s in study if not s["orphaned"] and s["ray_trial_id"] in ran}
+    assert sorted(live) == sorted(ran)
+    for tid, s in live.items():
+        assert s["state"] == ("PRUNED" if ran[tid]["outcome"] == "early_stopped" else "COMPLETE"), s
+        assert s["params"]["score"] == pytest.approx(ran[tid]["config/score"])
+        reported = {h["iteration"]: h["val/score"] for h in history if h["trial_id"] == tid}
+        assert s["intermediate"] == pytest.approx(reported), tid

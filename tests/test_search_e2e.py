@@ -9,7 +9,6 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from orchestrator.study import study_trials
 from search_spaces import SPACES, Objective, SpaceSpec
 from search_spaces.introspect import distributions_for
 from tests.conftest import FAKE_WANDB_KEY, SPACE_NAMES, SPACE_TRIALS, search
@@ -83,7 +82,7 @@ def test_each_space_runs_a_real_search(space_runs, space):
 
 
 def good_or_bad(trial):
-    """A learning rate that learns (1e-3) or cannot (1e-6): ASHA must stop the latter."""
+    """A learning rate that learns (1e-3) or cannot (1e-6)."""
     trial.suggest_categorical("lr", [1e-3, 1e-6])
     return {}
 
@@ -97,38 +96,6 @@ DEMO = SpaceSpec(
     num_samples=6,
     description="test",
 )
-
-
-def test_asha_stops_bad_trials_early(local_ray, tmp_path, monkeypatch):
-    monkeypatch.setitem(SPACES, "asha_demo", DEMO)
-    plan, _ = search(
-        tmp_path,
-        "asha_demo",
-        "asha",
-        searcher="random",
-        seed=0,
-        max_concurrent=1,
-        grace_period=1,
-        reduction_factor=3,
-    )
-    trials = pq.read_table(Path(plan.experiment.path) / "trials.parquet").to_pylist()
-    bad = [t for t in trials if t["config/lr"] == 1e-6]
-    good = [t for t in trials if t["config/lr"] == 1e-3]
-    assert bad and good, "the seed samples both learning rates"
-    stopped = [t for t in trials if t["outcome"] == "early_stopped"]
-    assert stopped, "ASHA stopped at least one trial"
-    assert all(t["config/lr"] == 1e-6 and t["iterations"] == 1 for t in stopped)
-    assert all(t["outcome"] == "completed" and t["iterations"] == 3 for t in good)
-    # The study holds every value ASHA judged, the pruned trials' included, as history has them.
-    history = pq.read_table(Path(plan.experiment.path) / "history.parquet").to_pylist()
-    metric = plan.objectives[0][0]
-    study = {t["ray_trial_id"]: t for t in study_trials(plan.study_url, "asha") if t["ray_trial_id"]}
-    assert sorted(study) == sorted(t["trial_id"] for t in trials)
-    for tid, trial in study.items():
-        reported = {h["iteration"]: h[metric] for h in history if h["trial_id"] == tid}
-        assert trial["intermediate"] == pytest.approx(reported), tid
-        if tid in {t["trial_id"] for t in stopped}:
-            assert trial["state"] == "PRUNED" and trial["intermediate"], tid
 
 
 def test_pareto_front_holds_only_full_budget_trials(local_ray, tmp_path, monkeypatch):

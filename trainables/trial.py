@@ -169,9 +169,11 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         if (start >= cfg.budget or reporter.replay) and state.get("metrics"):
             # A checkpoint whose report the search may never have had (the trial's folder held
             # a newer one than Tune's saved state; see orchestrator.tune_trainable): its
-            # result again, so no iteration is missing from the history. At its last
-            # iteration the trial had finished: Tune, the searcher and the results end on it.
-            reporter.report(dict(state["metrics"]), None)
+            # result again, so no iteration is missing from the history, with the checkpoint
+            # again, so that Tune's record (and the trial's row) names one that exists (Tune
+            # deletes the older ones it knew of). At its last iteration the trial had
+            # finished: Tune, the searcher and the results end on it.
+            reporter.report(dict(state["metrics"]), state)
             if start >= cfg.budget:
                 return dict(state["metrics"])
     val_spec, test_spec = cfg.eval_spec(), cfg.eval_spec(final=True)
