@@ -64,7 +64,7 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
     resume continues every trial, one of them from the checkpoint before its damaged latest."""
     storage, name = tmp_path / "store", "sigterm"
     experiment = storage / name
-    budget = 8
+    budget = 6
     args = search_command(
         "classic",
         name,

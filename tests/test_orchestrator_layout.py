@@ -86,8 +86,8 @@ def _counting_init(self, experiment):
 
 
 def test_writer_io_grows_linearly_with_the_number_of_reports(tmp_path, monkeypatch):
-    small = _bytes_written(tmp_path, monkeypatch, 50)
-    large = _bytes_written(tmp_path, monkeypatch, 200)
+    small = _bytes_written(tmp_path, monkeypatch, 25)
+    large = _bytes_written(tmp_path, monkeypatch, 100)
     # Four times the reports: about four times the bytes (a rewrite-everything writer: ~16x).
     assert large < 5 * small, (small, large)
 

@@ -110,7 +110,7 @@ def _wait_for(condition, driver, log: Path, what: str, timeout: float = 240) -> 
         if condition():
             return
         assert driver.poll() is None, f"the search ended before {what}:\n{log.read_text()[-3000:]}"
-        time.sleep(0.3)
+        time.sleep(1.0)  # each look lists the experiment on S3: moto serves it from this process
     raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
 
 

@@ -37,6 +37,8 @@ def test_each_space_runs_a_real_search(space_runs, space):
     assert {h["trial_id"] for h in history} == {t["trial_id"] for t in trials}
     assert all(t["checkpoint_path"] for t in trials)
     assert all("last/test/acc" in t for t in trials)
+    if space == "adaptive_ratio":  # both generator families ran (tests/conftest.py: SPACE_SEEDS)
+        assert sorted(t["config/generator"] for t in trials) == ["gradient", "image"]
 
     # Optuna proposed every configuration, inside the space's ranges.
     study, ot_trials = optuna_study(experiment)

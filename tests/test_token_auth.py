@@ -46,24 +46,31 @@ def _driver_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**env, "HOME": str(home), DRIVER_MARK: f"driver-{tmp_path}", **extra}
 
 
-def _search(tmp_path, address, name, env, *extra):
+def _search(tmp_path, address, name, env, *extra) -> subprocess.Popen:
     command = search_command(
         "classic", name, tmp_path / "store", "--address", address, *extra, n=1, iterations=1
     )
     command += ["--wandb-mode", "offline", "--no-priors"]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(driver: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = driver.communicate(timeout=300)
+    return subprocess.CompletedProcess(driver.args, driver.returncode, stdout, stderr)
 
 
 def test_a_head_with_token_auth_refuses_missing_and_wrong_tokens_and_takes_the_right_one(
     token_head, tmp_path
 ):
     try:
+        # the two refusals side by side (each is mostly a process importing torch)
         missing = _search(tmp_path, token_head, "no-token", _driver_env(tmp_path))
         wrong = _search(tmp_path, token_head, "bad-token", _driver_env(tmp_path, RAY_AUTH_TOKEN="0" * 32))
+        missing, wrong = _finish(missing), _finish(wrong)
         token_file = tmp_path / "auth_token"
         token_file.write_text(TOKEN)
-        right = _search(
-            tmp_path, token_head, "token", _driver_env(tmp_path), "--ray-token-file", str(token_file)
+        right = _finish(
+            _search(tmp_path, token_head, "token", _driver_env(tmp_path), "--ray-token-file", str(token_file))
         )
     finally:
         kill_marked(f"driver-{tmp_path}")

@@ -1,6 +1,7 @@
 """Each trainable end to end for a few iterations on small synthetic data."""
 
 import dataclasses
+import functools
 import math
 
 import pytest
@@ -82,11 +83,18 @@ COMMON = [
 ]
 
 
+@functools.cache
+def _run(name: str, media_every: int) -> MemoryReporter:
+    """One run of ``CASES[name]`` drawing media every ``media_every`` iterations (0: never),
+    shared by the tests below (each reads it only)."""
+    reporter = MemoryReporter()
+    run_trial(get_spec(name.split("-")[0]), {**CASES[name], "media_every": media_every}, reporter)
+    return reporter
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_trainable_reports_its_keys(name):
-    reporter = MemoryReporter()
-    run_trial(get_spec(name.split("-")[0]), CASES[name], reporter)
-    reports = reporter.reports
+    reports = _run(name, 1).reports
     assert [r["iteration"] for r in reports] == [1, 2]
     keys = set().union(*reports)
     for key in EXPECTED[name] + COMMON:
@@ -106,9 +114,7 @@ def test_trainable_reports_its_keys(name):
 def test_resume_continues_where_it_stopped(name):
     """Two iterations straight == one iteration, checkpoint, a fresh resume, one more."""
     config = {**CASES[name], "media_every": 0}
-    straight = MemoryReporter()
-    run_trial(get_spec(name.split("-")[0]), config, straight)
-
+    straight = _run(name, 0)
     spec = get_spec(name.split("-")[0])
     budget_key = spec.config_cls.budget_key
     first = MemoryReporter()
@@ -125,11 +131,7 @@ def test_resume_continues_where_it_stopped(name):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_drawing_media_does_not_change_training(name):
-    runs = []
-    for every in (0, 1):
-        reporter = MemoryReporter()
-        run_trial(get_spec(name.split("-")[0]), {**CASES[name], "media_every": every}, reporter)
-        runs.append(reporter.reports[-1])
+    runs = [_run(name, every).reports[-1] for every in (0, 1)]
     for key in runs[0]:
         if key.startswith("train/") or key == "val/acc":
             assert runs[0][key] == pytest.approx(runs[1][key], rel=1e-6), key
