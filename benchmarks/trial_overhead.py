@@ -27,19 +27,7 @@ from orchestrator import ray_runtime  # noqa: E402
 from orchestrator.plan import plan_search  # noqa: E402
 from orchestrator.search import run_search  # noqa: E402
 from orchestrator.settings import SearchSettings  # noqa: E402
-from trainables.catalog import get_info  # noqa: E402
-
-TINY = {
-    "dataset": "synthetic",
-    "train_subset": 256,
-    "eval_subset": 100,
-    "robust_n": 32,
-    "test_robust_n": 32,
-    "pgd_steps": 2,
-    "apgd_steps": 2,
-    "test_apgd_steps": 2,
-    "test_apgd_targets": 2,
-}
+from trainables.catalog import smoke_config  # noqa: E402
 
 
 def one_search(storage: str, name: str, trials: int, reuse: bool) -> float:
@@ -48,7 +36,7 @@ def one_search(storage: str, name: str, trials: int, reuse: bool) -> float:
         space="classic",
         name=name,
         storage=storage,
-        config={**TINY, **get_info("classic").smoke},
+        config=smoke_config("classic"),
         wandb_mode="disabled",
         num_samples=trials,
         max_iterations=2,

@@ -172,24 +172,11 @@ def postgres_url():
 
 
 def tiny_trial_config(space: str) -> dict:
-    """A trial of trainable ``space`` in a few seconds on a CPU: its catalog's smoke settings on
-    the shared tiny ones."""
-    from trainables.catalog import get_info
+    """A trial of trainable ``space`` in a few seconds on a CPU (its catalog's smoke settings),
+    drawing media every iteration."""
+    from trainables.catalog import smoke_config
 
-    return {
-        "dataset": "synthetic",
-        "train_subset": 256,
-        "eval_subset": 100,
-        "robust_n": 32,
-        "test_robust_n": 32,
-        "pgd_steps": 2,
-        "pgd_step_size": 0.1,
-        "apgd_steps": 2,
-        "test_apgd_steps": 2,
-        "test_apgd_targets": 2,
-        "media_every": 1,
-        **get_info(space).smoke,
-    }
+    return {**smoke_config(space), "media_every": 1}
 
 
 def search(tmp_path, space, name, **kw):

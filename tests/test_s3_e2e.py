@@ -30,7 +30,7 @@ from tests.conftest import DRIVER_MARK, kill_marked, marked_processes, search_co
 
 pytestmark = pytest.mark.slow
 
-BUCKET, NAME, ITERATIONS, TRIALS = "runs", "s3-multinode", 5, 4
+BUCKET, NAME, ITERATIONS, TRIALS = "runs", "s3-multinode", 4, 4
 FAKE_SECRET = "m0t0-secret-" + "ab" * 10
 
 

@@ -43,6 +43,20 @@ class TrainableInfo:
     smoke: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: The settings every trainable's smoke run shares: synthetic data, few images, few attack steps.
+SMOKE_SHARED: Mapping[str, Any] = {
+    "dataset": "synthetic",
+    "train_subset": 256,
+    "eval_subset": 100,
+    "robust_n": 32,
+    "test_robust_n": 32,
+    "pgd_steps": 2,
+    "pgd_step_size": 0.1,
+    "apgd_steps": 2,
+    "test_apgd_steps": 2,
+    "test_apgd_targets": 2,
+}
+
 CATALOG: dict[str, TrainableInfo] = {}
 
 #: Where trainables declare themselves: each space module declares its trainable
@@ -70,6 +84,11 @@ def get_info(name: str) -> TrainableInfo:
         return CATALOG[name]
     except KeyError:
         raise KeyError(f"unknown trainable {name!r}; choose from {', '.join(CATALOG)}") from None
+
+
+def smoke_config(name: str) -> dict[str, Any]:
+    """A trial of trainable ``name`` in seconds on a CPU (tests, benchmarks, smoke runs)."""
+    return {**SMOKE_SHARED, **get_info(name).smoke}
 
 
 def _discover() -> None:
