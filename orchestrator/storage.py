@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from orchestrator.compat.libs import s3_with_attempts
 from orchestrator.errors import StorageWriteError, UserError
 
 __all__ = ["Location", "StorageWriteError", "check_writable"]
@@ -149,14 +150,18 @@ def check_output(path: str | os.PathLike, what: str, folder: bool = False) -> Pa
 
 
 def check_writable(location: str) -> Location:
-    """Fail with one line if ``location`` cannot be created and written."""
+    """Fail with one line if ``location`` cannot be created and written (on S3, in about a second
+    where the endpoint does not answer: two attempts per request, not pyarrow's back-off)."""
     loc = Location.parse(location)
     probe = loc.child(f".orchestrator-write-test-{uuid.uuid4().hex[:8]}")
+    fs = loc.fs
     try:
-        loc.fs.create_dir(loc.path, recursive=True)
-        with loc.fs.open_output_stream(probe.path) as f:
+        if isinstance(fs, pafs.S3FileSystem):
+            fs = s3_with_attempts(fs, 2)
+        fs.create_dir(loc.path, recursive=True)
+        with fs.open_output_stream(probe.path) as f:
             f.write(b"ok")
-        loc.fs.delete_file(probe.path)
+        fs.delete_file(probe.path)
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if loc.uri.startswith("s3://") and not s3_credentials_visible():

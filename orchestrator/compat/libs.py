@@ -5,7 +5,9 @@ compatibility seam: :mod:`orchestrator.compat`).
   (:func:`set_trial_user_attr`): a ``FrozenTrial`` has no public setter, Optuna's storage API
   takes the trial's internal id (``study._storage``, ``trial._trial_id``);
 - reading a W&B run file without W&B's service (:func:`wandb_record_class`: the ``Record``
-  protobuf of ``wandb.proto.wandb_internal_pb2``; ``orchestrator.wandb_files`` parses the file).
+  protobuf of ``wandb.proto.wandb_internal_pb2``; ``orchestrator.wandb_files`` parses the file);
+- an S3 filesystem like another but with its own retries (:func:`s3_with_attempts`): pyarrow has
+  no public reader of a filesystem's options; its pickle state (``__reduce__``) holds them.
 """
 
 from __future__ import annotations
@@ -25,8 +27,18 @@ def wandb_record_class():
     return wandb_internal_pb2.Record
 
 
+def s3_with_attempts(fs, attempts: int):
+    """pyarrow S3 filesystem ``fs`` again (endpoint, region, credentials source and the rest
+    unchanged), trying each request at most ``attempts`` times instead of pyarrow's default
+    (three, with back-off: 12 s before an unreachable endpoint is an error)."""
+    import pyarrow.fs as pafs
+
+    _, (options,) = fs.__reduce__()
+    return pafs.S3FileSystem(**options, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts))
+
+
 def check() -> list[str]:
-    """What is missing from the installed Optuna and W&B (empty when everything here exists)."""
+    """What is missing from the installed Optuna, W&B and pyarrow (empty when everything here exists)."""
     import optuna
 
     missing = []
@@ -46,4 +58,13 @@ def check() -> list[str]:
             missing.append("wandb_internal_pb2.Record")
     except ImportError as exc:
         missing.append(f"wandb.proto.wandb_internal_pb2 ({exc})")
+    import pyarrow.fs as pafs
+
+    s3 = pafs.S3FileSystem(region="eu-west-1", endpoint_override="http://127.0.0.1:9", anonymous=True)
+    try:
+        again = s3_with_attempts(s3, 1)
+        if again.__reduce__()[1] != s3.__reduce__()[1]:
+            missing.append("pyarrow S3FileSystem.__reduce__ options")
+    except (TypeError, ValueError) as exc:
+        missing.append(f"pyarrow S3FileSystem.__reduce__ options ({exc})")
     return missing
