@@ -179,8 +179,9 @@ def tiny_trial_config(space: str) -> dict:
     return {**smoke_config(space), "media_every": 1}
 
 
-def search(tmp_path, space, name, **kw):
-    """A real search, in process, on the shared local Ray (W&B offline)."""
+def search(tmp_path, space, name, wandb_mode="offline", **kw):
+    """A real search, in process, on the shared local Ray (W&B offline unless a test that
+    reads no W&B file asks for ``wandb_mode="disabled"``: ~2 s a trial less)."""
     from orchestrator.plan import plan_search
     from orchestrator.search import run_search
     from orchestrator.settings import SearchSettings
@@ -191,7 +192,7 @@ def search(tmp_path, space, name, **kw):
         name=name,
         storage=str(tmp_path),
         config=tiny_trial_config(SPACES[space].trainable),
-        wandb_mode="offline",
+        wandb_mode=wandb_mode,
         **kw,
     )
     plan = plan_search(settings)

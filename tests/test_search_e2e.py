@@ -112,6 +112,7 @@ def test_pareto_front_holds_only_full_budget_trials(local_ray, tmp_path, monkeyp
         objective="pareto",
         scheduler="asha",
         reduction_factor=2,
+        wandb_mode="disabled",
     )
     experiment = Path(plan.experiment.path)
     trials = pq.read_table(experiment / "trials.parquet").to_pylist()

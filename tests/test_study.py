@@ -143,6 +143,7 @@ def test_warm_start_seeds_the_study_and_runs_the_best_first(space_runs, tmp_path
         scheduler="fifo",
         warm_start="e2e-classic",
         warm_start_top=1,
+        wandb_mode="disabled",
     )
     assert len(plan.warm_trials) == len(finished) and len(plan.warm_points) == 1
     study = optuna.load_study(study_name="warm", storage=plan.study_url)
@@ -345,7 +346,7 @@ def test_a_search_with_its_study_in_postgresql_writes_the_password_nowhere(local
     assert not leaks, leaks
 
     # A second search shares the server and warm-starts from the first.
-    warm = dict(settings, num_samples=1, warm_start="pg", warm_start_top=1)
+    warm = dict(settings, num_samples=1, warm_start="pg", warm_start_top=1, wandb_mode="disabled")
     search(tmp_path, "classic", "pg2", **warm)
     _check_study_matches_trials_at(tmp_path / "pg2", postgres_url, "pg2")
     seeded = optuna.load_study(study_name="pg2", storage=postgres_url).trials
