@@ -18,6 +18,10 @@ def test_classic_one_epoch_on_real_mnist(mnist_root):
         "test_robust_n": 200,
         "pgd_steps": 10,
         "pgd_step_size": 0.04,
+        # not checked here (tests/test_attacks.py, tests/test_evaluation.py): ~5 s less
+        "apgd_steps": 0,
+        "test_apgd_steps": 0,
+        "noise_eval": False,
     }
     last = run_trial(get_spec("classic"), config, reporter)
     assert last["test/acc"] >= 0.98, last["test/acc"]
