@@ -134,6 +134,7 @@ def fit(tuner, name: str, experiment: Location) -> None:
     """``tuner.fit()``; a write failure or an interruption becomes one line and its exit code,
     with what was finished kept."""
     tune_compat.quiet_disk_full()
+    tune_compat.tolerate_deleted_checkpoints()
     try:
         tuner.fit()
     except KeyboardInterrupt:

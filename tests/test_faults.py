@@ -84,6 +84,25 @@ def test_a_checkpoint_newer_than_tunes_saved_state_is_preferred(tmp_path):
     assert checkpoint_newer_than(saved[1], saved) is None
 
 
+def test_tune_deleting_a_checkpoint_that_is_gone_already_is_no_error(tmp_path):
+    """A resumed trial ahead of Tune's saved state: the killed driver deleted a checkpoint Tune's
+    record still keeps. Ray's checkpoint manager (the one Tune runs) raised on deleting it, and
+    Tune logged a traceback and skipped its bookkeeping; with the compat shim nothing raises,
+    and what exists past ``num_to_keep`` is still deleted."""
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    tune_compat.tolerate_deleted_checkpoints()
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=1))
+    folders = [tmp_path / f"checkpoint_00000{i}" for i in range(3)]
+    for i, folder in enumerate(folders):
+        if i:  # the first is gone before Tune deletes it
+            folder.mkdir()
+        manager.register_checkpoint(_TrainingResult(checkpoint=Checkpoint(str(folder)), metrics={"i": i}))
+    assert [f.exists() for f in folders] == [False, False, True]
+
+
 def test_a_trial_restored_from_its_final_checkpoint_reports_its_last_result_again():
     """A stand-in can be the trial's final checkpoint (it had finished unbeknown to Tune's saved
     state): the trial trains no more and reports its last result again, so nothing ends on the

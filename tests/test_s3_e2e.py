@@ -202,6 +202,8 @@ def test_a_multinode_search_on_s3_survives_a_lost_node_and_a_killed_driver(s3, r
     kill_marked(f"driver-{tmp_path}")
     assert resumed.returncode == 0, (resumed.stdout[-3000:] + resumed.stderr[-3000:]).decode(errors="replace")
     assert not list(fresh.iterdir()), "resume wrote into the local folder"
+    # Tune deleting a checkpoint the killed driver had deleted is no error (compat shim).
+    assert b"Error handling checkpoint" not in resumed.stderr + resumed.stdout
 
     trials = {t["trial_id"]: t for t in _trials(experiment)}
     brief = "\n".join(

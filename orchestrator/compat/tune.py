@@ -22,7 +22,10 @@ Ray Tune's public API does not cover these things this project needs:
 - what Ray Tune only logs: when it cannot restore an experiment's state it logs "Failed to
   restore the run state." and starts the experiment over (:func:`restore_must_succeed` turns
   that into an exception), and on an interruption it prints its Python ``Tuner.restore`` hint
-  (:func:`quiet_interrupt_hints` drops it: the CLI prints ``orchestrator resume NAME``).
+  (:func:`quiet_interrupt_hints` drops it: the CLI prints ``orchestrator resume NAME``);
+- a checkpoint past ``num_to_keep`` that is gone already (a resumed trial is ahead of Tune's
+  saved state): Ray's ``checkpoint_manager._delete_fs_path`` raises, Tune logs a traceback and
+  skips its bookkeeping (:func:`tolerate_deleted_checkpoints`).
 
 ``check()`` (run with the other modules' by ``orchestrator.compat.check``, which
 ``tests/test_orchestrator_layout.py`` calls) fails fast when an upgrade removes or renames any
@@ -220,6 +223,22 @@ def quiet_interrupt_hints() -> None:
         logger.addFilter(_DropInterruptHints())
 
 
+def tolerate_deleted_checkpoints() -> None:
+    """Deleting a checkpoint that no longer exists succeeds (idempotent)."""
+    from ray.train._internal import checkpoint_manager
+
+    delete = checkpoint_manager._delete_fs_path
+    if getattr(delete, "tolerant", False):
+        return
+
+    def tolerant(fs, fs_path: str) -> None:
+        if fs.get_file_info(fs_path).type.name != "NotFound":
+            delete(fs=fs, fs_path=fs_path)
+
+    tolerant.tolerant = True
+    checkpoint_manager._delete_fs_path = tolerant
+
+
 class _Reported:
     """What ASHA's bracket reads of a trial: its id."""
 
@@ -315,4 +334,8 @@ def check() -> list[str]:
         missing.append(f"ASHA's _Bracket.on_result / _rungs ({exc})")
     if not callable(getattr(OptunaSearch, "_setup_study", None)):
         missing.append("OptunaSearch._setup_study")
+    from ray.train._internal import checkpoint_manager
+
+    if "_delete_fs_path(fs=" not in inspect.getsource(checkpoint_manager._CheckpointManager):
+        missing.append("Ray Train's checkpoint_manager._delete_fs_path(fs=..., fs_path=...)")
     return missing
