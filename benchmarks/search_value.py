@@ -37,6 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+#: One JSON per judged run (its row, its judge's numbers, its anytime curve), committed.
+RECORDS = ROOT / "benchmarks" / "results" / "search_value"
 
 #: Flags of each method on top of the shared ones (``{cpus}``: the machine's cores).
 METHODS = {
@@ -123,51 +125,84 @@ def anytime(history: list[dict], objective: str, start: float, min_clean: float 
     return points
 
 
-def render(args) -> None:
+def summarise(out: Path, name: str) -> dict:
+    """Run ``name``'s record: the returned model's table row, its judge's numbers (if
+    evaluated) and the run's anytime curve, from the run directory under ``out``."""
     from orchestrator.leaderboard import leaderboard
     from orchestrator.results import load_results, table_metadata
     from orchestrator.settings import load_settings
     from orchestrator.storage import Location
 
-    runs = Path(args.out) / "runs"
-    rows, curves = [], {}
-    for trials_file in sorted(runs.glob("*/trials.parquet")):
-        name = trials_file.parent.name
-        method, budget, seed = name.rsplit("-", 2)
-        trials, history = load_results(Location.parse(str(trials_file.parent)))
-        meta = table_metadata(trials)
-        objectives = [tuple(o) for o in meta["objectives"]]
-        best = leaderboard(trials.to_pylist(), objectives)[0]
-        record = load_settings(name, str(runs))
-        started = min(float(r["timestamp"]) - float(r.get("time_total_s") or 0) for r in history.to_pylist())
-        constraint = meta.get("constraint") or {}
-        curve = anytime(history.to_pylist(), objectives[0][0], started, constraint.get("min"))
-        curves.setdefault((method, budget), []).append(curve)
-        evaluation = Path(args.out) / f"{name}.eval.json"
-        ev = json.loads(evaluation.read_text()) if evaluation.exists() else {}
-        rows.append(
-            {
-                "method": method,
-                "budget": budget,
-                "seed": seed,
-                "trials": len(trials),
-                "best": best["trial_id"],
-                "objective": best.get(f"last/{objectives[0][0]}"),
-                "own_test_apgd": best.get("last/test/apgd_acc"),
-                "train_s": best.get("train_time_s"),
-                "iterations": best.get("iterations"),
-                "clean": ev.get("clean"),
-                "worst": ev.get("autoattack_acc"),
-                "n": ev.get("n"),
-                "time_budget_s": record.get("time_budget_s"),
-            }
-        )
+    runs = out / "runs"
+    method, budget, seed = name.rsplit("-", 2)
+    trials, history = load_results(Location.parse(str(runs / name)))
+    meta = table_metadata(trials)
+    objectives = [tuple(o) for o in meta["objectives"]]
+    best = leaderboard(trials.to_pylist(), objectives)[0]
+    settings = load_settings(name, str(runs))
+    rows = history.to_pylist()
+    started = min(float(r["timestamp"]) - float(r.get("time_total_s") or 0) for r in rows)
+    constraint = meta.get("constraint") or {}
+    evaluation = out / f"{name}.eval.json"
+    ev = json.loads(evaluation.read_text()) if evaluation.exists() else {}
+    return {
+        "name": name,
+        "method": method,
+        "budget": budget,
+        "seed": seed,
+        "trials": len(trials),
+        "best": best["trial_id"],
+        "config": {k[len("config/") :]: v for k, v in best.items() if k.startswith("config/")},
+        "objective": best.get(f"last/{objectives[0][0]}"),
+        "own_test_apgd": best.get("last/test/apgd_acc"),
+        "train_s": best.get("train_time_s"),
+        "iterations": best.get("iterations"),
+        "time_budget_s": settings.get("time_budget_s"),
+        "clean": ev.get("clean"),
+        "worst": ev.get("autoattack_acc"),
+        "n": ev.get("n"),
+        "evaluation": ev or None,
+        "curve": anytime(rows, objectives[0][0], started, constraint.get("min")),
+        "commit": _commit(),
+    }
+
+
+def _commit() -> str | None:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip() or None
+
+
+def collect(out: Path, records: Path) -> list[dict]:
+    """Every run's record: the committed ones under ``records`` (written there for every run in
+    ``out`` that has been judged, so that runs of different sessions add up) and, for runs not
+    judged yet, their live summary."""
+    records.mkdir(parents=True, exist_ok=True)
+    live = []
+    for trials_file in sorted((out / "runs").glob("*/trials.parquet")):
+        row = summarise(out, trials_file.parent.name)
+        target = records / f"{row['name']}.json"
+        if row["worst"] is not None:
+            target.write_text(json.dumps(row, indent=1, default=str) + "\n")
+        elif not target.exists():
+            live.append(row)
+    return [*(json.loads(p.read_text()) for p in sorted(records.glob("*.json"))), *live]
+
+
+def _order(row: dict) -> tuple:
+    return (_seconds(row["budget"]), list(METHODS).index(row["method"]), row["seed"])
+
+
+def _seconds(budget: str) -> float:
+    return float(budget.rstrip("s"))
+
+
+def runs_table(rows: list[dict]) -> str:
     lines = [
         "| method | budget | seed | trials | returned trial (iterations, training s) | val objective | "
         "own test APGD | clean | worst of APGD-CE, APGD-T, Square (95% interval) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["budget"], list(METHODS).index(r["method"]), r["seed"])):
+    for r in sorted(rows, key=_order):
         worst = "not evaluated"
         if r["worst"] is not None:
             lo, hi = wilson(r["worst"], r["n"])
@@ -177,21 +212,84 @@ def render(args) -> None:
             f"({r['iterations']}, {r['train_s'] or 0:.0f} s) | {_pct(r['objective'])} | "
             f"{_pct(r['own_test_apgd'])} | {_pct(r['clean'])} | {worst} |"
         )
-    table = "\n".join(lines)
-    print(table)
-    figure = Path(args.out) / "search_value.png"
-    _figure(curves, figure)
+    return "\n".join(lines)
+
+
+def mean_table(rows: list[dict]) -> str:
+    """Per budget and method, over its judged seeds: the mean of the strong-attack accuracy (the
+    images of every seed pooled, 95% Wilson interval), the seeds' spread, and the default
+    search minus this method with a 95% interval (images pooled; the spread between seeds is
+    not in it: with two seeds, read it beside the spread)."""
+    judged: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["worst"] is not None:
+            judged.setdefault((r["budget"], r["method"]), []).append(r)
+    lines = [
+        "| budget | method | seeds | mean worst (95% interval) | seeds' spread "
+        "| default minus this (95% interval) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (budget, method), group in sorted(judged.items(), key=lambda kv: _order(kv[1][0])):
+        p, n = pooled(group)
+        lo, hi = wilson(p, n)
+        spread = f"{100 * min(r['worst'] for r in group):.1f}-{100 * max(r['worst'] for r in group):.1f}%"
+        diff = "-"
+        default = judged.get((budget, "default"))
+        if default and method != "default":
+            d, dlo, dhi = difference(pooled(default), (p, n))
+            diff = f"{100 * d:+.1f} ({100 * dlo:+.1f} to {100 * dhi:+.1f})"
+        lines.append(
+            f"| {budget} | {method} | {len(group)} | {100 * p:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}, n={n}) "
+            f"| {spread} | {diff} |"
+        )
+    return "\n".join(lines)
+
+
+def pooled(group: list[dict]) -> tuple[float, int]:
+    """The accuracy over every image of ``group``'s runs, and how many images."""
+    n = sum(int(r["n"]) for r in group)
+    return sum(r["worst"] * int(r["n"]) for r in group) / n, n
+
+
+def difference(a: tuple[float, int], b: tuple[float, int], z: float = 1.96) -> tuple[float, float, float]:
+    """``a`` minus ``b`` (proportion, images) with a 95% normal-approximation interval."""
+    (pa, na), (pb, nb) = a, b
+    d = pa - pb
+    half = z * math.sqrt(pa * (1 - pa) / na + pb * (1 - pb) / nb)
+    return d, d - half, d + half
+
+
+def render(args) -> None:
+    out, records = Path(args.out), Path(args.records)
+    rows = collect(out, records)
+    table, means = runs_table(rows), mean_table(rows)
+    print(table, means, sep="\n\n")
+    figures = []
+    for budget in sorted({r["budget"] for r in rows}, key=_seconds):
+        curves = {}
+        for r in sorted(rows, key=_order):
+            if r["budget"] == budget and r.get("curve"):
+                curves.setdefault((r["method"], budget), []).append(r["curve"])
+        if curves:
+            figure = out / f"search_value_{budget}.png"
+            _figure(curves, figure)
+            figures.append((budget, figure))
     if args.doc:
         doc = Path(args.doc)
-        doc.parent.mkdir(parents=True, exist_ok=True)
-        (doc.parent / "figures").mkdir(exist_ok=True)
-        target = doc.parent / "figures" / "search_value.png"
-        target.write_bytes(figure.read_bytes())
+        (doc.parent / "figures").mkdir(parents=True, exist_ok=True)
+        for _, figure in figures:
+            (doc.parent / "figures" / figure.name).write_bytes(figure.read_bytes())
+        images = [
+            f"![anytime, {budget}](figures/search_value_{budget}.png)"
+            for budget in sorted({r["budget"] for r in rows}, key=_seconds)
+            if (doc.parent / "figures" / f"search_value_{budget}.png").exists()
+        ]
         start, end = "<!-- search_value:start -->", "<!-- search_value:end -->"
         text = doc.read_text() if doc.exists() else f"{start}\n{end}\n"
         head, rest = text.split(start, 1)
         tail = rest.split(end, 1)[1]
-        doc.write_text(f"{head}{start}\n{table}\n\n![anytime](figures/search_value.png)\n{end}{tail}")
+        body = "\n\n".join([table, means, *images])
+        doc.write_text(f"{head}{start}\n{body}\n{end}{tail}")
 
 
 def _pct(value) -> str:
@@ -236,10 +334,13 @@ def main(argv=None) -> None:
     )
     parser.add_argument("-n", "--images", type=int, default=1000, help="test images the strong attacks use")
     parser.add_argument("--doc", help="Markdown file to write the table and figure into")
+    parser.add_argument(
+        "--records", default=str(RECORDS), help="one JSON per judged run, committed: sessions add up"
+    )
     args = parser.parse_args(argv)
-    from orchestrator.cli import _parse_duration
+    from orchestrator.cli_common import parse_duration
 
-    args.budget_s = _parse_duration(args.budget)
+    args.budget_s = parse_duration(args.budget)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     {"run": run, "evaluate": evaluate, "render": render}[args.command](args)
 
