@@ -24,8 +24,10 @@ draws), with
 It prints one row per model (accuracies and seconds) and, for each validation metric, the
 Spearman rank correlation with AutoAttack across the models, its largest overestimate of
 AutoAttack, and its cost per 1,000 images. Every eps is 0.3 on the [0, 1] pixel scale.
-Results per model are kept in ``<name>.json`` while newer than the model, so an interrupted
-run loses no finished attack.
+Each model is trained and then measured before the next; its measurements are written to
+``benchmarks/results/val_signal/<name>.json`` (committed), and a model with a record there is
+neither trained nor measured again, so an interrupted run loses no finished model and runs of
+different sessions add up.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ from trainables.evaluation import EvalSpec, evaluate  # noqa: E402
 from trainables.models import ClassicClassifier  # noqa: E402
 from trainables.runtime import Runtime, keep_freed_memory, seed_everything, set_cpu_threads  # noqa: E402
 from trainables.trial import TrialConfig, load_trial_data  # noqa: E402
+
+#: One JSON per measured model (every signal's per-image outcome, AutoAttack's), committed: runs
+#: of different sessions add up, and a model measured once is not trained again.
+RECORDS = ROOT / "benchmarks" / "results" / "val_signal"
 
 #: name -> (classic config, training images seen): a spread of robustness, masked ones included.
 MODELS = {
@@ -178,12 +184,19 @@ def own_components(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     return rows
 
 
-def measure(path: Path, split: Split, n: int, rt: Runtime, out: Path) -> dict:
-    saved = out / f"{path.stem}.json"
-    if saved.exists() and saved.stat().st_mtime >= path.stat().st_mtime:
+def recorded(name: str, n: int, records: Path) -> dict | None:
+    """The committed measurements of model ``name`` on ``n`` images, if any."""
+    saved = records / f"{name}.json"
+    if saved.exists():
         row = json.loads(saved.read_text())
         if row.get("n") == n and "components" in row:
             return row
+    return None
+
+
+def measure(path: Path, split: Split, n: int, rt: Runtime, records: Path) -> dict:
+    """Every signal and AutoAttack on ``path``'s model; the row is written to ``records``."""
+    saved = records / f"{path.stem}.json"
     model = load(path, rt)
     subset = split.subset(n, seed=EvalSpec().seed + 1)  # the images a trial's validation attacks
     eps = TrialConfig().pgd_eps
@@ -220,7 +233,10 @@ def measure(path: Path, split: Split, n: int, rt: Runtime, out: Path) -> dict:
     )  # fmt: skip
     row["aa"], row["aa_s"] = aa.accuracy, aa.seconds
     row["aa_broken_by"] = aa.broken_by.tolist()
-    saved.write_text(json.dumps(row))
+    train_record = path.parent / f"{path.stem}.train.json"
+    if train_record.exists():  # a drawn configuration: what it was and how long it trained
+        row["training"] = json.loads(train_record.read_text())
+    saved.write_text(json.dumps(row) + "\n")
     return row
 
 
@@ -270,7 +286,10 @@ def main() -> None:
     )
     parser.add_argument("--drawn-image", type=int, default=2, help="image-generator configurations drawn")
     parser.add_argument("-n", type=int, default=TrialConfig().robust_n, help="validation images (robust_n)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "val_signal"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "val_signal"), help="models")
+    parser.add_argument(
+        "--records", default=str(RECORDS), help="one JSON of measurements per model, committed"
+    )
     args = parser.parse_args()
     names = [m for m in args.models.split(",") if m]
     unknown = [m for m in names if m not in MODELS]
@@ -281,17 +300,27 @@ def main() -> None:
         parser.error("the comparison needs at least 8 models")
     set_cpu_threads()
     keep_freed_memory()
-    out = Path(args.out)
+    out, records = Path(args.out), Path(args.records)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [train(name, args.data_dir, out) for name in names]
-    paths += [train_learned(name, params, args.data_dir, out) for name, params in drawn.items()]
-    paths += [Path(p) for p in args.extra]
+    records.mkdir(parents=True, exist_ok=True)
+    # One model at a time, trained then measured, so that a session that ends midway keeps
+    # (and commits) what it finished; a model with a record is neither trained nor measured.
+    jobs = [(name, lambda name=name: train(name, args.data_dir, out)) for name in names]
+    jobs += [
+        (name, lambda name=name, params=params: train_learned(name, params, args.data_dir, out))
+        for name, params in drawn.items()
+    ]
+    jobs += [(Path(p).stem, lambda p=p: Path(p)) for p in args.extra]
     cfg = ClassicConfig.from_dict({"dataset": "mnist", "data_dir": args.data_dir})
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
-    val = load_trial_data(cfg, rt).val
+    val = None
     rows = []
-    for path in paths:
-        row = measure(path, val, args.n, rt, out)
+    for name, make in jobs:
+        row = recorded(name, args.n, records)
+        if row is None:
+            path = make()
+            val = val if val is not None else load_trial_data(cfg, rt).val
+            row = measure(path, val, args.n, rt, records)
         rows.append(row)
         print(
             f"{row['model']}: clean {row['clean']:.1%}  APGD-10 {row['apgd']:.1%}  PGD-40 {row['pgd40']:.1%}"
