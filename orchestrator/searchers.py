@@ -150,6 +150,12 @@ class BudgetAwareOptunaSearch(tune_compat.OptunaSearchBase):
         completed, asked = tune_compat.completed_trial_ids(self), tune_compat.optuna_trials(self)
         if trial_id in completed or trial_id not in asked:
             return super().on_trial_complete(trial_id, result, error)
+        if self._told_already(asked[trial_id]):
+            # A resume: the study (a database) was told before the driver stopped, the searcher's
+            # pickle is older. Telling again would only log Optuna's "Cannot tell a COMPLETE trial".
+            logger.info("trial %s: Optuna was told its outcome before the resume", trial_id)
+            completed.add(trial_id)
+            return None
         constraint = getattr(self, "constraint", None)  # absent in searchers pickled before it
         if constraint:
             value = (result or {}).get(constraint["metric"])
@@ -164,6 +170,11 @@ class BudgetAwareOptunaSearch(tune_compat.OptunaSearchBase):
         except Exception as exc:  # Optuna refuses e.g. a trial it already finished
             logger.warning("could not tell Optuna trial %s was pruned: %s", trial_id, exc)
         completed.add(trial_id)
+
+    def _told_already(self, trial) -> bool:
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        study = tune_compat.searcher_study(self)
+        return any(t.number == trial.number for t in study.get_trials(deepcopy=False, states=finished))
 
     def _report_last_result(self, trial, trial_id: str, result: dict) -> None:
         """The result a trial ended on (ASHA stopped it, or it reached its budget) never reaches

@@ -1,6 +1,7 @@
 """Searcher, scheduler, results and settings logic, without running Ray."""
 
 import json
+import logging
 import math
 
 import pytest
@@ -82,6 +83,20 @@ def test_partial_budget_trials_are_told_pruned(metrics):
     if len(metrics) > 1:
         front = {t.number for t in searcher_study(searcher).best_trials}
         assert 1 not in front, "a pruned (partial-budget) trial is never on the Pareto front"
+
+
+def test_a_trial_the_study_already_has_is_not_told_again(caplog):
+    """On a resume the study database can be ahead of the searcher's pickle: the replayed
+    completion of a trial the study already holds is not told twice (no Optuna warning)."""
+    searcher = _searcher(["val/acc"], ["max"])
+    searcher.suggest("a")
+    study = searcher_study(searcher)
+    study.tell(study.trials[0].number, 0.7)  # what the killed driver told, saved in the database
+    with caplog.at_level(logging.INFO, logger="ray.tune.search.optuna.optuna_search"):
+        searcher.on_trial_complete("a", {"val/acc": 0.7, "iteration": 3, "config": {"epochs": 3}})
+    assert "Cannot tell" not in caplog.text
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    assert study.trials[0].value == 0.7
 
 
 def _row(tid, status, iters, budget=3, diverged=0, **last):
