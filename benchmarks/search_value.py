@@ -2,6 +2,7 @@
 
     python benchmarks/search_value.py run --data-dir ../shared/data --budget 30m --seeds 0 1
     python benchmarks/search_value.py evaluate -n 1000          # the strong attacks, per model
+                                                                 # (writes its record: commit it)
     python benchmarks/search_value.py render --doc docs/SEARCH_VALUE.md   # table + anytime figure
 
 Every method is one ``orchestrator search`` of the same space with the same ``--time-budget``
@@ -19,9 +20,11 @@ the test split is never used to choose). ``evaluate`` attacks that classifier wi
 ``orchestrator evaluate --attack autoattack`` (ART's APGD-CE, APGD-T, Square, per image the worst;
 eps 0.3 on the [0, 1] pixel scale) on ``-n`` test images; ``render`` writes the table (clean,
 the worst of the three attacks with a 95% Wilson interval, the model's own ``test/apgd_acc``,
-training seconds) and one figure: the best-so-far validation objective against wall time, one
-line per method (mean over seeds). Everything lands in ``--out``; nothing is re-run that is
-there already.
+training seconds), a second table of the means over seeds with the default's lead over each
+method, and one figure per budget: the best-so-far validation objective against wall time, one
+line per run. Runs land in ``--out`` (nothing there is run or judged again); every judged run
+also leaves a record in ``benchmarks/results/search_value/`` that is committed, so that runs of
+different sessions add up into one table.
 """
 
 from __future__ import annotations
@@ -95,12 +98,18 @@ def evaluate(args) -> None:
             "evaluate", name, "--storage", str(run_dir.parent.parent), "--attack", "autoattack",
             "-n", str(args.images), "--data-dir", args.data_dir, "--json",
         )  # fmt: skip
-        print(f"{name}: evaluating on {args.images} test images", flush=True)
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        log = Path(args.out) / f"{name}.eval.log"
+        print(f"{name}: evaluating on {args.images} test images (progress in {log})", flush=True)
+        with open(log, "w") as progress:
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=progress, text=True, cwd=ROOT)
         if out.returncode:
-            print(out.stderr[-2000:], flush=True)
+            print(log.read_text()[-2000:], flush=True)
             continue
         target.write_text(out.stdout.strip().splitlines()[-1])
+        record = Path(args.records) / f"{name}.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(summarise(Path(args.out), name), indent=1, default=str) + "\n")
+        print(f"{name}: judged; its record is {record} (commit it)", flush=True)
 
 
 def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -260,7 +260,9 @@ def export_cmd(name, storage, out, trial_id, fmt):
 @click.option("--eps", type=float, default=0.3, show_default=True, help="L-inf radius, [0, 1] pixel scale.")
 @data_dir_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON line per classifier instead.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON line per classifier on stdout (progress on stderr)."
+)
 def evaluate(target, storage, trial_id, top, attacks, n, eps, data_dir, device, as_json):
     """Final numbers: attack an experiment's best trials, or an exported classifier, on the test split.
 
@@ -281,7 +283,8 @@ def evaluate(target, storage, trial_id, top, attacks, n, eps, data_dir, device, 
 
     check_request(attacks, n, eps, top)
     check_device(device)
-    echo = (lambda _: None) if as_json else click.echo
+    # --json: the JSON lines alone on stdout; the progress lines go to stderr.
+    echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     kwargs = dict(n=n, eps=eps, data_dir=data_dir, device=device, echo=echo)
     is_file = Path(target).is_file()
     if is_file and (trial_id or top != 1):

@@ -41,15 +41,24 @@ AUTOATTACK = ("apgd-ce", "apgd-t", "square")
 
 
 class _UnitScale(nn.Module):
-    """[0, 1] images -> the model's [-1, 1] inputs."""
+    """[0, 1] images -> the model's [-1, 1] inputs, in the channels_last layout."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model
+        self.model = channels_last(model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = PIXEL_RANGE
-        return self.model(x * (hi - lo) + lo)
+        return self.model(channels_last(x * (hi - lo) + lo))
+
+
+def channels_last(t):
+    """A module's weights or a batch of images in the channels_last layout: the same numbers,
+    convolutions about 1.6 times as fast on CPU (``benchmarks/judge_speed.py``); ART hands the
+    model NCHW arrays, so its inputs are converted on the way in."""
+    if isinstance(t, nn.Module):
+        return t.to(memory_format=torch.channels_last)
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -153,7 +162,7 @@ def run_attack(
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
     start = time.perf_counter()
-    model = model.eval()
+    model, x = channels_last(model.eval()), channels_last(x)
     if name in ("pgd", "pgd-restarts"):
         steps, restarts = (40, 1) if name == "pgd" else (100, 5)
         gen = torch.Generator(device=x.device).manual_seed(seed)

@@ -112,7 +112,9 @@ def test_train_checkpoint_exports_and_evaluates_under_strong_attacks(tmp_path):
         cli, ["evaluate", str(model), "--attack", "pgd", "--attack", "apgd-ce", "-n", "16", "--json"]
     )
     assert result.exit_code == 0, result.output
-    row = json.loads(result.output.strip().splitlines()[-1])
+    assert len(result.stdout.strip().splitlines()) == 1, "--json: one line per classifier on stdout"
+    assert "clean" in result.stderr, "the progress lines go to stderr"
+    row = json.loads(result.stdout)
     assert row["n"] == 16 and row["dataset"] == "synthetic" and row["eps_scale"] == "[0, 1] pixels"
     assert 0 <= row["worst"] <= min(row["pgd_acc"], row["apgd-ce_acc"]) <= 1
     assert row["apgd-ce_s"] > 0

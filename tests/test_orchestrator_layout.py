@@ -262,7 +262,7 @@ def test_evaluate_an_experiment_saves_final_numbers_beside_it(tmp_path):
     args = ["evaluate", "exp", "--storage", str(tmp_path), "--attack", "pgd", "--attack", "apgd-ce"]
     result = CliRunner().invoke(cli, [*args, "-n", "8", "--json"])
     assert result.exit_code == 0, result.output
-    line = json.loads(result.output.strip().splitlines()[-1])
+    line = json.loads(result.stdout)
     assert line["trial_id"] == "a" and line["n"] == 8 and line["eps_scale"] == "[0, 1] pixels"
     row = load_results(Location.parse(experiment))[0].to_pylist()[0]
     assert row["last/test/apgd_ce_acc"] == line["apgd-ce_acc"] and row["last/test/eval_n"] == 8

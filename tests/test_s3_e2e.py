@@ -273,7 +273,7 @@ def test_a_multinode_search_on_s3_survives_a_lost_node_and_a_killed_driver(s3, r
         cli, ["evaluate", NAME, "--storage", uri, "--attack", "pgd", "-n", "20", "--json"]
     )
     assert evaluated.exit_code == 0, evaluated.output
-    assert json.loads(evaluated.output.strip().splitlines()[0])["n"] == 20
+    assert json.loads(evaluated.stdout.strip().splitlines()[0])["n"] == 20
     assert f"exp/{NAME}/evaluations.parquet" in [
         o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"exp/{NAME}/").get("Contents", [])
     ]
