@@ -188,11 +188,13 @@ def collect(out: Path, records: Path) -> list[dict]:
     records.mkdir(parents=True, exist_ok=True)
     live = []
     for trials_file in sorted((out / "runs").glob("*/trials.parquet")):
+        target = records / f"{trials_file.parent.name}.json"
+        if target.exists():  # written when it was judged, with the commit it ran on: kept as is
+            continue
         row = summarise(out, trials_file.parent.name)
-        target = records / f"{row['name']}.json"
         if row["worst"] is not None:
             target.write_text(json.dumps(row, indent=1, default=str) + "\n")
-        elif not target.exists():
+        else:
             live.append(row)
     return [*(json.loads(p.read_text()) for p in sorted(records.glob("*.json"))), *live]
 

@@ -68,3 +68,27 @@ def test_anytime_counts_only_feasible_reports(sv):
         {"timestamp": 140.0, "val/apgd_acc": 0.4, "val/acc": 0.98},
     ]
     assert sv.anytime(history, "val/apgd_acc", 100.0, 0.9) == [(10.0, 0.3), (30.0, 0.5), (40.0, 0.5)]
+
+
+def test_collect_keeps_a_judged_record(sv, tmp_path, monkeypatch):
+    """A record written when its run was judged keeps the commit the run ran on: a later
+    ``render`` on another commit neither rewrites it nor re-summarises the run."""
+    out, records = tmp_path / "out", tmp_path / "records"
+    for name in ("default-3600s-seed0", "prior-3600s-seed0"):
+        (out / "runs" / name).mkdir(parents=True)
+        (out / "runs" / name / "trials.parquet").write_bytes(b"")
+    records.mkdir()
+    kept = {**_record("default", 0, 0.857), "commit": "b9978ac"}
+    (records / "default-3600s-seed0.json").write_text(json.dumps(kept))
+    summarised = []
+
+    def summarise(out_dir, name):
+        summarised.append(name)
+        return {**_record(name.split("-")[0], 0, 0.849), "commit": "e5df1c4"}
+
+    monkeypatch.setattr(sv, "summarise", summarise)
+    rows = sv.collect(out, records)
+    assert summarised == ["prior-3600s-seed0"]
+    assert json.loads((records / "default-3600s-seed0.json").read_text())["commit"] == "b9978ac"
+    assert json.loads((records / "prior-3600s-seed0.json").read_text())["commit"] == "e5df1c4"
+    assert sorted(r["name"] for r in rows) == ["default-3600s-seed0", "prior-3600s-seed0"]
