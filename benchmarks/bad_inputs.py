@@ -38,6 +38,8 @@ TINY = [
         "apgd_steps=2",
         "-s",
         "test_apgd_steps=2",
+        "-s",
+        "test_square_queries=10",
     ),
     *("-s", "adv_steps=2"),
 ]

@@ -19,12 +19,13 @@ Each search returns its leaderboard's best trial (feasible first, by the validat
 the test split is never used to choose). ``evaluate`` attacks that classifier with
 ``orchestrator evaluate --attack autoattack`` (ART's APGD-CE, APGD-T, Square, per image the worst;
 eps 0.3 on the [0, 1] pixel scale) on ``-n`` test images; ``render`` writes the table (clean,
-the worst of the three attacks with a 95% Wilson interval, the model's own ``test/apgd_acc``,
-training seconds), a second table of the means over seeds with the default's lead over each
-method, and one figure per budget: the best-so-far validation objective against wall time, one
-line per run. Runs land in ``--out`` (nothing there is run or judged again); every judged run
-also leaves a record in ``benchmarks/results/search_value/`` that is committed, so that runs of
-different sessions add up into one table.
+the worst of the three attacks with a 95% Wilson interval, the model's own ``test/apgd_acc``
+and, where the trial ran it, ``test/apgd_square_acc`` (APGD, then Square), training seconds),
+a second table of the means over seeds with the default's lead over each method, and one
+figure per budget: the best-so-far validation objective against wall time, one line per run.
+Runs land in ``--out`` (nothing there is run or judged again); every judged run also leaves
+a record in ``benchmarks/results/search_value/`` that is committed, so that runs of different
+sessions add up into one table.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def run(args) -> None:
                 *(CPU_FLAGS if args.cpu_flags else []), *flags,
             )  # fmt: skip
             print(f"{name}: {' '.join(cmd[3:])}", flush=True)
+            (Path(args.out) / f"{name}.commit").write_text(f"{_commit()}\n")  # the code it ran
             t0 = time.time()
             with open(Path(args.out) / f"{name}.log", "w") as log:
                 code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -153,6 +155,7 @@ def summarise(out: Path, name: str) -> dict:
     started = min(float(r["timestamp"]) - float(r.get("time_total_s") or 0) for r in rows)
     constraint = meta.get("constraint") or {}
     evaluation = out / f"{name}.eval.json"
+    ran_on = out / f"{name}.commit"
     ev = json.loads(evaluation.read_text()) if evaluation.exists() else {}
     return {
         "name": name,
@@ -164,6 +167,7 @@ def summarise(out: Path, name: str) -> dict:
         "config": {k[len("config/") :]: v for k, v in best.items() if k.startswith("config/")},
         "objective": best.get(f"last/{objectives[0][0]}"),
         "own_test_apgd": best.get("last/test/apgd_acc"),
+        "own_test_apgd_square": best.get("last/test/apgd_square_acc"),
         "train_s": best.get("train_time_s"),
         "iterations": best.get("iterations"),
         "time_budget_s": settings.get("time_budget_s"),
@@ -172,13 +176,15 @@ def summarise(out: Path, name: str) -> dict:
         "n": ev.get("n"),
         "evaluation": ev or None,
         "curve": anytime(rows, objectives[0][0], started, constraint.get("min")),
-        "commit": _commit(),
+        "commit": ran_on.read_text().strip() if ran_on.exists() else _commit(),
     }
 
 
 def _commit() -> str | None:
+    """The checkout's commit, with ``+changes`` when its tracked files differ from it."""
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    return out.stdout.strip() or None
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True, cwd=ROOT).returncode
+    return (out.stdout.strip() + ("+changes" if dirty else "")) or None
 
 
 def collect(out: Path, records: Path) -> list[dict]:
@@ -210,7 +216,7 @@ def _seconds(budget: str) -> float:
 def runs_table(rows: list[dict]) -> str:
     lines = [
         "| method | budget | seed | trials | returned trial (iterations, training s) | val objective | "
-        "own test APGD | clean | worst of APGD-CE, APGD-T, Square (95% interval) |",
+        "own test APGD (+ Square) | clean | worst of APGD-CE, APGD-T, Square (95% interval) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=_order):
@@ -221,9 +227,16 @@ def runs_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['method']} | {r['budget']} | {r['seed']} | {r['trials']} | {r['best']} "
             f"({r['iterations']}, {r['train_s'] or 0:.0f} s) | {_pct(r['objective'])} | "
-            f"{_pct(r['own_test_apgd'])} | {_pct(r['clean'])} | {worst} |"
+            f"{_own_test(r)} | {_pct(r['clean'])} | {worst} |"
         )
     return "\n".join(lines)
+
+
+def _own_test(row: dict) -> str:
+    """The returned trial's own test number: APGD, and its worst case with Square where the
+    trial ran it (``test/apgd_square_acc``, since 2026-12-06)."""
+    strong = row.get("own_test_apgd_square")
+    return _pct(row["own_test_apgd"]) + (f" ({_pct(strong)})" if strong is not None else "")
 
 
 def mean_table(rows: list[dict]) -> str:

@@ -232,11 +232,8 @@ def export_cmd(name, storage, out, trial_id, fmt):
         Location.parse(storage or default_storage()).child(name), out, trial_id=trial_id, fmt=fmt
     )
     metrics = meta["metrics"]
-    shown = "  ".join(
-        f"{k} {metrics[k]:.4f}"
-        for k in ("val/acc", "val/apgd_acc", "test/acc", "test/pgd_acc", "test/apgd_acc", *FINAL)
-        if k in metrics
-    )
+    own = ("val/acc", "val/apgd_acc", "test/acc", "test/pgd_acc", "test/apgd_acc", "test/apgd_square_acc")
+    shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in (*own, *FINAL) if k in metrics)
     click.echo(
         f"{out}: trial {meta['trial_id']} ({meta['trainable']}, {meta['dataset']}, {meta['iteration']} "
         f"iteration(s), {meta.get('train_time_s') or 0:.0f} s of training) {shown}"

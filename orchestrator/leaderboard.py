@@ -37,7 +37,7 @@ MASKING_TOLERANCE = 0.02
 #: Points by which a strong attack may fall below PGD-40 before a trial is flagged.
 STRONG_GAP = 0.05
 #: Report keys of strong attacks (``orchestrator evaluate`` and strong validation attacks).
-STRONG_KEYS = ("aa_acc", "apgd_ce_acc", "apgd_t_acc", "square_acc", "apgd_acc")
+STRONG_KEYS = ("aa_acc", "apgd_ce_acc", "apgd_t_acc", "square_acc", "apgd_acc", "apgd_square_acc")
 
 
 def masking_flags(row: dict[str, Any]) -> list[str]:
@@ -121,6 +121,7 @@ def display_columns(
         "last/test/acc",
         "last/test/pgd_acc",
         "last/test/apgd_acc",
+        "last/test/apgd_square_acc",
         *EVALUATION_COLUMNS,
     ]:
         if key not in columns and any(r.get(key) is not None for r in rows):

@@ -52,6 +52,7 @@ def synthetic(**overrides):
         "apgd_steps": 3,
         "test_apgd_steps": 3,
         "test_apgd_targets": 2,
+        "test_square_queries": 20,
         "pgd_step_size": 0.1,
         "train_subset": 256,
         "batch_size": 32,

@@ -89,6 +89,7 @@ def settings(storage: str, name: str):
             "apgd_steps": 1,
             "test_apgd_steps": 1,
             "test_apgd_targets": 1,
+            "test_square_queries": 5,
             "noise_eval": False,
             "sleep_s": 2.0,
         },

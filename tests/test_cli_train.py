@@ -19,6 +19,8 @@ FAST = [
     "pgd_steps=1",
     "-s",
     "test_apgd_steps=2",
+    "-s",
+    "test_square_queries=10",
     "--train-subset",
     "128",
 ]

@@ -85,6 +85,11 @@ def test_the_test_split_gets_the_stronger_apgd_protocol_and_its_cost_is_estimate
     val, test = cfg.eval_spec(), cfg.eval_spec(final=True)
     assert (val.apgd_steps, val.apgd_targets) == (10, 0) and (test.apgd_steps, test.apgd_targets) == (25, 9)
     assert label("test/apgd_acc", cfg.to_dict()) == "APGD-CE+T9-25 test accuracy (eps 0.3)"
+    assert test.square_queries == 1000 and val.square_queries == 0  # Square: the test split only
+    assert (
+        label("test/apgd_square_acc", {"test_square_queries": 500})
+        == "APGD-CE+T9-25 + Square-500 test accuracy (eps 0.3, worst per image)"
+    )
     assert label("val/apgd_acc", {"apgd_targets": 3}) == "APGD-CE+T3-10 validation accuracy (eps 0.3)"
     # APGD-T runs only on what APGD-CE left: a classifier nothing resists costs little more.
     assert attack_steps(test, 0.0) < attack_steps(test, 0.6) < attack_steps(test, 1.0)

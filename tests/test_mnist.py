@@ -21,6 +21,7 @@ def test_classic_one_epoch_on_real_mnist(mnist_root):
         # not checked here (tests/test_attacks.py, tests/test_evaluation.py): ~5 s less
         "apgd_steps": 0,
         "test_apgd_steps": 0,
+        "test_square_queries": 0,
         "noise_eval": False,
     }
     last = run_trial(get_spec("classic"), config, reporter)

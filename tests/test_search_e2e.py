@@ -164,7 +164,8 @@ def test_a_fourth_trainable_through_an_entry_point_reaches_every_command(local_r
     assert "linear_extra: test" in orchestrator("spaces")
     assert "passes" in orchestrator("params", "linear_extra")
     config = {"dataset": "synthetic", "train_subset": 256, "robust_n": 32, "test_robust_n": 32,
-              "pgd_steps": 2, "test_apgd_steps": 2, "noise_eval": False}  # fmt: skip
+              "pgd_steps": 2, "test_apgd_steps": 2, "test_square_queries": 10,
+              "noise_eval": False}  # fmt: skip
     sets = [a for k, v in config.items() for a in ("-s", f"{k}={json.dumps(v)}")]
     address = ray.get_runtime_context().gcs_address
     orchestrator("search", "--space", "linear_extra", "--name", "extra", "--storage", str(tmp_path),
@@ -181,6 +182,6 @@ def test_a_fourth_trainable_through_an_entry_point_reaches_every_command(local_r
     md = (tmp_path / "report" / "report.md").read_text()
     assert "extra_weight_norm.png" in md and (tmp_path / "report" / "extra_weight_norm.png").exists()
     out = orchestrator("train", "-t", "linear_extra", "--iterations", "1", "-s", "dataset=synthetic",
-                       "-s", "noise_eval=false", "-s", "test_apgd_steps=1",
+                       "-s", "noise_eval=false", "-s", "test_apgd_steps=1", "-s", "test_square_queries=5",
                        "--train-subset", "256")  # fmt: skip
     assert "test:" in out

@@ -55,6 +55,7 @@ SMOKE_SHARED: Mapping[str, Any] = {
     "apgd_steps": 2,
     "test_apgd_steps": 2,
     "test_apgd_targets": 2,
+    "test_square_queries": 20,
 }
 
 CATALOG: dict[str, TrainableInfo] = {}

@@ -60,6 +60,9 @@ class TrialConfig(Config):
     test_apgd_targets: int = param(
         9, lo=0, hi=99, doc="test/apgd_acc after APGD-CE: APGD-T against n wrong classes (0 = APGD-DLR)"
     )
+    test_square_queries: int = param(
+        1000, lo=0, hi=100000, doc="test/apgd_square_acc: Square queries on images test APGD leaves (0 = off)"
+    )
     val_pgd: bool = param(False, doc="also PGD on validation (the test split always gets it)")
     noise_eval: bool = param(True, doc="evaluate Gaussian / salt-and-pepper / periodic noise")
     batch_size: int = param(128, lo=2, hi=8192, doc="training batch size")
@@ -99,6 +102,7 @@ class TrialConfig(Config):
             pgd_restarts=self.pgd_restarts,
             apgd_steps=self.test_apgd_steps if final else self.apgd_steps,
             apgd_targets=self.test_apgd_targets if final else self.apgd_targets,
+            square_queries=self.test_square_queries if final else 0,
             noise=self.noise_eval,
             clean_n=0 if final else self.eval_subset,
             robust_n=self.test_robust_n if final else self.robust_n,

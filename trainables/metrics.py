@@ -97,7 +97,15 @@ class MetricInfo:
 
 
 #: Attack settings a label may name; their defaults are the trial config's (one owner).
-_CONFIG_NAMES = ("pgd_steps", "pgd_eps", "apgd_steps", "apgd_targets", "test_apgd_steps", "test_apgd_targets")
+_CONFIG_NAMES = (
+    "pgd_steps",
+    "pgd_eps",
+    "apgd_steps",
+    "apgd_targets",
+    "test_apgd_steps",
+    "test_apgd_targets",
+    "test_square_queries",
+)
 
 
 def _config_defaults() -> dict[str, Any]:
@@ -178,6 +186,14 @@ register(
 register(
     "{split:test}/apgd_acc",
     Metric(label="APGD-{test_apgd_parts}-{test_apgd_steps} {split_name} accuracy (eps {pgd_eps})", **_ACC),
+)
+register(
+    "{split:test}/apgd_square_acc",
+    Metric(
+        label="APGD-{test_apgd_parts}-{test_apgd_steps} + Square-{test_square_queries} {split_name} accuracy "
+        "(eps {pgd_eps}, worst per image)",
+        **_ACC,
+    ),
 )
 register(
     "val/robust_iteration",
