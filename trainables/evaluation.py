@@ -81,10 +81,12 @@ def metric_keys(spec: EvalSpec, prefix: str, robust: bool = True) -> list[str]:
     return keys
 
 
-#: A Square query (one forward pass) against an attack step (forward and backward pass):
-#: measured 0.39 on the 2-core CPU (README main job's model, 500 test images: APGD-CE + APGD-T x9,
-#: 25 steps, 62 s; then Square with 1,000 queries on the 404 images left, 95 s).
-SQUARE_QUERY_STEPS = 0.4
+#: A Square query (one forward pass) against an attack step (forward and backward pass). On the
+#: 2-core CPU (README main job's model, 500 test images, ``benchmarks/apgd_protocols.py``),
+#: APGD-CE + APGD-T x9 at 25 steps then Square took 162 s with 1,000 queries and 125 s with 500:
+#: about 74 s for 1,000 queries on the 404 images APGD left against 88 s for APGD's 207 steps
+#: per image, 0.2 per query; a third keeps a margin for the deadline's test reserve.
+SQUARE_QUERY_STEPS = 1 / 3
 
 
 def attack_steps(spec: EvalSpec, robust_share: float = 1.0) -> float:
