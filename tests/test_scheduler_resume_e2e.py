@@ -85,8 +85,9 @@ def test_rung_records_survive_a_sigkill_and_stop_a_later_trial(local_ray, tmp_pa
             assert {k: by_id[tid][k] for k in kept} == {k: row[k] for k in kept}, tid
     assert sorted(by_id[tid]["config/score"] for tid in before) == [0.8, 0.9]
     cut = float(np.percentile([0.8, 0.9], (1 - 1 / 3) * 100))  # ASHA's cut at rung 1 (eta 3)
-    # (A trial the killed driver had just started but Ray Tune's saved state did not hold yet is
-    # recorded interrupted and not run again; its searcher point is gone with it.)
+    # (A trial the killed driver had just started, or had just told to stop, but that Ray Tune's
+    # saved state did not hold yet is recorded interrupted and not run again; its searcher point
+    # is gone with it, and what it reported before the kill stays in the history.)
     later = [t for t in trials if t["trial_id"] not in before and t["outcome"] != "interrupted"]
     # The 0.5 prior (maybe a sampled trial too) started after the kill below the cut of the killed
     # driver's records: an empty scheduler (what Ray Tune restores) would promote the first of
@@ -98,9 +99,16 @@ def test_rung_records_survive_a_sigkill_and_stop_a_later_trial(local_ray, tmp_pa
 
     ran = {t["trial_id"]: t for t in trials if t["outcome"] != "interrupted"}
     history = pq.read_table(experiment / "history.parquet").to_pylist()
-    assert sorted((h["trial_id"], h["iteration"]) for h in history) == sorted(
+    rows = sorted((h["trial_id"], h["iteration"]) for h in history)
+    assert [r for r in rows if r[0] in ran] == sorted(
         (tid, i) for tid, t in ran.items() for i in range(1, t["iterations"] + 1)
     ), "one history row per iteration, none lost, none twice"
+    for tid, t in by_id.items():  # an interrupted trial keeps what it reported, once per iteration
+        if tid not in ran:
+            reported = [i for r, i in rows if r == tid]
+            assert reported == list(range(1, len(reported) + 1)), (tid, rows)
+            assert len(reported) >= t["iterations"], (tid, rows)
+    assert {r for r, _ in rows} <= set(by_id), "a history row of a trial with no trial row"
     # W&B: every iteration of every trial that ran after the kill is in one of its run files (the
     # resumed run logs again what the killed driver's run never wrote), so a synced run has no
     # gap. (A trial that ended just before the kill may miss what its W&B actor had not written.)
