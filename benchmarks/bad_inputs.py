@@ -91,6 +91,7 @@ def cases(store: Path, files: Path, busy_port: int) -> list[tuple[str, list[str]
         ("dataset missing from the data dir", [*search[:-2], "--data-dir", str(files / "empty")]),
         ("grace period 0", [*search, "--grace-period", "0"]),
         ("reduction factor 1", [*search, "--reduction-factor", "1"]),
+        ("rungs in seconds without a time budget", [*search, "--rung-unit", "seconds"]),
         ("seed that is no number", [*search, "--seed", "abc"]),
         ("more CPUs than the machine", [*search, "--num-cpus", "999"]),
         ("an experiment's name taken", [*search, "--name", EXP]),

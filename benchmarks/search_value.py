@@ -13,7 +13,9 @@ Every method is one ``orchestrator search`` of the same space with the same ``--
            for the whole budget (``-n 1 --cpus-per-trial <all>``);
   random   random search + ASHA, no priors;
   tpe      TPE + ASHA, no priors (what ``orchestrator search`` did before priors);
-  default  ``orchestrator search`` as it is: priors first, TPE + ASHA, the deadline.
+  default  ``orchestrator search`` as it is: priors first, TPE + ASHA, the deadline;
+  seconds  the default with ASHA's rungs in a trial's seconds (``--rung-unit seconds``: 1/60,
+           3/60, 9/60 and 27/60 of the budget) instead of its cycles.
 
 Each search returns its leaderboard's best trial (feasible first, by the validation objective;
 the test split is never used to choose). ``evaluate`` attacks that classifier with
@@ -50,6 +52,7 @@ METHODS = {
     "random": ["--searcher", "random", "--no-priors", "-n", "64"],
     "tpe": ["--no-priors", "-n", "64"],
     "default": ["-n", "64"],
+    "seconds": ["-n", "64", "--rung-unit", "seconds"],
 }
 #: The CPU settings of the README's main job (shorter cycles, cheaper learned attacker).
 CPU_FLAGS = [

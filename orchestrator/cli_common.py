@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.choices import SCHEDULERS, SEARCHERS
+from orchestrator.choices import RUNG_UNITS, SCHEDULERS, SEARCHERS
 from orchestrator.errors import SearchInterrupted, StorageWriteError, UserError
 from search_spaces import SPACES
 
@@ -182,7 +182,17 @@ search_options = option_group(
         "for as much of the budget as ASHA let it (the iteration budget becomes a cap of 1000).",
     ),
     click.option(
-        "--grace-period", type=click.IntRange(min=1), default=1, show_default=True, help="ASHA's first rung."
+        "--grace-period",
+        type=click.IntRange(min=1),
+        help="ASHA's first rung, in --rung-unit (default: 1 iteration; 1/60 of --time-budget in seconds).",
+    ),
+    click.option(
+        "--rung-unit",
+        type=click.Choice(RUNG_UNITS),
+        default="iterations",
+        show_default=True,
+        help="What ASHA's rungs count: a trial's iterations, or its seconds of training and validation "
+        "(needs --time-budget; for spaces where an iteration's cost differs many-fold between trials).",
     ),
     click.option(
         "--reduction-factor", type=click.IntRange(min=2), default=3, show_default=True, help="ASHA's eta."

@@ -21,7 +21,7 @@ from orchestrator.choices import (
     SCHEDULERS,
     SEARCHERS,
     WANDB_MODES,
-    asha_rungs,
+    rung_schedule,
 )
 from orchestrator.errors import UserError
 from orchestrator.leaderboard import CLEAN_METRIC
@@ -107,6 +107,11 @@ class Plan:
             "experiment": self.experiment.uri,
             "warm_start": self.settings.warm_start or None,
         }
+
+    @property
+    def rungs(self) -> tuple[str, int, int, tuple[int, ...]]:
+        """ASHA's ``(time attribute, grace period, max_t, rungs)`` (``--rung-unit``)."""
+        return _rungs(self.settings, self.max_iterations)
 
     @property
     def info(self) -> TrainableInfo:
@@ -286,13 +291,17 @@ def _trial_config(settings, trainable, params, scheduler: str, max_iterations: i
     if settings.data_dir:
         trial_config["data_dir"] = str(resolve_data_root(settings.data_dir))
     trial_config[budget_key] = max_iterations
-    if scheduler == "asha" and "robust_rungs" not in settings.config:
+    if scheduler == "asha" and not {"robust_rungs", "robust_rungs_s"} & set(settings.config):
         # Robust validation metrics are fresh wherever ASHA compares trials (carried between).
-        grace = min(settings.grace_period, max_iterations)
-        trial_config["robust_rungs"] = asha_rungs(max_iterations, grace, settings.reduction_factor)
+        key = "robust_rungs_s" if settings.rung_unit == "seconds" else "robust_rungs"
+        trial_config[key] = _rungs(settings, max_iterations)[3]
     if settings.time_budget_s:  # trials end themselves before the search's deadline
         trial_config["deadline_file"] = experiment.child(DEADLINE_FILE).uri
     return trial_config
+
+
+def _rungs(s: SearchSettings, max_iterations: int) -> tuple[str, int, int, tuple[int, ...]]:
+    return rung_schedule(s.rung_unit, s.grace_period, s.reduction_factor, max_iterations, s.time_budget_s)
 
 
 def _max_concurrent(settings: SearchSettings) -> int:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator import ray_runtime
+from orchestrator.choices import RUNG_UNITS
 from orchestrator.errors import UserError
 from orchestrator.settings import SearchSettings
 from search_spaces.introspect import ParamInfo
@@ -133,8 +134,12 @@ def check_numbers(settings: SearchSettings) -> None:
         )
     if settings.min_clean is not None and not 0.0 <= settings.min_clean <= 1.0:
         raise UserError(f"--min-clean {settings.min_clean} must be in [0, 1] (a validation accuracy)")
-    if settings.grace_period < 1 or settings.reduction_factor < 2:
+    if settings.grace_period < 0 or settings.reduction_factor < 2:
         raise UserError("--grace-period must be >= 1 and --reduction-factor >= 2")
+    if settings.rung_unit not in RUNG_UNITS:
+        raise UserError(f"--rung-unit {settings.rung_unit!r}: choose from {', '.join(RUNG_UNITS)}")
+    if settings.rung_unit == "seconds" and not settings.time_budget_s:
+        raise UserError("--rung-unit seconds needs --time-budget (the rungs are shares of it)")
 
 
 def check_name(name: str) -> str:

@@ -24,14 +24,12 @@ from collections.abc import Sequence
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from orchestrator.choices import SCHEDULERS, asha_rungs
+from orchestrator.choices import ITERATION, SCHEDULERS, TRIAL_SECONDS, asha_rungs
 from orchestrator.compat import tune as tune_compat
 from orchestrator.pareto import crowding, pareto_ranks
 from orchestrator.relocation import here
 
-#: The trainable's own iteration counter, not Tune's ``training_iteration``: after a damaged
-#: checkpoint is skipped on a restore, a trial repeats iterations Tune has already counted.
-ITERATION = "iteration"
+__all__ = ["ITERATION", "TRIAL_SECONDS", "DurableASHA", "ParetoASHA", "make_scheduler"]
 
 
 def _history(experiment_uri: str) -> list[dict]:
@@ -54,16 +52,17 @@ class _RungsFromHistory:
 
     experiment_uri: str = ""
     _rebuilt: bool = False
+    _time_attr: str = ITERATION
 
     def _rebuild(self) -> int:
-        """Replay the history (once); how many reports were replayed."""
+        """Replay the history (once), keyed on the rungs' unit; how many reports were replayed."""
         if self._rebuilt:
             return 0
         self._rebuilt = True
         rows = _history(here(self.experiment_uri))
         for row in rows:
-            if row.get(ITERATION) is not None:
-                self._replay(row["trial_id"], float(row[ITERATION]), row)
+            if row.get(self._time_attr) is not None:
+                self._replay(row["trial_id"], float(row[self._time_attr]), row)
         return len(rows)
 
     def _replay(self, trial_id: str, t: float, row: dict) -> None:
@@ -186,9 +185,12 @@ def make_scheduler(
     grace_period: int = 1,
     reduction_factor: float = 3,
     experiment_uri: str = "",
+    time_attr: str = ITERATION,
 ) -> TrialScheduler:
     """``asha`` (one metric: Ray's ASHA; several: :class:`ParetoASHA`) or ``fifo``; the ASHA
-    schedulers rebuild their rungs from ``experiment_uri``'s history on a resume."""
+    schedulers rebuild their rungs from ``experiment_uri``'s history on a resume. ``time_attr``:
+    what the rungs count, :data:`ITERATION` or :data:`TRIAL_SECONDS` (``max_t`` and
+    ``grace_period`` in the same unit)."""
     if name == "fifo":
         return FIFOScheduler()
     if name != "asha":
@@ -201,10 +203,11 @@ def make_scheduler(
             max_t=max_t,
             grace_period=grace,
             reduction_factor=reduction_factor,
+            time_attr=time_attr,
             experiment_uri=experiment_uri,
         )
     return DurableASHA(
-        time_attr=ITERATION,
+        time_attr=time_attr,
         metric=metrics[0],
         mode=modes[0],
         max_t=max_t,

@@ -197,6 +197,10 @@ def _run_search(plan: Plan, echo: Callable[[str], None], *, fresh: bool) -> Outc
         f"{plan.max_iterations} {plan.info.unit}s, {s.searcher} + {plan.scheduler}, objective "
         + " & ".join(f"{m} ({mode})" for m, mode in plan.objectives)
     )
+    if plan.scheduler == "asha":
+        _, _, _, rungs = plan.rungs
+        unit = "s of a trial's time" if s.rung_unit == "seconds" else f" {plan.info.unit}s"
+        echo(f"ASHA's rungs at {', '.join(map(str, rungs))}{unit} (eta {s.reduction_factor})")
     for notice in plan.prior_notices:
         echo(notice)
     if plan.priors:

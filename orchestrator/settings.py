@@ -35,8 +35,9 @@ class SearchSettings:
     scheduler: str = ""  # "": ASHA for one objective, FIFO for a Pareto search
     max_iterations: int = 0  # 0: the space's default budget
     time_budget_s: float = 0.0
-    grace_period: int = 1
+    grace_period: int = 0  # 0: the rung unit's default (1 iteration; 1/60 of --time-budget)
     reduction_factor: int = 3
+    rung_unit: str = "iterations"  # what ASHA's rungs count: iterations or a trial's seconds
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     address: str = ""  # "": a private local Ray instance

@@ -91,14 +91,16 @@ def search_algorithms(plan: Plan):
         deadline_file=plan.trial_config.get("deadline_file", ""),
         time_budget_s=s.time_budget_s,
     )
+    time_attr, grace, max_t, _ = plan.rungs
     scheduler = make_scheduler(
         plan.scheduler,
         metrics,
         modes,
-        max_t=plan.max_iterations,
-        grace_period=s.grace_period,
+        max_t=max_t,
+        grace_period=grace,
         reduction_factor=s.reduction_factor,
         experiment_uri=plan.experiment.uri,
+        time_attr=time_attr,
     )
     return searcher, scheduler
 

@@ -70,6 +70,28 @@ def test_asha_rungs_come_back_and_stop_a_later_trial_below_the_cut(tmp_path):
     assert sched.rung_records()[1.0]["e"] == 0.7 and len(sched.rung_records()[1.0]) == 5
 
 
+def test_asha_rungs_in_a_trials_seconds_come_back_keyed_on_its_clock(tmp_path):
+    # Rungs at 60, 180 and 540 s of a trial's time: "a" reported past 60 s at its 2nd iteration and
+    # past 180 s at its 4th; "b" (one slow iteration) past 180 s at its 1st.
+    rows = [
+        {"trial_id": "a", "iteration": i, "time/trial_s": s, "val/apgd_acc": v}
+        for i, s, v in ((1, 40.0, 0.1), (2, 80.0, 0.6), (3, 120.0, 0.62), (4, 190.0, 0.7))
+    ] + [{"trial_id": "b", "iteration": 1, "time/trial_s": 300.0, "val/apgd_acc": 0.3}]
+    ResultsStore(Location.parse(str(tmp_path))).append(rows, [{"trial_id": "a"}, {"trial_id": "b"}], {})
+    fresh = make_scheduler(
+        "asha", ["val/apgd_acc"], ["max"], max_t=3600, grace_period=60, experiment_uri=str(tmp_path),
+        time_attr="time/trial_s",
+    )  # fmt: skip
+    sched = _resumed(fresh)
+    sched.on_trial_add(None, _Trial("c"))
+    records = {m: r for m, r in sched.rung_records().items() if r}
+    # (as Ray's ASHA records a report that jumps two rungs: at the higher one only)
+    assert records == {60: {"a": 0.6}, 180: {"a": 0.7, "b": 0.3}}
+    # A new trial's first report past 60 s (its 3rd iteration, say) below the cut is stopped.
+    stop = {"iteration": 3, "time/trial_s": 65.0, "val/apgd_acc": 0.35}
+    assert sched.on_trial_result(None, _Trial("c"), stop) == TrialScheduler.STOP
+
+
 def test_asha_min_mode_and_the_budget_iteration_replay_as_asha_records_them(tmp_path):
     _write_history(tmp_path, [("a", 1, 0.2, 0.0), ("a", 3, 0.1, 0.0)])
     sched = make_scheduler("asha", ["val/acc"], ["min"], max_t=3, experiment_uri=str(tmp_path))

@@ -203,6 +203,8 @@ def _settings(tmp_path, **kw):
         ({"min_clean": 1.5}, "--min-clean 1.5 must be in [0, 1]"),
         ({"config": {"apgd_steps": 0}}, "objective val/apgd_acc would never be reported"),
         ({"min_clean": -0.1}, "--min-clean -0.1 must be in [0, 1]"),
+        ({"rung_unit": "seconds"}, "--rung-unit seconds needs --time-budget"),
+        ({"rung_unit": "minutes"}, "--rung-unit 'minutes': choose from iterations, seconds"),
     ],
 )
 def test_plan_rejects_bad_input_with_one_line(tmp_path, changes, needle):
@@ -332,6 +334,20 @@ def test_robust_validation_is_fresh_at_the_asha_rungs(tmp_path):
     assert grace.trial_config["robust_rungs"] == (2, 4, 8, 16)
     fifo = plan_search(_settings(tmp_path, scheduler="fifo"), check_dataset=False)
     assert "robust_rungs" not in fifo.trial_config
+
+
+def test_rungs_in_seconds_are_shares_of_the_time_budget_and_validation_is_fresh_at_them(tmp_path):
+    seconds = plan_search(_settings(tmp_path, time_budget_s=3600, rung_unit="seconds"), check_dataset=False)
+    assert seconds.rungs == ("time/trial_s", 60, 3600, (60, 180, 540, 1620))
+    assert seconds.base.robust_rungs_s == (60, 180, 540, 1620) and seconds.base.robust_rungs == ()
+    own = plan_search(
+        _settings(tmp_path, time_budget_s=600, rung_unit="seconds", grace_period=30, reduction_factor=2),
+        check_dataset=False,
+    )
+    assert own.rungs[1:] == (30, 600, (30, 60, 120, 240, 480))
+    iterations = plan_search(_settings(tmp_path, time_budget_s=3600), check_dataset=False)
+    assert iterations.rungs == ("iteration", 1, iterations.max_iterations, iterations.base.robust_rungs)
+    assert iterations.base.robust_rungs_s == ()
 
 
 def _last(**values):

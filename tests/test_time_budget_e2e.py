@@ -11,7 +11,8 @@ from search_spaces import SPACES
 pytestmark = pytest.mark.slow
 
 
-def test_a_search_ends_at_its_deadline_with_a_tested_model(local_ray, tmp_path, monkeypatch):
+@pytest.mark.parametrize("rung_unit", ["iterations", "seconds"])
+def test_a_search_ends_at_its_deadline_with_a_tested_model(local_ray, tmp_path, monkeypatch, rung_unit):
     import dataclasses
 
     import orchestrator.plan_checks as plan_checks
@@ -28,6 +29,7 @@ def test_a_search_ends_at_its_deadline_with_a_tested_model(local_ray, tmp_path, 
         time_budget_s=15.0,
         max_concurrent=2,
         wandb_mode="disabled",
+        rung_unit=rung_unit,
     )
     plan = plan_search(settings)
     assert plan.max_iterations == 100, "the cap is the trainable's largest budget (passes <= 100)"
@@ -46,3 +48,14 @@ def test_a_search_ends_at_its_deadline_with_a_tested_model(local_ray, tmp_path, 
     assert "last/test/acc" in best and best["checkpoint_path"] and best["train_time_s"] > 0
     assert all(t["outcome"] in ("completed", "early_stopped") for t in trials), trials
     assert took < 15.0 + 60.0, f"the search ran {took:.0f} s past a 15 s budget"
+    # Every report carries the trial's clock, rising; with rungs in seconds (1, 3 and 9 s of a
+    # 15 s budget) ASHA and the trials' fresh robust validation count it.
+    history = pq.read_table(tmp_path / "budget" / "history.parquet").to_pylist()
+    for tid in {h["trial_id"] for h in history}:
+        clock = [
+            h["time/trial_s"] for h in sorted(history, key=lambda h: h["iteration"]) if h["trial_id"] == tid
+        ]
+        assert clock == sorted(clock) and clock[0] > 0, (tid, clock)
+    assert plan.rungs[3] == ((1, 3, 9) if rung_unit == "seconds" else (1, 3, 9, 27, 81))
+    key = "robust_rungs_s" if rung_unit == "seconds" else "robust_rungs"
+    assert plan.trial_config[key] == plan.rungs[3]

@@ -3,6 +3,7 @@
 import dataclasses
 import functools
 import math
+import typing
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from tests.conftest import synthetic
 from trainables import get_spec, get_trainable
 from trainables.config import param
+from trainables.metrics import TRIAL_SECONDS
 from trainables.reporting import MemoryReporter
 from trainables.trial import TrainableSpec, TrialConfig, run_trial
 
@@ -227,6 +229,43 @@ def test_robust_metrics_every_nth_iteration_at_rungs_and_last_carried_between():
     assert reports[3]["val/loss"] != reports[2]["val/loss"], "clean metrics are measured every iteration"
     assert all(r["time/eval_s"] >= 0 for r in reports)
     assert reports[3]["time/eval_s"] < reports[2]["time/eval_s"], "carried iterations skip the attacks"
+
+
+class _TenSecondsPerIteration(_DriftProgram):
+    """Training takes ten seconds of a fake clock; validation and testing none."""
+
+    clock: typing.ClassVar[list[float]] = [0.0]
+
+    def train_iteration(self, iteration):
+        self.clock[0] += 10.0
+        return super().train_iteration(iteration)
+
+
+def test_a_trials_clock_counts_its_seconds_crosses_rungs_in_seconds_and_survives_a_restore(monkeypatch):
+    import types
+
+    import trainables.trial as trial_module
+
+    clock = _TenSecondsPerIteration.clock
+    clock[0] = 0.0
+    monkeypatch.setattr(
+        trial_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0], monotonic=lambda: clock[0])
+    )
+    spec = TrainableSpec("clocked", _SixIterations, _TenSecondsPerIteration)
+    config = synthetic(robust_every=100, robust_rungs_s=(15.0, 45.0), noise_eval=False, robust_n=32)
+    straight = MemoryReporter()
+    run_trial(spec, config, straight)
+    assert [r[TRIAL_SECONDS] for r in straight.reports] == [10, 20, 30, 40, 50, 60]
+    # 1: nothing to carry yet; 2: its model crossed 15 s; 5: crossed 45 s; 6: the last.
+    assert [r["val/robust_iteration"] for r in straight.reports] == [1, 2, 2, 2, 5, 6]
+    first = MemoryReporter()
+    run_trial(spec, {**config, "iterations": 3}, first)
+    resumed = MemoryReporter(resume_from=first.checkpoint)
+    run_trial(spec, config, resumed)
+    assert [r[TRIAL_SECONDS] for r in resumed.reports] == [40, 50, 60], (
+        "the clock goes on from the checkpoint"
+    )
+    assert [r["val/robust_iteration"] for r in resumed.reports] == [4, 5, 6]
 
 
 class _ProgressRecorder(MemoryReporter):

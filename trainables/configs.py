@@ -40,6 +40,12 @@ class TrialConfig(Config):
     robust_rungs: tuple[int, ...] = param(
         (), lo=1, doc="iterations that always get robust validation metrics (search: ASHA's rungs)"
     )
+    robust_rungs_s: tuple[float, ...] = param(
+        (),
+        lo=0.0,
+        doc="trial seconds (time/trial_s) whose crossing gets robust validation metrics "
+        "(search: ASHA's rungs with --rung-unit seconds)",
+    )
     test_robust_n: int = param(0, lo=0, doc="test images attacked/corrupted at the end (0 = all)")
     fgsm_eps: tuple[float, ...] = param(
         (0.1, 0.2, 0.3), lo=0.0, hi=1.0, doc="FGSM eps grid, [0,1] pixel scale"
@@ -80,13 +86,17 @@ class TrialConfig(Config):
     def budget(self) -> int:
         return int(getattr(self, self.budget_key))
 
-    def robust_iteration(self, iteration: int, first: bool = False) -> bool:
+    def robust_iteration(
+        self, iteration: int, first: bool = False, seconds: tuple[float, float] = (0.0, 0.0)
+    ) -> bool:
         """Whether validation at ``iteration`` runs the attacks and corruptions (``first``:
-        the first iteration of this process, which has no earlier values to carry)."""
+        the first iteration of this process, which has no earlier values to carry; ``seconds``:
+        the trial's clock at its last report and now, which may cross a rung in seconds)."""
         return (
             first
             or iteration % self.robust_every == 0
             or iteration in self.robust_rungs
+            or any(seconds[0] < rung <= seconds[1] for rung in self.robust_rungs_s)
             or iteration == self.budget
         )
 

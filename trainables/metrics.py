@@ -214,6 +214,11 @@ register("{split:train|pretrain}/acc", Metric(label="{split_name} accuracy", **_
 register("{split:train|pretrain}/loss", Metric("loss", "min", "{split_name} loss", "nats"))
 register("train/{name}_acc", Metric(label="training accuracy ({name})", **_ACC))
 register("train/{name}_loss", Metric("loss", "min", "training loss ({name})", "nats"))
+#: A trial's own clock: seconds of training and validation up to the model a report describes,
+#: carried in its checkpoints (a restored trial goes on from where it was); ASHA's rungs in
+#: seconds (``orchestrator search --rung-unit seconds``) count it.
+TRIAL_SECONDS = "time/trial_s"
+register(TRIAL_SECONDS, Metric("time", "", "trial seconds (training + validation) up to this model", "s"))
 register("time/{name}_s", Metric("time", "min", "{name} time per iteration", "s"))
 register("time/train_images_per_s", Metric("rate", "max", "training images per second", "images/s"))
 register("iteration", Metric("count", "", "iteration", "iterations"))

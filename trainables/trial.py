@@ -22,7 +22,7 @@ from trainables.configs import TrialConfig
 from trainables.data import Data, load_data
 from trainables.deadline import Deadline, test_estimate
 from trainables.evaluation import attack_steps, evaluate, metric_keys, robust_keys
-from trainables.metrics import worst
+from trainables.metrics import TRIAL_SECONDS, worst
 from trainables.reporting import Reporter, encode_png, scalar_metrics
 from trainables.runtime import (
     Runtime,
@@ -161,11 +161,16 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
     data = load_trial_data(cfg, rt)
     program = spec.build(cfg, rt, data)
     start = 0
+    #: The trial's own clock (seconds of training and validation), carried in its checkpoints:
+    #: ASHA's rungs in seconds (``--rung-unit seconds``) read it as ``time/trial_s``.
+    clock = last_trained_at = 0.0  # now, and at the model of the last report
     state = reporter.load_checkpoint()
     if state is not None:
         program.load_state_dict(state["program"])
         set_rng_state(state["rng"])
         start = int(state["iteration"])
+        clock = float(state.get("clock", 0.0))
+        last_trained_at = float((state.get("metrics") or {}).get(TRIAL_SECONDS, 0.0))
         if (start >= cfg.budget or reporter.replay) and state.get("metrics"):
             # A checkpoint whose report the search may never have had (the trial's folder held
             # a newer one than Tune's saved state; see orchestrator.tune_trainable): its
@@ -203,14 +208,16 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         values = torch.stack([train_tensors[k].float() for k in names]).tolist() if names else []
         train = {f"train/{k}" if "/" not in k else k: v for k, v in zip(names, values)}
         t_train = time.perf_counter() - t0
-        metrics: dict[str, Any] = {"iteration": it, **train}
+        # The model this report describes was trained for `trained_at` seconds of trial time.
+        trained_at = clock + t_train
+        metrics: dict[str, Any] = {"iteration": it, TRIAL_SECONDS: trained_at, **train}
         if not _finite(train):
             metrics.update({k: worst(k) for k in metric_keys(val_spec, "val")})
             metrics["diverged"] = 1
             reporter.report(metrics, None)
             return metrics
         t1 = time.perf_counter()
-        robust = cfg.robust_iteration(it, first=not carried) or final
+        robust = cfg.robust_iteration(it, first=not carried, seconds=(last_trained_at, trained_at)) or final
         reporter.progress(it, "validation" if robust else "validation (clean)")
         val = evaluate(program.classifier, data.val, val_spec, "val", robust=robust)
         if robust:
@@ -219,6 +226,7 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         metrics.update(val)
         metrics.update({k: v for k, v in carried.items() if k not in val})
         t_eval = time.perf_counter() - t1
+        clock, last_trained_at = trained_at + t_eval, trained_at
         if robust:
             test_n = test_spec.robust_n or len(data.test)
             share = float(carried.get("val/apgd_acc", 1.0))  # what resists the first attack
@@ -248,6 +256,7 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
                 "trainable": spec.name,
                 "config": cfg.to_dict(),
                 "iteration": it,
+                "clock": clock,
                 "program": program.state_dict(),
                 "rng": rng_state(),
                 "metrics": scalar_metrics(metrics),
