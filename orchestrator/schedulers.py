@@ -15,6 +15,16 @@ would be promoted whatever their score. Both ASHA schedulers here therefore rebu
 from the experiment's ``history.parquet`` (the durable record of every reported iteration) when
 the first trial is added: each trial's first report at or past a rung is what ASHA recorded
 there. A fresh search has no history and starts empty, as before.
+
+**A trial at its metric's worst value is not promoted.** Ray's ASHA stops a trial only when it
+is strictly below its rung's cutoff, so when most trials at a rung sit at 0 robust accuracy (the
+cutoff is 0), every further trial at 0 goes on: a 60-minute random search on two cores spent the
+whole hour on its first two draws, both at 0% under APGD from their first cycle to their last
+(docs/SEARCH_VALUE.md, random seed 1). :class:`DurableASHA` stops a trial that joins a rung
+holding other trials' records with the worst value its metric has (0 for an accuracy,
+``trainables.metrics``): nothing can rank below it, so it is not in the rung's top
+``1 / reduction_factor``. The first trial at a rung goes on, as in Ray's ASHA. :class:`ParetoASHA`
+needs no such rule: a tie is ordered by arrival, and the latest arrival is cut.
 """
 
 from __future__ import annotations
@@ -46,6 +56,22 @@ def _history(experiment_uri: str) -> list[dict]:
     return sorted(history, key=lambda r: (r["trial_id"], int(r.get(ITERATION) or 0)))
 
 
+def _at_worst(metric: str, mode: str, value) -> bool:
+    """Whether ``value`` is the worst ``metric`` can report (0 for an accuracy maximised);
+    False for a metric without a finite worst value in ``mode``'s direction."""
+    from trainables.metrics import describe
+
+    known = describe(metric)
+    worst = known.worst
+    if known.direction != mode or not math.isfinite(worst):
+        return False
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return False
+    return value <= worst if mode == "max" else value >= worst
+
+
 class _RungsFromHistory:
     """Rebuilds a scheduler's rung records from the experiment's history once, before the first
     trial is added (see module docstring). ``_replay(trial_id, t, row)`` records one report."""
@@ -72,9 +98,11 @@ class _RungsFromHistory:
 class DurableASHA(_RungsFromHistory, ASHAScheduler):
     """Ray Tune's ASHA (one bracket) whose rung records come back on resume."""
 
-    def __init__(self, *args, experiment_uri: str = "", **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, experiment_uri: str = "", **kwargs):
+        super().__init__(**kwargs)
         self.experiment_uri = experiment_uri
+        self.unit = kwargs.get("time_attr", "training_iteration")
+        self.objective = (kwargs.get("metric"), kwargs.get("mode"))
         if tune_compat.asha_brackets(self) != 1:
             raise ValueError("DurableASHA rebuilds one bracket")
 
@@ -84,6 +112,19 @@ class DurableASHA(_RungsFromHistory, ASHAScheduler):
 
     def _replay(self, trial_id: str, t: float, row: dict) -> None:
         tune_compat.asha_record(self, trial_id, t, row)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        metric, mode = self.objective
+        t, value = result.get(self.unit), result.get(metric) if metric else None
+        rung = None
+        if t is not None and value is not None:
+            rung = tune_compat.asha_joining_rung(self, trial.trial_id, float(t))
+        others = rung is not None and bool(self.rung_records().get(rung))
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.CONTINUE and others and _at_worst(metric, mode, value):
+            tune_compat.asha_count_stop(self)
+            return TrialScheduler.STOP
+        return action
 
     def rung_records(self) -> dict[float, dict[str, float]]:
         """Milestone -> {trial id: recorded value (signed so that larger is better)}."""

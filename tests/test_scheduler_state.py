@@ -111,3 +111,25 @@ def test_pareto_asha_rungs_come_back(tmp_path):
     assert sched.rung_records()[1] == {"a": [0.9, 0.6], "b": [0.8, 0.5], "c": [0.95, 0.3]}
     dominated = {"iteration": 1, "val/acc": 0.7, "val/apgd_acc": 0.2}
     assert sched.on_trial_result(None, _Trial("d"), dominated) == TrialScheduler.STOP
+
+
+def test_asha_stops_a_trial_at_its_metrics_worst_value_where_others_are_recorded(tmp_path):
+    """Ray's ASHA stops only below the cut: with most of a rung at 0 robust accuracy (cut 0)
+    every trial at 0 would go on; DurableASHA cuts those (the first at a rung goes on)."""
+
+    def report(sched, trial_id, t, value, metric="val/apgd_acc"):
+        sched.on_trial_add(None, _Trial(trial_id))
+        return sched.on_trial_result(None, _Trial(trial_id), {"iteration": t, metric: value})
+
+    sched = make_scheduler("asha", ["val/apgd_acc"], ["max"], max_t=27, experiment_uri=str(tmp_path))
+    assert report(sched, "a", 1, 0.0) == TrialScheduler.CONTINUE, "first at rung 1: nothing to rank it by"
+    assert report(sched, "b", 1, 0.0) == TrialScheduler.STOP, "tied at the worst value: cut"
+    assert report(sched, "c", 1, 0.1) == TrialScheduler.CONTINUE
+    assert report(sched, "a", 2, 0.0) == TrialScheduler.CONTINUE, "between rungs nothing is decided"
+    assert report(sched, "a", 3, 0.0) == TrialScheduler.CONTINUE, "first at rung 3"
+    assert sched.rung_records()[1.0] == {"a": 0.0, "b": 0.0, "c": 0.1}
+    assert "num_stopped=1" in sched.debug_string()
+    # a metric minimised, or one without a finite worst value, keeps Ray's rule: ties go on
+    loss = make_scheduler("asha", ["val/loss"], ["min"], max_t=27, experiment_uri=str(tmp_path / "l"))
+    assert report(loss, "a", 1, 2.3, "val/loss") == TrialScheduler.CONTINUE
+    assert report(loss, "b", 1, 2.3, "val/loss") == TrialScheduler.CONTINUE

@@ -14,7 +14,7 @@ from orchestrator.storage import Location
 from orchestrator.trial_rows import outcome, trial_row
 from tests.conftest import synthetic
 from trainables import get_spec
-from trainables.deadline import Deadline, read_deadline
+from trainables.deadline import MAX_GROWTH, Deadline, Pace, read_deadline
 from trainables.reporting import MemoryReporter
 from trainables.trial import run_trial
 
@@ -25,16 +25,63 @@ def _deadline_file(tmp_path, deadline):
     return str(path)
 
 
-def test_a_trial_makes_an_iteration_its_last_when_another_would_not_fit(tmp_path):
+def test_the_deadline_file_says_how_many_seconds_are_left(tmp_path):
     now = [1000.0]
     deadline = Deadline(_deadline_file(tmp_path, 1100.0), clock=lambda: now[0])
-    assert not deadline.last_iteration(None, 0.0), "no estimate yet and time left: go on"
-    assert not deadline.last_iteration(30.0, 20.0)  # 100 s left >= 2 x 30 + 20
-    assert deadline.last_iteration(45.0, 20.0)  # 100 < 2 x 45 + 20
+    assert deadline.seconds_left() == 100.0
     now[0] = 1101.0
-    assert deadline.last_iteration(None, 0.0), "past the deadline: this one is the last"
-    assert not Deadline(str(tmp_path / "missing.json")).last_iteration(1.0, 1.0)
+    assert deadline.seconds_left() == -1.0, "past the deadline"
+    assert Deadline(str(tmp_path / "missing.json")).seconds_left() is None
     assert read_deadline("") is None and read_deadline(str(tmp_path / "missing.json")) is None
+
+
+def test_pace_ends_an_iteration_when_the_next_one_and_the_test_would_not_fit():
+    pace = Pace()
+    assert not pace.ends_now(None), "no deadline"
+    pace.trained(30.0)
+    pace.validated(5.0, test_s=20.0)
+    assert pace.next_iteration_s() == 35.0, "no growth measured yet: the last iteration's cost"
+    assert not pace.ends_now(56.0) and pace.ends_now(54.0)  # 30 + 5 + 20 = 55
+    pace.trained(30.0)
+    assert pace.next_iteration_s() == 35.0
+    pace.trained(15.0)  # faster (more threads): taken as no growth, not as shrinking
+    assert pace.next_iteration_s() == 20.0
+    pace.trained(300.0)  # a 20-fold jump is capped
+    assert pace.next_iteration_s() == 300.0 * MAX_GROWTH + 5.0
+
+
+def test_pace_on_the_adaptive_schedule_that_overran_its_deadline_by_13_minutes():
+    """random-3600s-seed1's trial ec73f237 (docs/SEARCH_VALUE.md): cycles of 445, 632 and 986 s
+    of training, 3.7 s of robust validation, a 39 s test. Its 13th cycle (1344 s) started 629 s
+    before the deadline and ended 759 s past it; with its growth counted it ends after cycle 12."""
+    pace = Pace()
+    pace.trained(444.7)
+    pace.trained(631.6)
+    pace.validated(3.7, test_s=38.7)
+    assert not pace.ends_now(1618.0), "after cycle 11: cycle 12 (~900 s) and the test fit"
+    pace.trained(985.6)
+    assert pace.ends_now(629.0), "after cycle 12: cycle 13 (~1540 s) does not"
+
+
+def test_a_trial_tests_the_model_it_has_when_the_next_iteration_would_not_fit(tmp_path, monkeypatch):
+    import trainables.deadline
+
+    calls = []
+
+    def next_iteration_s(self):
+        calls.append(1)
+        return 0.0 if len(calls) < 3 else float("inf")  # the third iteration's successor would not fit
+
+    monkeypatch.setattr(trainables.deadline.Pace, "next_iteration_s", next_iteration_s)
+    reporter = MemoryReporter()
+    config = synthetic(epochs=50, robust_every=10, deadline_file=_deadline_file(tmp_path, 4e9))
+    run_trial(get_spec("classic"), config, reporter)
+    assert [r["iteration"] for r in reporter.reports] == [1, 2, 3]
+    last = reporter.reports[-1]
+    assert last["deadline_end"] == 1 and "test/acc" in last and "test/apgd_acc" in last
+    assert last["val/robust_iteration"] == 3, "the last model is validated under attack too"
+    assert reporter.reports[1]["val/robust_iteration"] == 1
+    assert reporter.load_checkpoint()["iteration"] == 3, "checkpointed at its end"
 
 
 def test_a_trial_past_its_deadline_ends_tested_and_checkpointed(tmp_path):
@@ -151,7 +198,7 @@ def test_after_exploration_the_trials_left_share_the_cores(tmp_path):
     record = json.loads((tmp_path / "deadline.json").read_text())
     assert record["threads"] == 4 and "deadline" in record, "the last trial gets every core"
     deadline = Deadline(str(tmp_path / "deadline.json"))
-    deadline.last_iteration(1.0, 1.0)
+    deadline.seconds_left()
     assert deadline.cpu_threads() == 4
     # while new trials may still start, every trial keeps the CPUs Ray gave it
     fresh = tmp_path / "fresh"

@@ -3,9 +3,12 @@ final checkpoint included, instead of being cut off without either.
 
 ``orchestrator search --time-budget`` writes ``deadline.json`` (``{"deadline": unix seconds}``)
 into the experiment and names it in every trial's ``deadline_file``; ``orchestrator resume``
-rewrites it with what was left of the budget. A trial reads it before each iteration (so a
-resumed search's new deadline reaches trials restored from their checkpoints) and makes the
-iteration its last when another one and the test evaluation would no longer fit. Once no new
+rewrites it with what was left of the budget. A trial reads it in each iteration (so a resumed
+search's new deadline reaches trials restored from their checkpoints): before training (a passed
+deadline makes the iteration the last), and after validation, where the iteration becomes the
+last, tested at once, when the next one and the test evaluation would no longer fit (``Pace``:
+the next iteration's training extrapolated from how the last two grew, a robust validation, the
+test). Once no new
 trial will start, the driver also writes ``threads``: the CPU threads each trial still running
 may use, so that the last trials get every core (``orchestrator.time_budget.CoreShare``).
 """
@@ -59,19 +62,53 @@ class Deadline:
         threads = self.record.get("threads")
         return int(threads) if isinstance(threads, int) and threads > 0 else None
 
-    def last_iteration(self, iteration_s: float | None, test_s: float) -> bool:
-        """Whether the iteration about to start must be the last: the deadline has passed, or
-        this iteration, one more and the test evaluation (``iteration_s``, ``test_s``: their
-        estimated seconds; None before the first iteration of this process) would not fit."""
+    def seconds_left(self) -> float | None:
+        """Seconds to the deadline (negative once passed), read from the driver's file now;
+        None: no deadline."""
         self.record = read_record(self.uri)
         try:
-            deadline = float(self.record["deadline"])
+            return float(self.record["deadline"]) - self.clock()
         except (KeyError, TypeError, ValueError):
-            return False
-        left = deadline - self.clock()
-        if iteration_s is None:
-            return left <= 0
-        return left < 2 * iteration_s + test_s
+            return None
+
+
+#: The most an iteration's training is taken to grow over the one before it (the adaptive
+#: generator:classifier ratio grows k, and with it a cycle, by about 1.5x per cycle).
+MAX_GROWTH = 3.0
+
+
+class Pace:
+    """What the rest of a trial costs, from what this process measured: the next iteration's
+    training (the last one's, times its growth over the one before, between 1 and
+    :data:`MAX_GROWTH`), a robust validation (the last one's) and the test evaluation.
+
+    A trial whose cycles grow (``adaptive_ratio``'s adaptive schedule: 632 s, then 986 s, then
+    1344 s) overran the deadline by 13 minutes when the next iteration was assumed to cost what the
+    last one did."""
+
+    def __init__(self):
+        self.train_s: list[float] = []
+        self.robust_val_s = 0.0
+        self.test_s = 0.0
+
+    def trained(self, seconds: float) -> None:
+        self.train_s = [*self.train_s[-1:], seconds]
+
+    def validated(self, seconds: float, test_s: float) -> None:
+        """A robust validation took ``seconds``; the test is estimated at ``test_s``."""
+        self.robust_val_s, self.test_s = seconds, test_s
+
+    def next_iteration_s(self) -> float:
+        if not self.train_s:
+            return self.robust_val_s
+        last = self.train_s[-1]
+        growth = last / self.train_s[0] if len(self.train_s) == 2 and self.train_s[0] > 0 else 1.0
+        return last * min(max(growth, 1.0), MAX_GROWTH) + self.robust_val_s
+
+    def ends_now(self, left: float | None) -> bool:
+        """Whether the iteration just validated must be the last (``left``: seconds to the
+        deadline, None: none): the next one and the test would not fit."""
+        return left is not None and left < self.next_iteration_s() + self.test_s
 
 
 def test_estimate(robust_eval_s: float, test_images: int, val_images: int, steps_ratio: float = 1.0) -> float:

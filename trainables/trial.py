@@ -20,7 +20,7 @@ from torch import nn
 from trainables.catalog import TrainableInfo, get_info
 from trainables.configs import TrialConfig
 from trainables.data import Data, load_data
-from trainables.deadline import Deadline, test_estimate
+from trainables.deadline import Deadline, Pace, test_estimate
 from trainables.evaluation import attack_steps, evaluate, metric_keys, robust_keys
 from trainables.metrics import TRIAL_SECONDS, worst
 from trainables.reporting import Reporter, encode_png, scalar_metrics
@@ -188,13 +188,27 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
     stream = getattr(program, "stream", None)
     if stream is not None:
         stream.on_batch = counter
-    deadline = Deadline(cfg.deadline_file)
-    iteration_s: float | None = None
-    test_s = 0.0
+    deadline, pace = Deadline(cfg.deadline_file), Pace()
+
+    def validate(it: int, robust: bool) -> tuple[dict[str, Any], float]:
+        t1 = time.perf_counter()
+        reporter.progress(it, "validation" if robust else "validation (clean)")
+        val = evaluate(program.classifier, data.val, val_spec, "val", robust=robust)
+        t_eval = time.perf_counter() - t1
+        if robust:
+            carried.clear()
+            carried.update({k: val[k] for k in robust_keys(val_spec, "val")})
+            carried["val/robust_iteration"] = it
+            test_n = test_spec.robust_n or len(data.test)
+            share = float(carried.get("val/apgd_acc", 1.0))  # what resists the first attack
+            ratio = attack_steps(test_spec, share) / max(attack_steps(val_spec, share), 1)
+            pace.validated(t_eval, test_estimate(t_eval, test_n, val_spec.robust_n or len(data.val), ratio))
+        return val, t_eval
+
     for it in range(start + 1, cfg.budget + 1):
-        # The search's deadline (--time-budget) may make this iteration the last one.
-        due = deadline.last_iteration(iteration_s, test_s)  # reads the driver's file once
-        ended_by_deadline = it < cfg.budget and due
+        # The search's deadline (--time-budget): once passed, this iteration is the last.
+        left = deadline.seconds_left()  # reads the driver's file once
+        ended_by_deadline = it < cfg.budget and left is not None and left <= 0
         threads = deadline.cpu_threads()
         if threads and rt.device.type == "cpu" and threads != torch.get_num_threads():
             torch.set_num_threads(threads)  # the trials left after exploration share the cores
@@ -208,6 +222,7 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         values = torch.stack([train_tensors[k].float() for k in names]).tolist() if names else []
         train = {f"train/{k}" if "/" not in k else k: v for k, v in zip(names, values)}
         t_train = time.perf_counter() - t0
+        pace.trained(t_train)
         # The model this report describes was trained for `trained_at` seconds of trial time.
         trained_at = clock + t_train
         metrics: dict[str, Any] = {"iteration": it, TRIAL_SECONDS: trained_at, **train}
@@ -216,22 +231,18 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
             metrics["diverged"] = 1
             reporter.report(metrics, None)
             return metrics
-        t1 = time.perf_counter()
         robust = cfg.robust_iteration(it, first=not carried, seconds=(last_trained_at, trained_at)) or final
-        reporter.progress(it, "validation" if robust else "validation (clean)")
-        val = evaluate(program.classifier, data.val, val_spec, "val", robust=robust)
-        if robust:
-            carried = {k: val[k] for k in robust_keys(val_spec, "val")}
-            carried["val/robust_iteration"] = it
+        val, t_eval = validate(it, robust)
+        if not final and pace.ends_now(deadline.seconds_left()):
+            # The next iteration and the test would not both fit before the deadline: this model
+            # is the last one, validated under attack and tested now.
+            final = ended_by_deadline = True
+            if not robust:
+                val, t_robust = validate(it, True)
+                t_eval += t_robust
         metrics.update(val)
         metrics.update({k: v for k, v in carried.items() if k not in val})
-        t_eval = time.perf_counter() - t1
         clock, last_trained_at = trained_at + t_eval, trained_at
-        if robust:
-            test_n = test_spec.robust_n or len(data.test)
-            share = float(carried.get("val/apgd_acc", 1.0))  # what resists the first attack
-            ratio = attack_steps(test_spec, share) / max(attack_steps(val_spec, share), 1)
-            test_s = test_estimate(t_eval, test_n, val_spec.robust_n or len(data.val), ratio)
         metrics.update(program.extra_metrics(it, final))
         if final:
             t2 = time.perf_counter()
@@ -245,7 +256,6 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         if ended_by_deadline:
             metrics["deadline_end"] = 1
         elapsed = time.perf_counter() - t0
-        iteration_s = elapsed - metrics.get("time/test_s", 0.0)
         metrics["time/iteration_s"] = elapsed
         metrics["time/train_s"] = t_train
         metrics["time/eval_s"] = t_eval

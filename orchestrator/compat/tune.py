@@ -11,7 +11,8 @@ Ray Tune's public API does not cover these things this project needs:
 - ASHA's rung records, which Ray Tune never saves (``orchestrator.schedulers`` rebuilds them on a
   resume): ``AsyncHyperBandScheduler`` keeps them in ``_brackets[i]._rungs`` and records a result
   with ``_Bracket.on_result``; its metric, sign and budget are ``_metric``, ``_metric_op``,
-  ``_max_t`` (:func:`asha_record`, :func:`asha_rung_records`);
+  ``_max_t`` (:func:`asha_record`, :func:`asha_rung_records`, :func:`asha_joining_rung`; the
+  count of stopped trials is ``_num_stopped``, :func:`asha_count_stop`);
 - the Optuna study's set-up: :class:`OptunaSearchBase` turns ``OptunaSearch._setup_study`` into
   the hook ``study_ready`` (user attributes and warm-start trials go in once it exists);
 - a trial whose checkpoint Tune's saved state names is gone from storage (``num_to_keep``
@@ -260,6 +261,23 @@ def asha_rung_records(scheduler) -> dict[float, dict[str, float]]:
     return {milestone: dict(recorded) for milestone, recorded in scheduler._brackets[0]._rungs}
 
 
+def asha_joining_rung(scheduler, trial_id: str, t: float) -> float | None:
+    """The milestone at which Ray's ASHA would record a report of ``trial_id`` at ``t`` (the
+    highest one reached that does not hold the trial yet), or None: none, or ``t`` at or past
+    the budget."""
+    if t >= scheduler._max_t:
+        return None
+    for milestone, recorded in scheduler._brackets[0]._rungs:  # highest milestone first
+        if t >= milestone and trial_id not in recorded:
+            return milestone
+    return None
+
+
+def asha_count_stop(scheduler) -> None:
+    """Count a trial stopped outside Ray's rule in the scheduler's ``num_stopped``."""
+    scheduler._num_stopped += 1
+
+
 def asha_brackets(scheduler) -> int:
     return len(scheduler._brackets)
 
@@ -322,14 +340,16 @@ def check() -> list[str]:
     missing += _check_trial_restore(probe)
     from ray.tune.schedulers import ASHAScheduler
 
-    asha = ASHAScheduler(time_attr="t", metric="m", mode="max", max_t=9)
-    for name in ("_brackets", "_metric", "_metric_op", "_max_t"):
+    asha = ASHAScheduler(time_attr="t", metric="m", mode="max", max_t=9, reduction_factor=4)
+    for name in ("_brackets", "_metric", "_metric_op", "_max_t", "_num_stopped"):
         if not hasattr(asha, name):
             missing.append(f"AsyncHyperBandScheduler.{name}")
     try:
         asha_record(asha, "probe", 1, {"m": 0.5})
         if asha_rung_records(asha).get(1) != {"probe": 0.5}:
             missing.append("ASHA's _Bracket._rungs recording (milestone, {trial id: value})")
+        if asha_joining_rung(asha, "probe", 4) != 4 or asha_joining_rung(asha, "probe", 2) is not None:
+            missing.append("ASHA's _Bracket._rungs ordered highest milestone first")
     except (AttributeError, TypeError, IndexError) as exc:
         missing.append(f"ASHA's _Bracket.on_result / _rungs ({exc})")
     if not callable(getattr(OptunaSearch, "_setup_study", None)):
