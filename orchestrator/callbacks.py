@@ -258,9 +258,16 @@ class ParquetCallback(Callback):
             trainable=self.meta.get("trainable", ""),
             budget_key=self.budget_key,
             checkpoint_path=checkpoint.path if checkpoint else None,
-            num_failures=trial.num_failures,
+            num_failures=self._failures(tid, trial),
             error=error,
         )
+
+    def _failures(self, tid: str, trial) -> int:
+        """The trial's failures over every driver: Ray Tune restores the count its last
+        experiment snapshot held, which misses a failure in the seconds between that snapshot and
+        a killed driver; the interrupted driver's own record may hold it."""
+        recorded = self._previous_trials.get(tid, {}).get("num_failures") or 0
+        return max(int(trial.num_failures), int(recorded))
 
     def trial_rows(self, final: bool = False) -> list[dict[str, Any]]:
         """Every trial's row (those of an interrupted driver's trials included), Pareto marked.

@@ -145,6 +145,36 @@ def test_a_finished_trial_reads_completed_while_the_search_runs(tmp_path):
     assert rows["a"]["outcome"] == "completed" and rows["b"]["status"] == "ERROR"
 
 
+def test_a_failure_the_killed_driver_recorded_survives_an_older_tune_snapshot(tmp_path):
+    """Ray Tune restores a trial's failure count from its last experiment snapshot, which a
+    driver killed seconds after a node loss never wrote: the count read back never drops."""
+    experiment = tmp_path / "exp"
+
+    def callback() -> ParquetCallback:
+        return ParquetCallback(
+            str(experiment), metadata=META, budget_key="epochs", objectives=OBJECTIVES, flush_s=0
+        )
+
+    first = callback()
+    moved = FakeTrial("moved", 1e-3)
+    moved.num_failures = 1  # its node was lost; it runs again elsewhere
+    first.on_trial_result(1, [moved], moved, {"iteration": 1, "training_iteration": 1, "val/acc": 0.5})
+
+    resumed = callback()
+    resumed.setup()
+    restored = FakeTrial("moved", 1e-3)  # Tune's older snapshot: no failure yet
+    restored.num_failures = 0
+    report = {"iteration": 2, "training_iteration": 2, "val/acc": 0.6}
+    resumed.on_trial_result(2, [restored], restored, report)
+    restored.status = "TERMINATED"
+    resumed.on_trial_complete(2, [restored], restored)
+    resumed.on_experiment_end([restored])
+    row = load_results(Location.parse(experiment))[0].to_pylist()[0]
+    assert row["num_failures"] == 1 and row["iterations"] == 2
+    restored.num_failures = 3  # failures after the resume count on top
+    assert resumed.trial_rows()[0]["num_failures"] == 3
+
+
 def test_private_ray_internals_are_all_there():
     from orchestrator import compat
 
