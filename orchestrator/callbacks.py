@@ -212,6 +212,8 @@ class ParquetCallback(Callback):
         if DISK_FULL in (_first_line_of_error(trial) or ""):
             self.on_trial_error(iteration, trials, trial)  # recorded errored; the search stops
         self._ended.pop(trial.trial_id, None)  # it runs again (from its last checkpoint)
+        self._trials[trial.trial_id] = trial  # its failure count goes into the next flush
+        self._dirty.add(trial.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._trials[trial.trial_id] = trial

@@ -156,9 +156,13 @@ def test_a_failure_the_killed_driver_recorded_survives_an_older_tune_snapshot(tm
         )
 
     first = callback()
-    moved = FakeTrial("moved", 1e-3)
-    moved.num_failures = 1  # its node was lost; it runs again elsewhere
+    moved, other = FakeTrial("moved", 1e-3), FakeTrial("other", 2e-3)
     first.on_trial_result(1, [moved], moved, {"iteration": 1, "training_iteration": 1, "val/acc": 0.5})
+    moved.num_failures = 1  # its node was lost; it waits to run again elsewhere
+    first.on_trial_recover(1, [moved, other], moved)
+    first.on_trial_result(1, [moved, other], other, {"iteration": 1, "training_iteration": 1, "val/acc": 0.4})
+    recorded = {r["trial_id"]: r for r in load_results(Location.parse(experiment))[0].to_pylist()}
+    assert recorded["moved"]["num_failures"] == 1, "the next flush records the failure"
 
     resumed = callback()
     resumed.setup()
@@ -169,10 +173,10 @@ def test_a_failure_the_killed_driver_recorded_survives_an_older_tune_snapshot(tm
     restored.status = "TERMINATED"
     resumed.on_trial_complete(2, [restored], restored)
     resumed.on_experiment_end([restored])
-    row = load_results(Location.parse(experiment))[0].to_pylist()[0]
+    row = {r["trial_id"]: r for r in load_results(Location.parse(experiment))[0].to_pylist()}["moved"]
     assert row["num_failures"] == 1 and row["iterations"] == 2
     restored.num_failures = 3  # failures after the resume count on top
-    assert resumed.trial_rows()[0]["num_failures"] == 3
+    assert {r["trial_id"]: r for r in resumed.trial_rows()}["moved"]["num_failures"] == 3
 
 
 def test_private_ray_internals_are_all_there():
