@@ -63,6 +63,23 @@ def test_pace_on_the_adaptive_schedule_that_overran_its_deadline_by_13_minutes()
     assert pace.ends_now(629.0), "after cycle 12: cycle 13 (~1540 s) does not"
 
 
+@pytest.mark.parametrize("eval_s,share", [(2.70, 0.795), (2.58, 0.825), (2.42, 0.775), (2.45, 0.800)])
+def test_the_test_reserve_covers_the_readme_jobs_measured_test_without_wasting_minutes(eval_s, share):
+    """The README's main job on 2 CPU cores (2026-12-07): its last four robust validations
+    (seconds, share left by APGD) and a final test of 124 s (APGD-CE, APGD-T x9, Square-1,000 on
+    500 images). With a Square query at a third of a step it reserved 146-165 s and searches ended
+    up to two minutes early; now every estimate covers the test with a margin of at most 20%."""
+    from trainables.configs import AdaptiveRatioConfig
+    from trainables.deadline import test_estimate
+    from trainables.evaluation import attack_steps
+
+    cfg = AdaptiveRatioConfig.from_dict({"test_robust_n": 500})
+    val, test = cfg.eval_spec(), cfg.eval_spec(final=True)
+    ratio = attack_steps(test, share) / attack_steps(val, share)
+    reserved = test_estimate(eval_s, test.robust_n, val.robust_n, ratio)
+    assert 124.0 <= reserved <= 1.2 * 124.0, reserved
+
+
 def test_a_trial_tests_the_model_it_has_when_the_next_iteration_would_not_fit(tmp_path, monkeypatch):
     import trainables.deadline
 
