@@ -171,13 +171,16 @@ def test_a_multinode_search_on_s3_survives_a_lost_node_and_a_killed_driver(s3, r
 
             _wait_for(b_mid_run, driver, log, "a trial reported on node B")
             kill_marked(marks["b"])
-            # The driver is killed once a trial finished and others have not.
-            _wait_for(
-                lambda: 1 <= sum(r["outcome"] == "completed" for r in _trials(experiment)) < TRIALS,
-                driver,
-                log,
-                "the first finished trial",
-            )
+
+            # The driver is killed once the lost node's trial failed over (Ray notices a lost
+            # node only after its health checks fail, which can take longer than the trials on
+            # node A need to finish), a trial finished, and others have not.
+            def failed_over_and_one_finished() -> bool:
+                rows = _trials(experiment)
+                finished = sum(r["outcome"] == "completed" for r in rows)
+                return any(r["num_failures"] >= 1 for r in rows) and 1 <= finished < TRIALS
+
+            _wait_for(failed_over_and_one_finished, driver, log, "the failover and the first finished trial")
             driver.send_signal(signal.SIGKILL)
             driver.wait(30)
         finally:
