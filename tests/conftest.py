@@ -82,6 +82,28 @@ def marked_processes(mark: str) -> dict[int, str]:
     return found
 
 
+def tracebacks(output: str) -> list[str]:
+    """The tracebacks in a command's ``output``, each with the lines that follow it under the
+    same prefix (a Ray worker's ``(name pid=N)``), less Ray's own on a worker it stops: Ray's
+    SIGTERM handler raises SystemExit wherever the signal lands, and when that is a weakref
+    callback Python prints it ("Exception ignored in"), whichever driver's output the worker's
+    last lines reach."""
+    lines, found = output.splitlines(), []
+    for i, line in enumerate(lines):
+        at = line.find("Traceback (most recent call last)")
+        if at < 0:
+            continue
+        prefix, block = line[:at].rstrip(), [line]
+        for following in lines[i + 1 :] if prefix else []:  # the driver's own: always counted
+            if not following.startswith(prefix) or "Traceback (most recent call last)" in following:
+                break
+            block.append(following)
+        text = "\n".join(block)
+        if not (prefix and "in sigterm_handler" in text and "SystemExit" in text):
+            found.append(text)
+    return found
+
+
 def kill_marked(mark: str) -> None:
     """SIGKILL what a killed driver left behind: its Ray processes (raylet, GCS, workers, agents)."""
     for pid in marked_processes(mark):

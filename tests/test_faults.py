@@ -354,3 +354,25 @@ def test_a_stray_file_in_parts_is_ignored_not_read_or_deleted(tmp_path, caplog):
     fresh.compact({"space": "classic"})
     assert stray.exists() and (tmp_path / "parts" / "notes.txt").exists(), "left alone"
     assert len(ResultsStore(Location.parse(tmp_path)).read()[1]) == 2
+
+
+def test_the_traceback_check_excuses_only_rays_sigterm_handler_on_a_worker():
+    """CI once saw Ray's SIGTERM handler raise inside a weakref callback of a worker it stopped,
+    printed into the resumed driver's output; a trial's or the driver's own traceback counts."""
+    from tests.conftest import tracebacks
+
+    worker = "\x1b[36m(classic pid=16554)\x1b[0m "
+    noise = [
+        "Exception ignored in: <function WeakSet.__init__.<locals>._remove>",
+        "Traceback (most recent call last):",
+        '  File "_weakrefset.py", line 39, in _remove',
+        "",
+        '  File "ray/_private/worker.py", line 1063, in sigterm_handler',
+        "SystemExit: 1",
+    ]
+    ray_noise = "\n".join(worker + line for line in noise)
+    trial = "\n".join(worker + line for line in ["Traceback (most recent call last):", "ValueError: bad"])
+    driver = "Traceback (most recent call last):\n  File x\nKeyError: 1"
+    assert tracebacks(f"resuming\n{ray_noise}\ndone") == []
+    assert len(tracebacks(f"{ray_noise}\n{trial}")) == 1
+    assert len(tracebacks(f"{driver}\n{ray_noise}")) == 1
