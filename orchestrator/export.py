@@ -15,10 +15,7 @@ Inputs are 32x32 images scaled to [-1, 1] (MNIST: padded 28 -> 32); :func:`prepr
 
 from __future__ import annotations
 
-import io
 import json
-import logging
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,13 @@ from orchestrator.storage import Location
 from trainables.data import DATASETS, PIXEL_RANGE
 from trainables.models import ClassicClassifier
 from trainables.reporting import CHECKPOINT_FILE
+from trainables.safe_load import (
+    NotAWeightsFile,
+    UnsafeFile,
+    is_exported_program,
+    load_weights,
+    read_exported_weights,
+)
 
 FORMAT = "robust-orchestrator/classifier/v1"
 FORMATS = ("state_dict", "exported")
@@ -72,8 +76,20 @@ def checkpoint_location(experiment: Location, checkpoint_path: str) -> Location:
 
 
 def read_checkpoint(experiment: Location, checkpoint_path: str) -> dict[str, Any]:
-    where = checkpoint_location(experiment, checkpoint_path).child(CHECKPOINT_FILE)
-    return torch.load(io.BytesIO(where.read_bytes()), map_location="cpu", weights_only=False)
+    """A trial's checkpoint, loaded as weights only; one-line :class:`UserError` when it is gone
+    (naming the trial's checkpoints that are still there), damaged or would run code."""
+    trial_dir, name = checkpoint_path.rstrip("/").rsplit("/", 2)[-2:]
+    where = experiment.child(trial_dir, name, CHECKPOINT_FILE)
+    try:
+        data = where.read_bytes()
+    except FileNotFoundError:
+        kept = [c.uri.rsplit("/", 1)[-1] for c in experiment.child(trial_dir).folders("checkpoint_")]
+        left = f"its folder still has {', '.join(kept)}" if kept else "its folder has no checkpoint left"
+        raise UserError(f"trial {trial_dir}: its checkpoint {name} is gone ({where.uri}); {left}") from None
+    try:
+        return load_weights(data, name=where.uri)
+    except (UnsafeFile, NotAWeightsFile) as exc:
+        raise UserError(str(exc)) from None
 
 
 def export_classifier(
@@ -99,7 +115,10 @@ def export_checkpoint(directory: str | Path, out: str | Path, *, fmt: str = "sta
     directory = Path(directory)
     if not (directory / CHECKPOINT_FILE).exists():
         raise UserError(f"{directory} holds no {CHECKPOINT_FILE} (not a checkpoint directory)")
-    state = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    try:
+        state = load_weights(directory / CHECKPOINT_FILE)
+    except (UnsafeFile, NotAWeightsFile) as exc:
+        raise UserError(str(exc)) from None
     source = {"experiment": None, "trial_id": None, "checkpoint": str(directory), "metrics": {}}
     return _write(state, source, Path(out), fmt)
 
@@ -138,22 +157,6 @@ def _write(state: dict[str, Any], source: dict[str, Any], out: Path, fmt: str) -
     return meta
 
 
-class _Frozen(nn.Module):
-    """An exported program (captured in eval mode) that tolerates ``.eval()`` / ``.train()``,
-    which torch.export's modules refuse."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def train(self, mode: bool = True):
-        self.training = mode
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
-
-
 def build_classifier(meta: dict[str, Any], weights: dict[str, torch.Tensor]) -> nn.Module:
     if meta.get("architecture") != "ClassicClassifier":
         raise ValueError(f"unknown architecture {meta.get('architecture')!r}")
@@ -163,28 +166,29 @@ def build_classifier(meta: dict[str, Any], weights: dict[str, torch.Tensor]) -> 
 
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild an exported classifier (either format) in eval mode, with its metadata."""
+    """Rebuild an exported classifier (either format) in eval mode, with its metadata.
+
+    Nothing in the file runs: a ``state_dict`` export is loaded as weights only, and an
+    ``exported`` program is rebuilt from its raw weights and metadata, never unpickled.
+    :class:`UnsafeFile` for a file that would run code, ``ValueError`` for any other file that is
+    not one of this project's exports."""
     path = Path(path)
     foreign = f"{path} is not a classifier exported by robust-orchestrator"
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # not a torch.save file: a torch.export program, or not a model at all
-        if not zipfile.is_zipfile(path):  # both formats are zip archives
-            raise ValueError(foreign) from None
-        extra = {"metadata.json": ""}
-        export_log = logging.getLogger("torch.export")
-        level = export_log.level
-        export_log.setLevel(logging.CRITICAL)  # it logs a traceback before raising
+    if is_exported_program(path):
         try:
-            program = torch.export.load(path, extra_files=extra)
-            meta = json.loads(extra["metadata.json"] or "{}")
-        except Exception as exc:  # zip, pickle, JSON errors of every kind
+            weights, extra = read_exported_weights(path)
+            meta = json.loads(extra.get("metadata.json") or "{}")
+        except UnsafeFile:
+            raise
+        except Exception as exc:  # zip, JSON or layout errors of every kind
             raise ValueError(f"{foreign} ({type(exc).__name__})") from None
-        finally:
-            export_log.setLevel(level)
-        if meta.get("format") != FORMAT:
-            raise ValueError(foreign) from None
-        return _Frozen(program.module()), meta
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(foreign)
+        return build_classifier(meta, weights), meta
+    try:
+        blob = load_weights(path)
+    except NotAWeightsFile:
+        raise ValueError(foreign) from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(foreign)
     meta = {k: v for k, v in blob.items() if k != "state_dict"}

@@ -103,7 +103,8 @@ def _resume_search(name, record, experiment: Location, address, echo, study_stor
     uri = experiment.uri
     store = ResultsStore(experiment)
     if store.has_results():
-        store.read()  # a damaged table is one line (CorruptResults) before Ray starts
+        rows = store.read()[0]  # a damaged table is one line (CorruptResults) before Ray starts
+        screen_checkpoints(experiment, [r["trial_id"] for r in rows if r.get("outcome") in UNFINISHED])
     settings = SearchSettings.from_record(record)
     study_url = study_url_of(record, study_storage)
     if study_url:
@@ -121,6 +122,34 @@ def _resume_search(name, record, experiment: Location, address, echo, study_stor
     objectives = [tuple(o) for o in record["objectives"]]
     reconcile_study(study_url, record["name"], experiment, objectives, echo)
     return collect(uri, objectives)
+
+
+#: The outcomes of trials that a resume continues from their checkpoints.
+UNFINISHED = ("running", "pending", "paused", "interrupted", "error")
+
+
+def screen_checkpoints(experiment: Location, trial_ids: list[str]) -> None:
+    """Before anything runs, every checkpoint a resumed trial could load is read as weights
+    only: one that would run code (replaced in a shared bucket, say) stops the resume with one
+    line naming it. A damaged one is left to the trial, which skips it for an older one."""
+    from trainables.reporting import CHECKPOINT_FILE
+    from trainables.safe_load import NotAWeightsFile, UnsafeFile, load_weights
+
+    wanted = {f"_{t}" for t in trial_ids}
+    if not wanted:
+        return
+    for trial_dir in experiment.folders():
+        if not any(trial_dir.uri.endswith(suffix) for suffix in wanted):
+            continue
+        for folder in trial_dir.folders("checkpoint_"):
+            state = folder.child(CHECKPOINT_FILE)
+            try:
+                load_weights(state.read_bytes(), name=state.uri)
+            except UnsafeFile as exc:
+                hint = f"delete {folder.uri} to resume that trial from an older checkpoint"
+                raise UserError(f"{exc}; the resume ran nothing ({hint})") from None
+            except (NotAWeightsFile, FileNotFoundError):
+                continue
 
 
 def _note_move(record, olds: list[str], experiment: Location, study_url: str, echo) -> None:

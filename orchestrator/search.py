@@ -90,7 +90,12 @@ def prepare(plan: Plan, echo: Callable[[str], None]) -> Plan:
         target.write_bytes(data)
         return target.uri
 
-    updates = resolve(plan.info.prepare)(plan.base, store, echo)
+    from trainables.safe_load import NotAWeightsFile, UnsafeFile
+
+    try:
+        updates = resolve(plan.info.prepare)(plan.base, store, echo)
+    except (UnsafeFile, NotAWeightsFile, FileNotFoundError) as exc:  # a file the settings name
+        raise UserError(str(exc)) from None
     trial_config = {**plan.trial_config, **updates}
     return dataclasses.replace(
         plan, trial_config=trial_config, base=validated(plan.trainable, trial_config, plan.fixed)

@@ -111,13 +111,18 @@ class Location:
     def files(self, prefix: str = "", suffix: str = "") -> list[Location]:
         """The files directly in this folder whose names start with ``prefix`` and end with
         ``suffix``, sorted by name."""
+        return self._entries(pafs.FileType.File, prefix, suffix)
+
+    def folders(self, prefix: str = "") -> list[Location]:
+        """The folders directly in this folder whose names start with ``prefix``, sorted by name."""
+        return self._entries(pafs.FileType.Directory, prefix, "")
+
+    def _entries(self, kind: pafs.FileType, prefix: str, suffix: str) -> list[Location]:
         selector = pafs.FileSelector(self.path, allow_not_found=True)
         names = sorted(
             info.base_name
             for info in self.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File
-            and info.base_name.startswith(prefix)
-            and info.base_name.endswith(suffix)
+            if info.type == kind and info.base_name.startswith(prefix) and info.base_name.endswith(suffix)
         )
         return [self.child(name) for name in names]
 

@@ -10,7 +10,6 @@ a search trains it on the driver and hands every trial the same file.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from trainables.data import Data, cache_dir
 from trainables.models import ClassicClassifier
 from trainables.runtime import Runtime
+from trainables.safe_load import NotAWeightsFile, load_weights, read_bytes
 
 RECIPE_VERSION = 1
 
@@ -33,16 +33,6 @@ def reference_key(dataset: str, epochs: int, train_subset: int, val_size: int) -
         "val": val_size,
     }
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _read(uri: str) -> bytes:
-    if "://" in uri:
-        import pyarrow.fs
-
-        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
-        with fs.open_input_file(path) as f:
-            return f.read()
-    return Path(uri).read_bytes()
 
 
 def train_reference(data: Data, rt: Runtime, epochs: int) -> dict:
@@ -85,11 +75,21 @@ def ensure_reference(
     return path
 
 
+def read_reference(source: str | os.PathLike) -> dict:
+    """The state dict of a reference file (a state dict, or an ``orchestrator export`` file),
+    loaded as weights only: :class:`~trainables.safe_load.UnsafeFile` for a file that would
+    run code, :class:`~trainables.safe_load.NotAWeightsFile` for one that holds no weights."""
+    blob = load_weights(read_bytes(source), name=str(source))
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise NotAWeightsFile(f"{source}: not a state dict of a Classic Classifier")
+    return state
+
+
 def load_reference(source: str | os.PathLike, data: Data, rt: Runtime) -> ClassicClassifier:
     """A frozen reference classifier from a state-dict file (local path or pyarrow URI), or
     from an ``orchestrator export`` file (which wraps the state dict)."""
-    blob = torch.load(io.BytesIO(_read(str(source))), map_location="cpu", weights_only=False)
-    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
+    state = read_reference(source)
     model = ClassicClassifier(data.spec.channels, data.spec.num_classes)
     model.load_state_dict(state)
     model = rt.module(model).eval()

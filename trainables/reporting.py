@@ -25,6 +25,7 @@ import torch
 
 from trainables.metrics import RESTORE_NOTE  # noqa: F401 - re-exported
 from trainables.runtime import Runtime
+from trainables.safe_load import load_weights
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -47,11 +48,12 @@ def save_checkpoint(state: dict, directory: str | os.PathLike) -> Path:
 
 
 def load_checkpoint_file(path: str | os.PathLike) -> dict:
-    """Load a checkpoint written by this project (it holds RNG states, hence not weights-only)."""
+    """Load a checkpoint written by this project: tensors, plain data and numpy's random state
+    only (:func:`trainables.safe_load.load_weights`; a file that would run code is refused)."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_weights(path)
 
 
 _STATE_KEYS = ("program", "rng", "iteration")
@@ -122,7 +124,7 @@ class MemoryReporter(Reporter):
     def load_checkpoint(self) -> dict | None:
         if self.checkpoint is None:
             return None
-        return torch.load(io.BytesIO(self.checkpoint), map_location="cpu", weights_only=False)
+        return load_weights(self.checkpoint, name="the checkpoint")
 
     def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
         self.reports.append(metrics)
