@@ -41,20 +41,35 @@ def params(trainable):
 @study_storage_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: all).")
 @click.option("--port", type=click.IntRange(min=1, max=65535), default=8080, show_default=True)
-def dashboard(name, storage, study_storage, host, port):
+@click.option(
+    "--allow-writes",
+    is_flag=True,
+    help="Let the page change the study (notes, tells, deletes); asks for a token, printed in its URL.",
+)
+@click.option(
+    "--token",
+    envvar="ORCHESTRATOR_DASHBOARD_TOKEN",
+    help="Ask every client for this token (?token=... in the first URL). Default: none when "
+    "read-only, a random one with --allow-writes.",
+)
+def dashboard(name, storage, study_storage, host, port, allow_writes, token):
     """Serve optuna-dashboard on an experiment's Optuna study, while the search runs or after.
 
     The dashboard (http://HOST:PORT) shows the study's optimisation history, the Pareto front of
     a Pareto search, parameter importances, parallel coordinates and each trial's intermediate
     values (one per reported iteration) with its parameters and its Ray Tune trial id. It binds
-    to localhost by default; Ctrl-C stops it.
+    to localhost and is read-only by default: no request changes or deletes anything, so the
+    study that `resume` and `--warm-start` read stays whole. Ctrl-C stops it.
 
     Example: orchestrator dashboard adaptive_ratio-20261121-101500 --port 8080
     """
+    from orchestrator.dashboard import access, serve
     from orchestrator.resume import study_url_of
     from orchestrator.settings import load_settings
     from orchestrator.study import open_storage, redact
 
+    if token is not None and not token.strip():
+        raise UserError("--token is empty")
     record = load_settings(name, storage)
     url = study_url_of(record, study_storage)
     if not url:
@@ -64,11 +79,15 @@ def dashboard(name, storage, study_storage, host, port):
 
     say_if_running(Location.parse(record["experiment_uri"]))
     _check_listen(host, port)
-    import optuna_dashboard
-
-    click.echo(f"optuna-dashboard: study {name} in {redact(url)}, on http://{host}:{port} (Ctrl-C stops)")
+    token, warning = access(host, allow_writes, token)
+    if warning:
+        click.echo(warning, err=True)
+    shown = f"[{host}]" if ":" in host else host
+    link = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    mode = "read-write" if allow_writes else "read-only"
+    click.echo(f"optuna-dashboard ({mode}): study {name} in {redact(url)}, on {link} (Ctrl-C stops)")
     try:
-        optuna_dashboard.run_server(backend, host=host, port=port)
+        serve(backend, host, port, writes=allow_writes, token=token)
     except OSError as exc:  # taken between the check and the server's bind
         raise UserError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
 

@@ -14,6 +14,10 @@ moment, and the later writer of two simultaneous claims wins (both check the rea
 
 Readers (``results``, ``report``, ``dashboard``) never take the lease; :func:`holder` tells them
 that a search is running so that they can say their tables are still growing.
+
+A file that more than one command writes besides the driver (``evaluations.parquet``: every
+``orchestrator evaluate``, during a search or not) has a lease of its own, taken for the moment
+of one read-merge-write with :func:`briefly` (a writer waits for another's merge to end).
 """
 
 from __future__ import annotations
@@ -101,15 +105,20 @@ def holder(experiment: Location) -> dict[str, Any] | None:
 
 
 def _claim_local(loc: Location, data: bytes) -> bool:
+    """Create the lease file with its content in one step (written aside, then hard-linked), so
+    that no other claimant ever reads it empty and takes it for a killed claim's leftover."""
     os.makedirs(os.path.dirname(loc.path), exist_ok=True)
-    try:
-        fd = os.open(loc.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as f:
+    tmp = f"{loc.path}.{uuid.uuid4().hex[:8]}.claim"
+    with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    try:
+        os.link(tmp, loc.path)
+    except FileExistsError:
+        return False
+    finally:
+        os.remove(tmp)
     return True
 
 
@@ -154,10 +163,29 @@ def _renew(loc: Location, lease: dict[str, Any], stop: threading.Event) -> None:
 
 
 @contextlib.contextmanager
-def hold(experiment: Location, command: str, echo: Callable[[str], None] = print) -> Iterator[None]:
-    """Hold ``experiment``'s lease while the block runs (re-entrant within this process);
-    :class:`ExperimentBusy` when a live driver holds it."""
-    loc = experiment.child(LOCK_FILE)
+def briefly(experiment: Location, lock_file: str, command: str, wait_s: float = 120.0) -> Iterator[None]:
+    """Hold the lease ``lock_file`` of ``experiment`` for a short write, waiting up to ``wait_s``
+    seconds while another live process holds it (then :class:`ExperimentBusy`)."""
+    deadline = time.monotonic() + wait_s
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(hold(experiment, command, lambda line: None, lock_file))
+                break
+            except ExperimentBusy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield
+
+
+@contextlib.contextmanager
+def hold(
+    experiment: Location, command: str, echo: Callable[[str], None] = print, lock_file: str = LOCK_FILE
+) -> Iterator[None]:
+    """Hold ``experiment``'s lease (``lock_file``: the driver's, or another one's) while the block
+    runs (re-entrant within this process); :class:`ExperimentBusy` when a live process holds it."""
+    loc = experiment.child(lock_file)
     with _held_lock:
         mine = _held.get(loc.uri)
         if mine is not None:

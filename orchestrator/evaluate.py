@@ -4,9 +4,9 @@ signal (searches optimise validation metrics).
 
 A target is an exported classifier (``orchestrator export``) or an experiment: its best
 completed trial, its ``--top N`` or one ``--trial``, read from their checkpoints. An experiment's
-results go back beside it, in ``evaluations.parquet`` (one row per trial, ``test/aa_acc`` and
-so on), and every reader (``results``, ``report``, ``export``, the masking flags) shows them as
-the trial's ``last/test/...`` values.
+results go back beside it, in ``evaluations.parquet`` (one row per trial and run, ``test/aa_acc``
+and so on), and every reader (``results``, ``report``, ``export``, the masking flags) shows them as
+the trial's ``last/test/...`` values (``orchestrator.results.latest_evaluations`` says which).
 
 Clean accuracy is measured on the whole test split; every attack runs on the same fixed subset of
 ``n`` test images (seed 1, the subset ``benchmarks/learned_attacker.py`` uses), so the rows of one
@@ -17,6 +17,7 @@ case over the attacks asked for.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +221,7 @@ def evaluate_experiment(
 
     rows = pick_trials(experiment, trial_id, top)
     store = ResultsStore(experiment)
+    run = uuid.uuid4().hex[:12]  # this run's rows, which no other evaluate run replaces
     done = []
     for row in rows:
         state = read_checkpoint(experiment, row["checkpoint_path"])
@@ -240,7 +242,7 @@ def evaluate_experiment(
             device=device,
             echo=echo,
             trial_id=row["trial_id"],
-            on_attack=lambda so_far: store.save_evaluations([so_far.result_row()]),
+            on_attack=lambda so_far: store.save_evaluations([{**so_far.result_row(), "evaluation_id": run}]),
         )
         done.append(evaluation)
     return done

@@ -36,6 +36,8 @@ PARTS_DIR = "parts"
 #: Final numbers of ``orchestrator evaluate``: one row per trial, ``trial_id`` and ``test/...``
 #: keys, merged into the trial rows as ``last/test/...`` by every reader.
 EVALUATIONS_FILE = "evaluations.parquet"
+#: The lease ``orchestrator evaluate`` holds while it merges its rows into EVALUATIONS_FILE.
+EVALUATIONS_LOCK = "evaluations.lock"
 #: Outcomes of trials that are not running any more.
 FINISHED = ("completed", "early_stopped", "diverged", "error", "interrupted")
 
@@ -196,26 +198,36 @@ class ResultsStore:
         for row in history_rows:
             history[(row["trial_id"], int(row.get("iteration") or 0))] = row
         meta = meta or history_meta
-        for evaluation in self.evaluations():
-            row = trials.get(evaluation["trial_id"])
+        for trial_id, shown in latest_evaluations(self.evaluations()).items():
+            row = trials.get(trial_id)
             if row is not None:
-                row.update({f"last/{k}": v for k, v in evaluation.items() if k.startswith("test/")})
+                row.update({f"last/{k}": v for k, v in shown.items() if k.startswith("test/")})
         rows = list(trials.values())
         derive(rows, meta)
         return rows, list(history.values()), meta
 
     def evaluations(self) -> list[dict[str, Any]]:
-        """Rows of ``evaluations.parquet`` (none before ``orchestrator evaluate`` ran)."""
+        """Rows of ``evaluations.parquet``, one per trial and ``orchestrator evaluate`` run (none
+        before one ran), oldest first."""
         loc = self.experiment.child(EVALUATIONS_FILE)
         if not loc.exists():
             return []
-        return [{k: v for k, v in r.items() if v is not None} for r in read_table(loc).to_pylist()]
+        rows = [{k: v for k, v in r.items() if v is not None} for r in read_table(loc).to_pylist()]
+        return sorted(rows, key=lambda r: r.get("evaluated_at") or 0.0)
 
     def save_evaluations(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Add or replace (per trial) rows of ``evaluations.parquet``; written atomically."""
-        new = {r["trial_id"]: dict(r) for r in rows}
-        kept = [r for r in self.evaluations() if r["trial_id"] not in new]
-        write_table(to_table(kept + list(new.values())), self.experiment.child(EVALUATIONS_FILE))
+        """Add or replace rows of ``evaluations.parquet`` (one per trial and evaluation run,
+        ``evaluation_id``), merged under the file's own lease and written atomically, so that
+        concurrent ``orchestrator evaluate`` runs, during a search or not, all keep theirs."""
+        from orchestrator import driver_lock
+
+        def key(row: dict[str, Any]) -> tuple:
+            return row["trial_id"], row.get("evaluation_id")
+
+        new = {key(r): dict(r) for r in rows}
+        with driver_lock.briefly(self.experiment, EVALUATIONS_LOCK, "orchestrator evaluate"):
+            kept = [r for r in self.evaluations() if key(r) not in new]
+            write_table(to_table(kept + list(new.values())), self.experiment.child(EVALUATIONS_FILE))
 
     def mark_unfinished_interrupted(self) -> int:
         """Rows still ``running`` / ``pending`` / ``paused`` -> ``interrupted`` (appended as a
@@ -253,6 +265,35 @@ class ResultsStore:
             loc.delete()
         self.parts.remove_leftovers()
         self.experiment.remove_leftovers()
+
+
+def latest_evaluations(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What each trial shows of its evaluations (rows oldest first): the newest run, joined by
+    the numbers of older runs on the same images and radius (two runs of different attacks,
+    concurrent or not, both show); a run on other images or another radius replaces them. The
+    per-image worst case is shown only where the newest run measured every attack shown."""
+    shown: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        before = shown.get(row["trial_id"])
+        same = before is not None and all(before.get(k) == row.get(k) for k in ("test/eval_n", "eval_eps"))
+        if not same:
+            shown[row["trial_id"]] = dict(row)
+            continue
+        attacks = list(
+            dict.fromkeys(
+                [
+                    *str(before.get("eval_attacks", "")).split(","),
+                    *str(row.get("eval_attacks", "")).split(","),
+                ]
+            )
+        )
+        merged = {k: v for k, v in before.items() if k != "test/strong_worst_acc"}
+        merged.update(row)
+        if set(str(row.get("eval_attacks", "")).split(",")) != set(attacks):
+            merged.pop("test/strong_worst_acc", None)
+        merged["eval_attacks"] = ",".join(a for a in attacks if a)
+        shown[row["trial_id"]] = merged
+    return shown
 
 
 def load_results(experiment: Location) -> tuple[pa.Table, pa.Table]:

@@ -217,10 +217,12 @@ def test_an_ignored_sigint_stays_ignored():
         signal.signal(signal.SIGINT, started_with)
 
 
-@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
-def test_first_signal_is_handed_to_tune_a_second_forces(first):
-    lines, tune_stops = [], []
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_first_signal_is_handed_to_tune_a_second_forces(first, monkeypatch):
+    lines, tune_stops, hung_up = [], [], []
     before = signal.getsignal(signal.SIGTERM)
+    # a SIGHUP leaves the terminal that hung up (here it would silence pytest's own terminal)
+    monkeypatch.setattr(interrupt, "_leave_hung_up_terminal", lambda: hung_up.append(True))
 
     def signal_interrupt_tune_run(signum, frame):  # what Ray Tune installs while fit runs
         tune_stops.append(signum)
@@ -234,12 +236,41 @@ def test_first_signal_is_handed_to_tune_a_second_forces(first):
             time.sleep(0.2)
             assert tune_stops == [signal.SIGUSR1] and interrupt.requested() == first
             assert "stopping the search" in lines[0] and "again forces" in lines[0]
+            assert hung_up == ([True] if first == signal.SIGHUP else [])
             with pytest.raises(KeyboardInterrupt):
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(1)
         assert signal.getsignal(signal.SIGTERM) is before  # restored
     finally:
         signal.signal(signal.SIGINT, started_with)
+
+
+def test_a_hung_up_terminal_is_left_for_dev_null(tmp_path):
+    """After SIGHUP, standard output and error that were a terminal go to /dev/null; files and
+    pipes stay (a search run with `> log` keeps its log)."""
+    import pty
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "from orchestrator.interrupt import _leave_hung_up_terminal\n"
+        "_leave_hung_up_terminal()\n"
+        "print('to the terminal?', flush=True)\n"
+        "sys.stderr.write(os.readlink('/proc/self/fd/1') + ' ' + os.readlink('/proc/self/fd/2'))\n"
+    )
+    main, child = pty.openpty()
+    try:
+        err = tmp_path / "err"
+        with open(err, "w") as stderr:
+            subprocess.run(
+                [sys.executable, "-c", script], stdout=child, stderr=stderr, timeout=60, check=True
+            )
+        assert err.read_text().split()[0] == "/dev/null", "the terminal was left"
+        assert err.read_text().split()[1] == str(err), "a file stays"
+    finally:
+        os.close(main)
+        os.close(child)
 
 
 def test_restore_failure_raises_instead_of_starting_over():

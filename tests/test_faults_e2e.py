@@ -2,6 +2,7 @@
 driver, a damaged Ray Tune state, a damaged checkpoint, a disk that fills up, damaged Parquet, a
 wrong --address, W&B under load."""
 
+import contextlib
 import errno
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import optuna
 import pyarrow.parquet as pq
 import pytest
+import torch
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
@@ -139,6 +141,11 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
         trial_dir = next(experiment.glob(f"*_{row['trial_id']}"))
         assert _wandb_steps(trial_dir) == list(range(1, row["iterations"] + 1))
 
+    # SIGHUP (a closed terminal, a dropped SSH session) stops a resumed driver as SIGTERM does
+    # (on a copy: the steps below start from the SIGTERM's state).
+    shutil.copytree(experiment, tmp_path / "hangup" / name)
+    _hang_up_a_resumed_driver(tmp_path / "hangup", name, env, tmp_path, before)
+
     # The interrupted experiment is copied elsewhere (cp -r) and everything below happens to the
     # copy, whose Ray Tune pickles still name the original: the original is never touched.
     original = experiment
@@ -156,6 +163,18 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
     assert "cannot restore Ray Tune's state" in failed.output and "nothing was run" in failed.output
     assert _history(experiment) == before and len(list(experiment.glob("classic_*"))) == 2
     state.write_bytes(saved)
+
+    # A checkpoint replaced by one whose unpickling would run code (a shared bucket, say): the
+    # resume refuses it in one line before anything runs, and the code never runs.
+    replaced = sorted(next(experiment.glob(f"*_{rows[1]['trial_id']}")).glob("checkpoint_*"))[-1] / "state.pt"
+    good, marker = replaced.read_bytes(), tmp_path / "marker"
+    torch.save({"program": _RunsCode(marker), "rng": {}, "iteration": 1}, replaced)
+    refused = CliRunner().invoke(cli, ["resume", name, "--storage", str(storage)])
+    assert refused.exit_code == 2, refused.output
+    assert "refused: loading it would call posix.system" in refused.output, refused.output
+    assert len(refused.output.strip().splitlines()) == 1 and not marker.exists()
+    assert _history(experiment) == before
+    replaced.write_bytes(good)
 
     # The newest checkpoint one trial would resume from is damaged: it resumes from the one
     # before. (Its folder may hold a newer checkpoint than Tune's saved state and the row name:
@@ -194,6 +213,55 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{experiment / 'study.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
     assert json.loads((experiment / "orchestrator.json").read_text())["former_locations"] == [str(original)]
+
+
+class _RunsCode:
+    """Unpickling it creates ``marker`` (what a crafted model file or checkpoint would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _hang_up_a_resumed_driver(storage: Path, name: str, env: dict, tmp_path: Path, before: dict) -> None:
+    """``orchestrator resume`` as a subprocess; SIGHUP once a trial reported again: exit 129,
+    the unfinished trials `interrupted`, the resume hint, no Ray process left behind."""
+    experiment = storage / name
+    command = [sys.executable, "-m", "orchestrator.cli", "resume", name, "--storage", str(storage)]
+    log_path = tmp_path / "hangup.log"
+    with open(log_path, "wb") as log:
+        driver = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline:
+                with contextlib.suppress(OSError, ValueError, CorruptResults):
+                    if len(_history(experiment)) > len(before):
+                        break
+                assert driver.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.5)
+            else:
+                pytest.fail("the resumed trials reported nothing in time")
+            driver.send_signal(signal.SIGHUP)
+            code = driver.wait(120)
+            left = []
+            for _ in range(20):
+                left = marked_processes(str(tmp_path))
+                if not left:
+                    break
+                time.sleep(0.5)
+        finally:
+            kill_marked(str(tmp_path))
+    output = log_path.read_text()
+    assert code == 129, output[-3000:]
+    assert "interrupted by SIGHUP" in output and f"continue with `orchestrator resume {name}`" in output
+    assert "Traceback" not in output, output[-3000:]
+    assert not left, f"processes outlived the search: {left}"
+    outcomes = [r["outcome"] for r in _rows(experiment)]
+    assert "interrupted" in outcomes and set(outcomes) <= {"interrupted", "completed"}, outcomes
 
 
 @pytest.fixture

@@ -439,6 +439,23 @@ def test_the_dashboard_page_shows_the_study_in_a_real_browser(space_runs, tmp_pa
             text = _page_text(browser, None, [f"Trial {i} (trial_id=", "adv_eps", "ray_trial_id"])
             seen.add(text.split("ray_trial_id", 1)[1].split()[0])
         assert seen == {r["trial_id"] for r in rows}
+        # The page's own origin asks to delete the study and to create one: both refused, as
+        # the dashboard is read-only unless started with --allow-writes.
+        statuses = browser.execute_async_script(
+            """const done = arguments[arguments.length - 1];
+            const id = arguments[0];
+            Promise.all([
+              fetch(`/api/studies/${id}`, {method: "DELETE"}).then(r => r.status),
+              fetch("/api/studies", {method: "POST", headers: {"Content-Type": "application/json"},
+                body: JSON.stringify({study_name: "x", directions: ["minimize"]})}).then(r => r.status),
+            ]).then(done, e => done(String(e)));""",
+            study["study_id"],
+        )
+        assert statuses == [405, 405], statuses
+        after = [s["study_name"] for s in _wait_for_dashboard(proc, port)]
+        assert "e2e-classic" in after and "x" not in after
+        url = f"sqlite:///{root / 'e2e-classic' / 'study.db'}"
+        assert len(optuna.load_study(study_name="e2e-classic", storage=url).trials) == len(rows)
     finally:
         if browser is not None:
             browser.quit()
