@@ -22,6 +22,7 @@ from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from orchestrator import interrupt, study_sync
+from orchestrator.compat import tune as tune_compat
 from orchestrator.relocation import here
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Location, StorageWriteError
@@ -200,6 +201,10 @@ class ParquetCallback(Callback):
         self._dirty.add(trial.trial_id)
         if time.monotonic() - self._last_flush > self.flush_s:
             self.flush()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        recorded = self._previous_trials.get(trial.trial_id, {}).get("num_failures") or 0
+        tune_compat.carry_failures(trial, int(recorded))  # --max-failures counts across resumes
 
     def on_step_end(self, iteration, trials, **info) -> None:
         for trial in trials:

@@ -182,8 +182,14 @@ def run_search(plan: Plan, echo: Callable[[str], None] = print, *, fresh: bool =
     its unfinished ones are recorded as interrupted (FAIL in the study), new trials run."""
     s = plan.settings
     command = f"orchestrator {'resume' if fresh else 'search'} {s.name}{' --fresh' if fresh else ''}"
-    with driver_lock.hold(plan.experiment, command, echo):
-        return _run_search(plan, echo, fresh=fresh)
+    existed = plan.experiment.exists()
+    try:
+        with driver_lock.hold(plan.experiment, command, echo):
+            return _run_search(plan, echo, fresh=fresh)
+    except UserError:
+        if not existed:  # refused before anything was written: leave no empty folder behind
+            plan.experiment.remove_if_empty()
+        raise
 
 
 def _run_search(plan: Plan, echo: Callable[[str], None], *, fresh: bool) -> Outcome:

@@ -126,6 +126,12 @@ class Location:
         )
         return [self.child(name) for name in names]
 
+    def remove_if_empty(self) -> None:
+        """Remove this folder if nothing is in it (object stores have no empty folders)."""
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path)
+
     def remove_leftovers(self) -> int:
         """Delete temporary files an interrupted write left in this folder; how many."""
         leftovers = self.files(suffix=TMP_SUFFIX)

@@ -13,6 +13,7 @@ from trainables.config import ConfigError
 from trainables.data import DatasetUnavailable, prepare_dataset, resolve_data_root
 from trainables.reporting import ConsoleReporter
 from trainables.runtime import device_problem
+from trainables.safe_load import NotAWeightsFile, UnsafeFile
 from trainables.trial import run_trial
 
 
@@ -76,4 +77,7 @@ def train_once(
     """Run one trial with a progress line per iteration; resumes from ``checkpoint_dir``."""
     spec, cfg = prepare_train_config(trainable, values, data_dir)
     reporter = ConsoleReporter(spec.name, cfg.budget, spec.unit, spec.headline, checkpoint_dir, echo)
-    return run_trial(spec, cfg, reporter)
+    try:
+        return run_trial(spec, cfg, reporter)
+    except (UnsafeFile, NotAWeightsFile) as exc:  # a file the settings name (a reference classifier)
+        raise UserError(str(exc)) from None

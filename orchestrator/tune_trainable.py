@@ -59,7 +59,9 @@ class TuneReporter(Reporter):
         checkpoint = tune.get_checkpoint()
         notes = list(_RESTORE_NOTES)
         _RESTORE_NOTES.clear()
-        newest = checkpoint_newer_than(checkpoint, tune_compat.trial_checkpoints())
+        saved = tune_compat.trial_checkpoints()
+        tune_compat.number_checkpoints_after(saved)
+        newest = checkpoint_newer_than(checkpoint, saved)
         if newest is not None:
             told = checkpoint.path.rsplit("/", 1)[-1] if checkpoint is not None else "no checkpoint"
             found = newest.path.rsplit("/", 1)[-1]
@@ -135,6 +137,7 @@ def tune_trainable(info: TrainableInfo) -> Callable[[dict], dict]:
     def trial(config: dict) -> None:
         from trainables.trial import run_trial
 
+        tune_compat.bookkeeping_to_trial_log()
         spec = importlib.import_module(module).SPEC
         if config.get("deadline_file"):  # a trial of an experiment that was moved since
             config = {**config, "deadline_file": here(config["deadline_file"])}

@@ -134,6 +134,10 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
     assert f"continue with `orchestrator resume {name}`" in output
     assert "Tuner.restore" not in output and "Traceback" not in output
     assert not left, f"processes outlived the search: {left}"
+    # Ray's line per checkpoint stays out of the terminal, in each trial's own log.
+    assert "Checkpoint successfully created" not in output
+    for log in [next(experiment.glob(f"*_{r['trial_id']}")) / "ray-trial.log" for r in _rows(experiment)]:
+        assert "Checkpoint successfully created at" in log.read_text()
     rows = _rows(experiment)
     assert {r["outcome"] for r in rows} == {"interrupted"}, rows
     before = _history(experiment)
@@ -204,6 +208,10 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
     assert note is None or ("its folder has" in note and "damaged" not in note), note
     after = _history(experiment)
     assert sorted(after) == sorted((t, i) for t in trials for i in range(1, budget + 1))
+    for trial_dir in experiment.glob("classic_*"):  # checkpoint names order by age, none overwritten
+        iterations = [_iteration(c) for c in sorted(trial_dir.glob("checkpoint_*"))]
+        iterations = [i for i in iterations if i is not None]  # the damaged one left as it was
+        assert iterations == sorted(iterations) and len(set(iterations)) == len(iterations), iterations
     for (tid, it), row in before.items():  # continued, not started over
         if tid == other or it < redone:
             assert after[(tid, it)]["timestamp"] == row["timestamp"], (tid, it)
@@ -213,6 +221,13 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{experiment / 'study.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
     assert json.loads((experiment / "orchestrator.json").read_text())["former_locations"] == [str(original)]
+
+
+def _iteration(checkpoint: Path) -> int | None:
+    try:
+        return load_checkpoint_file(checkpoint)["iteration"]
+    except ValueError:  # damaged
+        return None
 
 
 class _RunsCode:
@@ -259,6 +274,7 @@ def _hang_up_a_resumed_driver(storage: Path, name: str, env: dict, tmp_path: Pat
     assert code == 129, output[-3000:]
     assert "interrupted by SIGHUP" in output and f"continue with `orchestrator resume {name}`" in output
     assert "Traceback" not in output, output[-3000:]
+    assert "Checkpoint successfully created" not in output and "Restored on" not in output
     assert not left, f"processes outlived the search: {left}"
     outcomes = [r["outcome"] for r in _rows(experiment)]
     assert "interrupted" in outcomes and set(outcomes) <= {"interrupted", "completed"}, outcomes

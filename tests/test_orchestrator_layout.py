@@ -179,6 +179,29 @@ def test_a_failure_the_killed_driver_recorded_survives_an_older_tune_snapshot(tm
     assert {r["trial_id"]: r for r in resumed.trial_rows()}["moved"]["num_failures"] == 3
 
 
+def test_max_failures_counts_the_failures_of_earlier_drivers(tmp_path):
+    """A resumed trial whose snapshot lost a failure gets Tune's count back when it starts, so
+    --max-failures 1 stops it at its next failure instead of granting it another."""
+    from ray.tune.experiment import Trial
+
+    experiment = tmp_path / "exp"
+    first = ParquetCallback(
+        str(experiment), metadata=META, budget_key="epochs", objectives=OBJECTIVES, flush_s=0
+    )
+    moved = FakeTrial("moved", 1e-3)
+    moved.num_failures = 1
+    first.on_trial_recover(1, [moved], moved)
+    first.flush()  # the killed driver's last flush
+    resumed = ParquetCallback(str(experiment), metadata=META, budget_key="epochs", objectives=OBJECTIVES)
+    resumed.setup()
+    trial = Trial("classic", stub=True, max_failures=1, trial_id="moved")
+    assert trial.num_failures == 0 and trial.should_recover()
+    resumed.on_trial_start(0, [trial], trial)
+    assert trial.num_failures == 1
+    trial.run_metadata.num_failures += 1  # what Tune does at its next failure
+    assert not trial.should_recover()
+
+
 def test_private_ray_internals_are_all_there():
     from orchestrator import compat
 

@@ -90,6 +90,29 @@ def trial_checkpoints() -> list:
     return [tune.Checkpoint(p, filesystem=fs) for p in checkpoint_folders(fs, storage.trial_fs_path)]
 
 
+def number_checkpoints_after(saved: list) -> None:
+    """Inside a trial: its next checkpoint is named after the newest of ``saved`` (its folder's,
+    oldest first). Tune numbers a trial's checkpoints from its saved experiment state, which can
+    lag the folder (a driver killed or a node lost after a checkpoint was written): the trial
+    would write ``checkpoint_000002`` again over a newer one, and names would no longer order by age."""
+    from ray.train._internal.session import get_storage
+
+    if not saved:
+        return
+    storage = get_storage()
+    newest = int(saved[-1].path.rstrip("/").rsplit("_", 1)[-1])
+    if storage.current_checkpoint_index <= newest:
+        storage.current_checkpoint_index = newest + 1
+
+
+def carry_failures(trial, recorded: int) -> None:
+    """Let Ray Tune count ``--max-failures`` over every driver of a resumed search: it reads a
+    trial's failures from its last experiment snapshot (which can miss failures just before a
+    driver was killed); ``recorded`` is the count the interrupted driver wrote down."""
+    if recorded > trial.num_failures:
+        trial.run_metadata.num_failures = recorded
+
+
 def checkpoint_folders(fs, folder: str) -> list[str]:
     """The ``checkpoint_NNNNNN`` folders in ``folder`` on the pyarrow filesystem ``fs``, oldest
     first (none when it cannot be listed)."""
@@ -133,6 +156,7 @@ def function_trainable(fn: Callable[[dict], Any], on_note: Callable[[str], None]
 
     class Trainable(wrap_function(fn)):
         def restore(self, checkpoint_path, *args, **kwargs):
+            bookkeeping_to_trial_log()  # before Tune's "Restored on ... from checkpoint" line
             result = checkpoint_path
             checkpoint = getattr(result, "checkpoint", None)
             if checkpoint is not None:
@@ -148,6 +172,41 @@ def function_trainable(fn: Callable[[dict], Any], on_note: Callable[[str], None]
     if hasattr(fn, "_progress_metrics"):
         Trainable._progress_metrics = fn._progress_metrics
     return Trainable
+
+
+#: Ray's loggers, in a trial's process, of its per-iteration bookkeeping ("Checkpoint
+#: successfully created at: ...", "Restored on ... from checkpoint: ...").
+BOOKKEEPING_LOGGERS = ("ray.train._internal.storage", "ray.tune.trainable.trainable")
+#: The trial's own log of those lines, in its folder (beside its W&B run).
+TRIAL_LOG = "ray-trial.log"
+
+
+def bookkeeping_to_trial_log() -> None:
+    """In a trial's process: Ray's bookkeeping lines go to ``TRIAL_LOG`` in the trial's folder
+    instead of the worker's stderr, which Ray streams to the user's terminal once per iteration;
+    warnings and errors still go to stderr too (idempotent)."""
+    from ray import tune
+
+    try:
+        folder = tune.get_context().get_trial_dir()
+    except Exception:  # not in a trial (a probe, a test): leave Ray's logging as it is
+        return
+    if not folder:
+        return
+    for name in BOOKKEEPING_LOGGERS:
+        logger = logging.getLogger(name)
+        if any(getattr(h, "_trial_log", False) for h in logger.handlers):
+            continue
+        os.makedirs(folder, exist_ok=True)
+        to_file = logging.FileHandler(os.path.join(folder, TRIAL_LOG))
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        to_stderr = logging.StreamHandler()
+        to_stderr.setLevel(logging.WARNING)
+        for handler in (to_file, to_stderr):
+            handler._trial_log = True
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 #: Ray Tune's loggers whose records these helpers watch.
@@ -301,7 +360,7 @@ def _check_trial_restore(probe: Callable) -> list[str]:
         return [f"function trainables, trial storage: {exc}"]
     if not hasattr(train_session, "get_storage"):
         missing.append("ray.train._internal.session.get_storage")
-    for name in ("storage_filesystem", "trial_fs_path"):
+    for name in ("storage_filesystem", "trial_fs_path", "current_checkpoint_index"):
         if name not in inspect.getsource(StorageContext):
             missing.append(f"StorageContext.{name}")
     return missing
