@@ -383,9 +383,9 @@ def make_copies(store: Path, copies: Path) -> None:
     shutil.rmtree(copies, ignore_errors=True)
     shutil.copytree(store / SIG, copies / "crafted" / SIG)
     for trial in (copies / "crafted" / SIG).glob("classic_*"):
-        newest = sorted(trial.glob("checkpoint_*"))[-1]
-        code = RunsCode(store.parent / "files" / "marker")
-        torch.save({"program": code, "rng": {}, "iteration": 1}, newest / "state.pt")
+        for newest in sorted(trial.glob("checkpoint_*"))[-1:]:
+            code = RunsCode(store.parent / "files" / "marker")
+            torch.save({"program": code, "rng": {}, "iteration": 1}, newest / "state.pt")
     shutil.copytree(store / EXP, copies / "gone" / EXP)
     for folder in (copies / "gone" / EXP).glob("*/checkpoint_*"):
         shutil.rmtree(folder)

@@ -148,6 +148,8 @@ def returned_line(row: dict[str, Any], searched: Sequence[str], unit: str = "ite
     trained = f"{row.get('iterations')} {unit}(s)"
     if row.get("train_time_s"):
         trained += f", {row['train_time_s']:.0f} s of training"
+        if row.get("iterations"):  # the speed this machine ran at: results scale with it
+            trained += f", {row['train_time_s'] / row['iterations']:.1f} s per {unit}"
     return f"returned: trial {row['trial_id']} ({row.get('outcome')}, {trained}): {config}"
 
 

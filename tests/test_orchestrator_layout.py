@@ -451,3 +451,17 @@ def test_dashboard_on_a_port_in_use_or_a_bad_host_is_one_line_before_it_listens(
             assert result.exit_code == 2, result.output
             (line,) = result.output.strip().splitlines()
             assert needle in line and "Listening" not in result.output
+
+
+def test_the_returned_line_says_how_fast_the_machine_trained():
+    from orchestrator.leaderboard import returned_line
+
+    row = {
+        "trial_id": "a",
+        "outcome": "completed",
+        "iterations": 37,
+        "train_time_s": 359.0,
+        "config/lr": 0.001,
+    }
+    line = returned_line(row, ["lr"], "cycle")
+    assert line == "returned: trial a (completed, 37 cycle(s), 359 s of training, 9.7 s per cycle): lr=0.0010"
