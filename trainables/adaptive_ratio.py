@@ -50,6 +50,7 @@ from trainables.trial import StatefulProgram, TrainableSpec, run_trial
 class AdaptiveRatioProgram(StatefulProgram):
     state_objects = ("classifier", "perturber", "cls_opt", "gen_opt", "stream", "attack_rng")
     state_values = ("pretrained", "k", "images_seen")
+    classifier_optimizers = ("cls_opt",)
 
     def __init__(self, cfg: AdaptiveRatioConfig, rt: Runtime, data: Data):
         self.cfg, self.rt, self.data = cfg, rt, data
@@ -96,6 +97,7 @@ class AdaptiveRatioProgram(StatefulProgram):
             out.update({"pretrain/loss": pre["loss"], "pretrain/acc": pre["acc"]})
             self.pretrained = True
         k = self.k_for(cycle)
+        self.perturber.eps = cfg.gen_eps * self.attack_scale  # eps_ramp
         cycle_out, (x, y) = self._gradient_cycle(k) if cfg.generator == "gradient" else self._image_cycle(k)
         out.update(cycle_out)
         if cfg.schedule == "adaptive":

@@ -25,6 +25,7 @@ from trainables.trial import StatefulProgram, TrainableSpec, run_trial
 class ClassicProgram(StatefulProgram):
     state_objects = ("classifier", "optimizer", "stream", "attack_rng")
     state_values = ("images_seen",)
+    classifier_optimizers = ("optimizer",)
 
     def __init__(self, cfg: ClassicConfig, rt: Runtime, data: Data):
         self.cfg, self.rt, self.data = cfg, rt, data
@@ -47,7 +48,7 @@ class ClassicProgram(StatefulProgram):
                 x,
                 y,
                 cfg.adv_train,
-                cfg.adv_eps,
+                cfg.adv_eps * self.attack_scale,
                 steps=cfg.adv_steps,
                 step_size=cfg.adv_step_size or None,
                 generator=self.attack_rng,

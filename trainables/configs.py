@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from trainables.config import Config, param
 from trainables.datasets import DATASETS
-from trainables.schedules import SCHEDULES, validate_steps
+from trainables.schedules import LR_SCHEDULES, SCHEDULES, validate_steps
 
 if TYPE_CHECKING:
     from trainables.evaluation import EvalSpec
@@ -72,6 +72,25 @@ class TrialConfig(Config):
     val_pgd: bool = param(False, doc="also PGD on validation (the test split always gets it)")
     noise_eval: bool = param(True, doc="evaluate Gaussian / salt-and-pepper / periodic noise")
     batch_size: int = param(128, lo=2, hi=8192, doc="training batch size")
+    lr_schedule: str = param(
+        "constant",
+        choices=LR_SCHEDULES,
+        doc="classifier learning rate over the budget (iterations, or time to the deadline): "
+        "constant, or a linear or cosine decay to lr_floor at its end",
+    )
+    lr_floor: float = param(
+        0.0, lo=0.0, hi=1.0, doc="the decayed learning rate at the end, a fraction of the first"
+    )
+    weight_average: float = param(
+        0.0,
+        lo=0.0,
+        hi=0.99,
+        doc="decay of a moving average of the classifier's weights, updated after each iteration "
+        "(0 = off); the average is what validation, the test, export and evaluate see",
+    )
+    eps_ramp: float = param(
+        0.0, lo=0.0, hi=0.9, doc="training attack's eps grows linearly from 0 over this share of the budget"
+    )
     seed: int = param(0, lo=0, doc="seed of models, data order and noise")
     device: str = param("auto", choices=("auto", "cpu", "cuda"), doc="auto = CUDA when available")
     precision: str = param("auto", choices=("auto", "fp32", "bf16"), doc="auto = bf16 autocast on CUDA")

@@ -1,4 +1,5 @@
-"""Generator:classifier training-ratio schedules of seed 001, as pure functions of the cycle.
+"""Schedules as pure functions: seed 001's generator:classifier training ratios (of the cycle),
+and the classifier's learning rate and the training attack's strength over a trial's budget.
 
 - ``fixed``: k generator units per classifier unit in every cycle (seed: 2:1, then 4:1).
 - ``stepped``: k from a list of ``(first_cycle, k)`` steps (seed: 6 -> 8 -> 12).
@@ -13,6 +14,31 @@ import math
 from collections.abc import Sequence
 
 SCHEDULES = ("fixed", "stepped", "adaptive")
+#: The classifier's learning rate over the trial's budget ("Budgeted training", Li, Yumer and
+#: Ramanan, ICLR 2020: a schedule that decays to zero exactly at the budget beats a fixed one).
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_factor(schedule: str, progress: float, floor: float = 0.0) -> float:
+    """The learning rate's multiple of its initial value with ``progress`` (0 to 1) of the budget
+    spent: 1 throughout (constant), or a linear or cosine decay from 1 to ``floor`` at the end."""
+    p = min(max(progress, 0.0), 1.0)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return floor + (1.0 - floor) * (1.0 - p)
+    if schedule == "cosine":
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * p))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
+
+
+def ramp_factor(progress: float, ramp: float) -> float:
+    """The training attack's share of its eps with ``progress`` of the budget spent: a linear
+    ramp from 0 over the first ``ramp`` of the budget, then 1 (``ramp`` 0: full from the start).
+    Never below 1% (a learned attacker divides its perturbation by eps)."""
+    if ramp <= 0:
+        return 1.0
+    return min(max(progress / ramp, 0.01), 1.0)
 
 
 def stepped_k(cycle: int, steps: Sequence[tuple[int, int]]) -> int:

@@ -8,6 +8,7 @@ evaluation, divergence handling, reporting and checkpointing.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -32,13 +33,15 @@ from trainables.runtime import (
     set_cpu_threads,
     set_rng_state,
 )
+from trainables.schedules import lr_factor, ramp_factor
 
 
 class Program(Protocol):
     """What a trainable hands to :func:`run_trial`.
 
     ``state_dict()`` must hold the evaluated classifier's weights under ``"classifier"``
-    (``orchestrator export`` reads them from there).
+    (``orchestrator export`` reads them from there): with ``weight_average`` the average, and
+    the weights being trained under ``"trained_classifier"``.
     """
 
     classifier: nn.Module
@@ -65,6 +68,43 @@ class StatefulProgram:
 
     state_objects: ClassVar[tuple[str, ...]] = ()
     state_values: ClassVar[tuple[str, ...]] = ()
+    #: The optimisers of the evaluated classifier: their learning rate follows ``lr_schedule``.
+    classifier_optimizers: ClassVar[tuple[str, ...]] = ()
+    #: The training attack's share of its eps this iteration (``eps_ramp``); 1 without a ramp.
+    attack_scale: float = 1.0
+
+    #: The moving average of the classifier's weights (``weight_average``), once there is one.
+    average: nn.Module | None = None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The classifier that validation and the test see: the average, where there is one."""
+        return self.average if self.average is not None else self.classifier
+
+    def update_average(self, decay: float) -> None:
+        """After an iteration: average <- decay * average + (1 - decay) * weights (buffers too:
+        BatchNorm's running statistics); the first call copies the weights."""
+        if self.average is None:
+            self.average = copy.deepcopy(self.classifier).eval().requires_grad_(False)
+            return
+        with torch.no_grad():
+            mine, theirs = self.average.state_dict(), self.classifier.state_dict()
+            for key, value in mine.items():
+                if value.is_floating_point():
+                    value.lerp_(theirs[key], 1.0 - decay)
+                else:
+                    value.copy_(theirs[key])
+
+    def follow_budget(self, cfg: TrialConfig, progress: float) -> None:
+        """The classifier's learning rate and the training attack's strength for ``progress``
+        (0 to 1) of the trial's budget spent. The initial learning rate is kept in the
+        optimiser's ``initial_lr`` (PyTorch's schedulers' key), so it travels in checkpoints."""
+        factor = lr_factor(cfg.lr_schedule, progress, cfg.lr_floor)
+        for name in self.classifier_optimizers:
+            for group in getattr(self, name).param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * factor
+        self.attack_scale = ramp_factor(progress, cfg.eps_ramp)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
@@ -72,9 +112,16 @@ class StatefulProgram:
             obj = getattr(self, name)
             state[name] = obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
         state.update({name: getattr(self, name) for name in self.state_values})
+        if self.average is not None:  # "classifier" holds what is evaluated and exported
+            state["trained_classifier"], state["classifier"] = state["classifier"], self.average.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if "trained_classifier" in state:
+            self.average = copy.deepcopy(self.classifier).eval().requires_grad_(False)
+            self.average.load_state_dict(state["classifier"])
+            state["classifier"] = state["trained_classifier"]
         for name in self.state_objects:
             obj = getattr(self, name)
             if isinstance(obj, torch.Generator):
@@ -150,6 +197,24 @@ class _BatchCounter:
             self.reporter.progress(self.iteration, "training", self.done, self.total)
 
 
+def evaluated(program: Program) -> nn.Module:
+    """The classifier a program's validation and test see (its weight average, if it keeps one)."""
+    return getattr(program, "evaluated", program.classifier)
+
+
+def budget_progress(it: int, budget: int, clock: float, left: float | None, pace: Pace) -> float:
+    """The share of its budget a trial will have spent halfway through iteration ``it``: of its
+    iterations, or, before a deadline (``left`` seconds away), of its time: the seconds it trained
+    and validated (``clock``) over those plus what is left once the test is reserved. A resumed
+    search's new deadline, or a longer one, moves the end, and the schedules follow."""
+    progress = (it - 0.5) / max(budget, 1)
+    if left is not None:
+        usable = max(left - pace.test_s, 0.0)
+        middle = clock + 0.5 * (pace.train_s[-1] if pace.train_s else 0.0)  # half an iteration on
+        progress = max(progress, middle / max(clock + usable, 1e-9))
+    return min(progress, 1.0)
+
+
 def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, reporter: Reporter) -> dict:
     """Run (or resume) one trial of ``spec`` and return its last report."""
     cfg = config if isinstance(config, spec.config_cls) else spec.config_cls.from_dict(config)
@@ -193,7 +258,7 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
     def validate(it: int, robust: bool) -> tuple[dict[str, Any], float]:
         t1 = time.perf_counter()
         reporter.progress(it, "validation" if robust else "validation (clean)")
-        val = evaluate(program.classifier, data.val, val_spec, "val", robust=robust)
+        val = evaluate(evaluated(program), data.val, val_spec, "val", robust=robust)
         t_eval = time.perf_counter() - t1
         if robust:
             carried.clear()
@@ -213,11 +278,16 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         if threads and rt.device.type == "cpu" and threads != torch.get_num_threads():
             torch.set_num_threads(threads)  # the trials left after exploration share the cores
         final = it == cfg.budget or ended_by_deadline
+        follow = getattr(program, "follow_budget", None)
+        if follow is not None:
+            follow(cfg, budget_progress(it, cfg.budget, clock, left, pace))
         t0 = time.perf_counter()
         images0 = program.images_seen
         planned = getattr(program, "planned_batches", None)
         counter.start(it, planned(it) if planned else None)
         train_tensors = program.train_iteration(it)
+        if cfg.weight_average and hasattr(program, "update_average"):
+            program.update_average(cfg.weight_average)
         names = list(train_tensors)
         values = torch.stack([train_tensors[k].float() for k in names]).tolist() if names else []
         train = {f"train/{k}" if "/" not in k else k: v for k, v in zip(names, values)}
@@ -247,7 +317,7 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
         if final:
             t2 = time.perf_counter()
             reporter.progress(it, "test")
-            metrics.update(evaluate(program.classifier, data.test, test_spec, "test"))
+            metrics.update(evaluate(evaluated(program), data.test, test_spec, "test"))
             metrics["time/test_s"] = time.perf_counter() - t2
         if cfg.media_every and (it % cfg.media_every == 0 or final):
             for name, image in program.media(it).items():

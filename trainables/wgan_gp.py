@@ -36,6 +36,7 @@ from trainables.trial import StatefulProgram, TrainableSpec, run_trial
 class WganGpProgram(StatefulProgram):
     state_objects = ("classifier", "generator", "critic", "gen_opt", "critic_opt", "cls_opt", "stream")
     state_values = ("gen_step", "cls_credit", "images_seen")
+    classifier_optimizers = ("cls_opt",)
 
     def __init__(self, cfg: WganGpConfig, rt: Runtime, data: Data):
         self.cfg, self.rt, self.data = cfg, rt, data
