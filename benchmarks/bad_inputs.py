@@ -65,6 +65,9 @@ def cases(store: Path, files: Path, busy_port: int) -> list[tuple[str, list[str]
     exp = [EXP, "--storage", str(store)]
     copies = store.parent / "copies"
     crafted, gone = ["--storage", str(copies / "crafted")], ["--storage", str(copies / "gone")]
+    # a trial of the SIGHUP-stopped search that has a checkpoint (its row names one)
+    saved = sorted((copies / "crafted" / SIG).glob("classic_*/checkpoint_*"))
+    trial = ["--trial", saved[0].parent.name.split("_", 1)[1]] if saved else []
     ref_code = ["-s", "dataset=synthetic", "-s", f"ref_classifier={files / 'code.pt'}"]
     return [
         ("unknown space", ["search", "--space", "nope"]),
@@ -155,10 +158,13 @@ def cases(store: Path, files: Path, busy_port: int) -> list[tuple[str, list[str]
         ("evaluate a torch.save file that runs code", ["evaluate", str(files / "code.pt")]),
         ("evaluate a TorchScript archive", ["evaluate", str(files / "script.pt")]),
         ("evaluate an exported program with a pickled weight", ["evaluate", str(files / "pickled.pt2")]),
-        ("a reference classifier that runs code", [*search[:3], "wgan_gp", *search[4:], *ref_code]),
+        ("a reference classifier that runs code", [*search[:2], "wgan_gp", *search[3:], *ref_code]),
         ("train with a reference classifier that runs code", ["train", "-t", "wgan_gp", *ref_code[2:]]),
-        ("export a checkpoint replaced by code", ["export", SIG, *crafted, "--out", str(files / "m.pt")]),
-        ("evaluate a checkpoint replaced by code", ["evaluate", SIG, *crafted, "-n", "4"]),
+        (
+            "export a checkpoint replaced by code",
+            ["export", SIG, *crafted, *trial, "--out", str(files / "m.pt")],
+        ),
+        ("evaluate a checkpoint replaced by code", ["evaluate", SIG, *crafted, *trial, "-n", "4"]),
         ("resume with a checkpoint replaced by code", ["resume", SIG, *crafted]),
         ("export with its checkpoint folders gone", ["export", EXP, *gone, "--out", str(files / "m.pt")]),
     ]
@@ -376,16 +382,15 @@ def dashboard_requests(store: Path, env: dict) -> tuple[bool, str]:
 
 
 def make_copies(store: Path, copies: Path) -> None:
-    """crafted/: the SIGHUP-stopped search with each trial's newest checkpoint replaced by code;
+    """crafted/: the SIGHUP-stopped search with every checkpoint replaced by code;
     gone/: EXP without its checkpoint folders; busy/: EXP for the concurrent writers and signals."""
     import torch
 
     shutil.rmtree(copies, ignore_errors=True)
     shutil.copytree(store / SIG, copies / "crafted" / SIG)
-    for trial in (copies / "crafted" / SIG).glob("classic_*"):
-        for newest in sorted(trial.glob("checkpoint_*"))[-1:]:
-            code = RunsCode(store.parent / "files" / "marker")
-            torch.save({"program": code, "rng": {}, "iteration": 1}, newest / "state.pt")
+    for checkpoint in (copies / "crafted" / SIG).glob("classic_*/checkpoint_*"):
+        code = RunsCode(store.parent / "files" / "marker")
+        torch.save({"program": code, "rng": {}, "iteration": 1}, checkpoint / "state.pt")
     shutil.copytree(store / EXP, copies / "gone" / EXP)
     for folder in (copies / "gone" / EXP).glob("*/checkpoint_*"):
         shutil.rmtree(folder)

@@ -150,6 +150,20 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_weights(base: TrialConfig) -> None:
+    """Every weights file the settings name (``-s ref_classifier=...``) is there and holds weights
+    only: one that would run code is refused before any work starts, and never runs."""
+    files = base.weights_files()
+    if not files:
+        return
+    from trainables.safe_load import check_weights_files
+
+    try:
+        check_weights_files(files)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def check_environment(settings: SearchSettings, base: TrialConfig, check_dataset: bool) -> str:
     """The dataset is there (or can be fetched) and the cluster, if any, can run a trial; the
     cluster's address (``""``: a private local Ray)."""
@@ -158,6 +172,7 @@ def check_environment(settings: SearchSettings, base: TrialConfig, check_dataset
             prepare_dataset(base.dataset, base.data_dir or None)
         except DatasetUnavailable as exc:
             raise UserError(str(exc)) from None
+    check_weights(base)
     address = ray_runtime.check_address(settings.address) if settings.address else ""
     if address and not address.startswith("ray://"):
         check_cluster_resources(settings, ray_runtime.cluster_nodes(address))

@@ -13,13 +13,14 @@ from typing import Any
 from orchestrator import driver_lock, interrupt, ray_runtime, relocation
 from orchestrator.compat import tune as tune_compat
 from orchestrator.errors import SearchFailed, UserError
-from orchestrator.plan_checks import check_cluster_resources
+from orchestrator.plan_checks import check_cluster_resources, check_weights
 from orchestrator.results import ResultsStore
 from orchestrator.search import Outcome, behind, budget_clock, collect, fit, reconcile_study, run_search
 from orchestrator.settings import SearchSettings, former_locations, load_settings, save_record
 from orchestrator.storage import Location
 from orchestrator.tuner import trainable_with_resources
-from trainables.catalog import get_info
+from trainables.catalog import config_class, get_info
+from trainables.config import ConfigError
 
 
 def study_url_of(record: dict[str, Any], override: str | None = None) -> str:
@@ -116,12 +117,26 @@ def _resume_search(name, record, experiment: Location, address, echo, study_stor
         check_cluster_resources(settings, ray_runtime.cluster_nodes(resolved))
     olds = former_locations(record)
     with relocation.experiment_moved(olds, uri):
+        _check_weights_files(record)
         _note_move(record, olds, experiment, study_url, echo)
         echo(f"resuming experiment {name} from {uri}")
         _restore_and_fit(name, record, experiment, settings, resolved, echo)
     objectives = [tuple(o) for o in record["objectives"]]
     reconcile_study(study_url, record["name"], experiment, objectives, echo)
     return collect(uri, objectives)
+
+
+def _check_weights_files(record: dict[str, Any]) -> None:
+    """The weights files the trials load (``-s ref_classifier=``, or the reference the search
+    stored in the experiment), where they are now, read as weights only: one replaced by a file
+    that would run code stops the resume in one line."""
+    try:
+        config = config_class(record["trainable"]).from_dict(dict(record.get("trial_config") or {}))
+    except (ConfigError, KeyError):  # a record of an older version: the trials still load safely
+        return
+    files = {name: relocation.here(path) for name, path in config.weights_files().items()}
+    if files:
+        check_weights(config.replace(**files))
 
 
 #: The outcomes of trials that a resume continues from their checkpoints.

@@ -90,12 +90,7 @@ def prepare(plan: Plan, echo: Callable[[str], None]) -> Plan:
         target.write_bytes(data)
         return target.uri
 
-    from trainables.safe_load import NotAWeightsFile, UnsafeFile
-
-    try:
-        updates = resolve(plan.info.prepare)(plan.base, store, echo)
-    except (UnsafeFile, NotAWeightsFile, FileNotFoundError) as exc:  # a file the settings name
-        raise UserError(str(exc)) from None
+    updates = resolve(plan.info.prepare)(plan.base, store, echo)
     trial_config = {**plan.trial_config, **updates}
     return dataclasses.replace(
         plan, trial_config=trial_config, base=validated(plan.trainable, trial_config, plan.fixed)

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UserError
+from orchestrator.plan_checks import check_weights
 from trainables import get_spec
 from trainables.config import ConfigError
 from trainables.data import DatasetUnavailable, prepare_dataset, resolve_data_root
 from trainables.reporting import ConsoleReporter
 from trainables.runtime import device_problem
-from trainables.safe_load import NotAWeightsFile, UnsafeFile
 from trainables.trial import run_trial
 
 
@@ -63,6 +63,7 @@ def prepare_train_config(trainable: str, values: Mapping[str, Any], data_dir: st
         prepare_dataset(cfg.dataset, cfg.data_dir or None)
     except DatasetUnavailable as exc:
         raise UserError(str(exc)) from None
+    check_weights(cfg)
     return spec, cfg
 
 
@@ -77,7 +78,4 @@ def train_once(
     """Run one trial with a progress line per iteration; resumes from ``checkpoint_dir``."""
     spec, cfg = prepare_train_config(trainable, values, data_dir)
     reporter = ConsoleReporter(spec.name, cfg.budget, spec.unit, spec.headline, checkpoint_dir, echo)
-    try:
-        return run_trial(spec, cfg, reporter)
-    except (UnsafeFile, NotAWeightsFile) as exc:  # a file the settings name (a reference classifier)
-        raise UserError(str(exc)) from None
+    return run_trial(spec, cfg, reporter)

@@ -30,9 +30,12 @@ def param(
     hi: float | None = None,
     choices: tuple[Any, ...] | None = None,
     doc: str = "",
+    weights: bool = False,
 ) -> Any:
-    """A dataclass field with its valid range (inclusive) or choices and a one-line doc."""
-    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+    """A dataclass field with its valid range (inclusive) or choices and a one-line doc.
+    ``weights``: a path or URI of a weights file the trial loads, which commands read once, as
+    weights only, before any work starts (:meth:`Config.weights_files`)."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc, "weights": weights}
     if isinstance(default, (list, tuple)):
         return dataclasses.field(default=tuple(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -195,6 +198,14 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def weights_files(self) -> dict[str, str]:
+        """The weights files this config names (parameter -> path or URI), set ones only."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata.get("weights") and getattr(self, f.name)
+        }
 
     def replace(self: C, **changes: Any) -> C:
         return type(self).from_dict({**self.to_dict(), **changes})

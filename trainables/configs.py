@@ -184,7 +184,9 @@ class WganGpConfig(TrialConfig):
     stages: tuple[int, ...] = param((1000, 2000, 3000, 4000), lo=1, doc="generator steps of the snapshots")
     sample_n: int = param(1000, lo=10, hi=100_000, doc="generated samples per evaluation")
     ref_epochs: int = param(2, lo=1, hi=100, doc="epochs of the reference Classic Classifier")
-    ref_classifier: str = param("", doc="reference state dict (path or URI; '' = train and cache)")
+    ref_classifier: str = param(
+        "", doc="reference state dict (path or URI; '' = train and cache)", weights=True
+    )
     batch_size: int = param(64, lo=2, hi=8192, doc="batch size of critic, generator and classifier")
 
 

@@ -146,6 +146,20 @@ def read_exported_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tens
     return weights, extra
 
 
+def check_weights_files(files: dict[str, str]) -> None:
+    """Read each of a config's weights files (parameter -> path or URI) as weights only:
+    ``ValueError`` naming the parameter for one that is missing, unreadable, holds no weights or
+    would run code. Nothing of a file runs."""
+    for name, source in files.items():
+        try:
+            load_weights(read_bytes(source), name=str(source))
+        except (UnsafeFile, NotAWeightsFile) as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        except OSError as exc:
+            reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+            raise ValueError(f"{name}: cannot read {source} ({reason})") from None
+
+
 def read_bytes(source: str | os.PathLike) -> bytes:
     """A local path's or a pyarrow URI's (``s3://...``) bytes."""
     text = str(source)

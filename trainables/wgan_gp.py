@@ -26,7 +26,7 @@ from trainables.data import BatchStream, Data
 from trainables.evaluation import accuracy, feature_stats, features, frechet_distance
 from trainables.media import image_grid
 from trainables.models import ClassicClassifier, Critic, Generator
-from trainables.reference import ensure_reference, load_reference, read_reference
+from trainables.reference import ensure_reference, load_reference
 from trainables.reporting import console_reporter
 from trainables.runtime import Runtime
 from trainables.steps import Meter, classifier_step, critic_step, generator_step
@@ -165,11 +165,9 @@ def prepare_search(
     cfg: WganGpConfig, store: Callable[[str, bytes], str], echo: Callable[[str], None]
 ) -> dict:
     """Before a search: train (or load from the cache) the reference Classic Classifier once,
-    on the driver, and give every trial the same copy from the experiment's storage. A given
-    ``ref_classifier`` is read once here, as weights only, so that a file that would run code or
-    holds no weights stops the search before any trial starts."""
+    on the driver, and give every trial the same copy from the experiment's storage (a given
+    ``ref_classifier`` was checked before the search started: ``weights=True``)."""
     if cfg.ref_classifier:
-        read_reference(cfg.ref_classifier)
         return {}
     from trainables.trial import load_trial_data
 
