@@ -118,12 +118,7 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
             start = time.monotonic()
             code = driver.wait(120)
             took = time.monotonic() - start
-            left = []
-            for _ in range(20):
-                left = marked_processes(str(tmp_path))
-                if not left:
-                    break
-                time.sleep(0.5)
+            left = _left_behind(tmp_path)
         finally:
             kill_marked(str(tmp_path))
     output = log_path.read_text()
@@ -223,6 +218,17 @@ def test_sigterm_interrupts_a_second_driver_is_refused_and_resume_continues(loca
     assert json.loads((experiment / "orchestrator.json").read_text())["former_locations"] == [str(original)]
 
 
+def _left_behind(mark: Path) -> dict[int, str]:
+    """The processes a stopped driver left running, once they had 10 s to exit."""
+    left = {}
+    for _ in range(20):
+        left = marked_processes(str(mark))
+        if not left:
+            break
+        time.sleep(0.5)
+    return left
+
+
 def _iteration(checkpoint: Path) -> int | None:
     try:
         return load_checkpoint_file(checkpoint)["iteration"]
@@ -262,12 +268,7 @@ def _hang_up_a_resumed_driver(storage: Path, name: str, env: dict, tmp_path: Pat
                 pytest.fail("the resumed trials reported nothing in time")
             driver.send_signal(signal.SIGHUP)
             code = driver.wait(120)
-            left = []
-            for _ in range(20):
-                left = marked_processes(str(tmp_path))
-                if not left:
-                    break
-                time.sleep(0.5)
+            left = _left_behind(tmp_path)
         finally:
             kill_marked(str(tmp_path))
     output = log_path.read_text()
