@@ -68,7 +68,10 @@ def load_weights(source: str | os.PathLike | bytes | IO[bytes], name: str | None
             return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         called = _GLOBAL.search(str(exc))
-        what = f"call {called.group(1)}" if called else "build objects other than tensors and plain data"
+        callables = [called.group(1)] if called else _pickled_callables(source)
+        if callables is None:  # not a pickle at all (text, random bytes)
+            raise NotAWeightsFile(f"{name}: not a torch.save file ({_first_line(exc)})") from None
+        what = f"call {callables[0]}" if callables else "build objects other than tensors and plain data"
         raise UnsafeFile(
             f"{name}: refused: loading it would {what} (a model file or checkpoint holds only tensors "
             "and plain data; nothing of it was run)"
@@ -82,6 +85,41 @@ def load_weights(source: str | os.PathLike | bytes | IO[bytes], name: str | None
         raise NotAWeightsFile(f"{name}: not a torch.save file ({_first_line(exc)})") from None
     except (EOFError, ValueError, KeyError, zipfile.BadZipFile, AttributeError, TypeError) as exc:
         raise NotAWeightsFile(f"{name}: not a torch.save file ({_first_line(exc)})") from None
+
+
+#: Pickle opcodes that call or import something.
+_CALLING = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+
+
+def _pickled_callables(source: Any) -> list[str] | None:
+    """What a pickle (a plain one, or a torch.save zip's ``data.pkl``) imports, read with
+    ``pickletools`` without running it: the names it imports, ``[]`` when it calls something
+    unnamed, ``None`` when it is no pickle at all."""
+    import pickletools
+
+    try:
+        if isinstance(source, io.BytesIO):
+            data = source.getvalue()
+        elif hasattr(source, "read"):
+            source.seek(0)
+            data = source.read()
+        else:
+            data = Path(source).read_bytes()
+        if zipfile.is_zipfile(io.BytesIO(data)):
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        names, strings, calls = [], [], False
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings = [*strings[-1:], str(arg)]
+            elif opcode.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) == 2:
+                names.append(".".join(strings))
+            calls = calls or opcode.name in _CALLING
+    except Exception:  # genops raises ValueError and others on bytes that are no pickle
+        return None
+    return names if names or calls else None
 
 
 def _first_line(exc: BaseException) -> str:
