@@ -122,7 +122,10 @@ def _resume_search(name, record, experiment: Location, address, echo, study_stor
         echo(f"resuming experiment {name} from {uri}")
         _restore_and_fit(name, record, experiment, settings, resolved, echo)
     objectives = [tuple(o) for o in record["objectives"]]
-    reconcile_study(study_url, record["name"], experiment, objectives, echo)
+    # The resume ran to its end (an interruption raises before this): a trial still recorded
+    # interrupted is one Tune's restored state did not hold (the earlier driver was killed before
+    # its snapshot named it), which no later resume runs either: FAIL, not RUNNING, in the study.
+    reconcile_study(study_url, record["name"], experiment, objectives, echo, interrupted="FAIL")
     return collect(uri, objectives)
 
 
