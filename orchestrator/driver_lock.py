@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from orchestrator.errors import UserError
-from orchestrator.storage import Location
+from orchestrator.storage import TMP_SUFFIX, Location
 
 LOCK_FILE = "driver.lock"
 #: How often the holder renews its lease, and after how long without renewal it is stale.
@@ -108,18 +108,27 @@ def _claim_local(loc: Location, data: bytes) -> bool:
     """Create the lease file with its content in one step (written aside, then hard-linked), so
     that no other claimant ever reads it empty and takes it for a killed claim's leftover."""
     os.makedirs(os.path.dirname(loc.path), exist_ok=True)
-    tmp = f"{loc.path}.{uuid.uuid4().hex[:8]}.claim"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = f"{loc.path}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+    _write_synced(tmp, data, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         os.link(tmp, loc.path)
     except FileExistsError:
         return False
+    except OSError:  # a filesystem without hard links: an exclusive create, then the content
+        try:
+            _write_synced(loc.path, data, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            return False
     finally:
         os.remove(tmp)
     return True
+
+
+def _write_synced(path: str, data: bytes, flags: int) -> None:
+    with os.fdopen(os.open(path, flags, 0o644), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _claim(loc: Location, lease: dict[str, Any], echo: Callable[[str], None], command: str) -> None:

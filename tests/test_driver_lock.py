@@ -138,3 +138,21 @@ def test_readers_say_that_the_search_is_running(tmp_path, live_pid):
     _lease(experiment, pid=live_pid)
     result = CliRunner().invoke(cli, ["results", "held", "--storage", str(tmp_path)])
     assert "the search is running" in result.stderr and f"pid {live_pid}" in result.stderr
+
+
+def test_a_lease_is_created_whole_and_without_hard_links_too(tmp_path, monkeypatch):
+    """The lease file appears with its content (written aside, hard-linked: a claimant never
+    reads it empty); on a filesystem without hard links an exclusive create does it."""
+    exp = Location.parse(tmp_path / "exp")
+    with hold(exp, "orchestrator search exp", echo=lambda line: None):
+        assert json.loads((tmp_path / "exp" / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == [], "no temporary file left"
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(driver_lock.os, "link", no_links)
+    with hold(exp, "orchestrator search exp", echo=lambda line: None):
+        assert json.loads((tmp_path / "exp" / LOCK_FILE).read_text())["pid"] == os.getpid()
+        assert not driver_lock._claim_local(exp.child(LOCK_FILE), b"{}"), "held: a second claim fails"
+    assert not (tmp_path / "exp" / LOCK_FILE).exists()
