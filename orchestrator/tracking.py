@@ -215,14 +215,13 @@ class WandbCallback(WandbCallbackBase):
         put = ray_wandb.wandb_submit_result(self, trial, {**result, **decoded})
         self._puts = [*self._check_puts(timeout=0), put]
 
-    def _missing_steps(self, trial, upto: int, first_run_too: bool = False) -> list[dict]:
+    def _missing_steps(self, trial, upto: int) -> list[dict]:
         """Iterations before ``upto`` that an earlier driver of this trial reported (they are
         in the experiment's Parquet history) but whose W&B run never wrote them (it was killed
-        first): logged again, first, so that the synced run has no gap. Local storage only.
-        ``first_run_too``: also for a trial with no W&B run yet (one that ended before it)."""
+        first): logged again, first, so that the synced run has no gap. Local storage only."""
         if upto <= 1 or not isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
             return []
-        if not first_run_too and not list(Path(trial.path).glob("wandb/*run-*")):
+        if not list(Path(trial.path).glob("wandb/*run-*")):
             return []  # the trial's first run: nothing to catch up
         from orchestrator.results import ResultsStore
         from orchestrator.storage import Location
@@ -246,20 +245,6 @@ class WandbCallback(WandbCallbackBase):
             if 0 < int(r.get("iteration") or 0) < upto and int(r["iteration"]) not in logged
         ]
 
-    def _catch_up_finished(self, trials) -> None:
-        """A resumed search: trials an earlier driver finished never report again, so the
-        iterations their W&B run missed (that driver was killed before its logging actor wrote
-        them; they are in the Parquet history) are logged now, and the run ended below. One read
-        of the history and of each such trial's run files, at the end of a resumed search only."""
-        if getattr(self, "_parquet_history", None) == []:
-            return
-        started = ray_wandb.wandb_started_trials(self)
-        for trial in trials:
-            if trial in started or trial.status != "TERMINATED":
-                continue
-            for row in self._missing_steps(trial, upto=1 << 30, first_run_too=True):
-                self._submit(trial, row)
-
     def _check_puts(self, timeout: float | None) -> list:
         """Raise the error of any finished put that failed; the puts still under way."""
         import ray
@@ -282,7 +267,6 @@ class WandbCallback(WandbCallbackBase):
         run that does not finish in time, or fails, is reported, never dropped silently."""
         import ray
 
-        self._catch_up_finished(trials)
         self._puts = self._check_puts(timeout=30)
         ended = getattr(self, "_ended_runs", set())
         for trial in ray_wandb.wandb_started_trials(self):

@@ -365,15 +365,6 @@ def test_a_resumed_run_logs_again_the_iterations_its_killed_run_never_wrote(tmp_
     fresh = SimpleNamespace(**{**vars(trial), "path": str(tmp_path / "classic_new")})
     assert callback._missing_steps(fresh, upto=5) == []  # a first run: nothing to catch up
 
-    # At the end of a resumed search, a trial an earlier driver finished gets what its run
-    # missed; one this driver ran, or one still unfinished, is left alone.
-    submitted = []
-    callback._submit = lambda t, r: submitted.append((t.trial_id, r["iteration"]))
-    finished = SimpleNamespace(**vars(trial), status="TERMINATED")
-    paused = SimpleNamespace(**{**vars(trial), "trial_id": "other"}, status="PAUSED")
-    callback._catch_up_finished([finished, paused])
-    assert submitted == [("t1", 3), ("t1", 4)]
-
 
 def test_a_stray_file_in_parts_is_ignored_not_read_or_deleted(tmp_path, caplog):
     """A copy a user made beside the parts (`history-000001 (copy).parquet`) used to crash
