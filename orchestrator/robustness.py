@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from orchestrator.attack_model import Answers, UnitScale, channels_last
 from trainables.attacks import eval_mode, pgd
 from trainables.data import PIXEL_RANGE
 
@@ -40,42 +41,25 @@ ATTACKS = ("pgd", "pgd-restarts", "apgd-ce", "apgd-t", "square", "autoattack")
 AUTOATTACK = ("apgd-ce", "apgd-t", "square")
 
 
-class _UnitScale(nn.Module):
-    """[0, 1] images -> the model's [-1, 1] inputs, in the channels_last layout."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = channels_last(model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lo, hi = PIXEL_RANGE
-        return self.model(channels_last(x * (hi - lo) + lo))
-
-
-def channels_last(t):
-    """A module's weights or a batch of images in the channels_last layout: the same numbers,
-    convolutions about 1.6 times as fast on CPU (``benchmarks/judge_speed.py``); ART hands the
-    model NCHW arrays, so its inputs are converted on the way in."""
-    if isinstance(t, nn.Module):
-        return t.to(memory_format=torch.channels_last)
-    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-
-
 def to_unit(x: torch.Tensor) -> torch.Tensor:
     lo, hi = PIXEL_RANGE
     return (x - lo) / (hi - lo)
 
 
-def art_classifier(model: nn.Module, input_shape: Sequence[int], num_classes: int, device: torch.device):
-    """An ART ``PyTorchClassifier`` of ``model`` taking [0, 1] images."""
+def art_classifier(
+    model: nn.Module, input_shape: Sequence[int], num_classes: int, device: torch.device, remember=True
+):
+    """An ART ``PyTorchClassifier`` of ``model`` taking [0, 1] images; ``remember``: through
+    :class:`~orchestrator.attack_model.Answers` (False: ART's plain estimator of the model)."""
     from art.estimators.classification import PyTorchClassifier
 
     return PyTorchClassifier(
-        model=_UnitScale(model).eval(),
+        model=(Answers(model) if remember else UnitScale(model)).eval(),
         loss=nn.CrossEntropyLoss(),
         input_shape=tuple(input_shape),
         nb_classes=num_classes,
         clip_values=(0.0, 1.0),
+        preprocessing=None,  # ART's default standardises by mean 0, std 1: a copy per query
         device_type="gpu" if device.type == "cuda" else "cpu",
     )
 
@@ -155,10 +139,12 @@ def run_attack(
     batch_size: int = 250,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    remember: bool = True,
 ) -> AttackResult:
     """Run attack ``name`` (see :data:`ATTACKS`) on images ``x`` in [-1, 1] with labels ``y``;
     ``eps`` on the [0, 1] pixel scale; ``targets``: APGD-T's target classes per image;
-    ``square_queries``: Square's budget per image."""
+    ``square_queries``: Square's budget per image; ``remember``: ART queries the model through
+    :class:`~orchestrator.attack_model.Answers` (False: ART's plain estimator, to compare)."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
     start = time.perf_counter()
@@ -180,7 +166,7 @@ def run_attack(
         label = f"{name} part {k}/{len(parts)} ({part})" if len(parts) > 1 else name
         todo = np.flatnonzero(correct)
         if len(todo):
-            budget = (targets, square_queries)
+            budget = (targets, square_queries, remember)
             broken = _art_part(part, model, x[todo], y[todo], eps, budget, batch_size, seed, label, progress)
             correct[todo[broken]] = False
             broken_by[todo[broken]] = k
@@ -210,7 +196,7 @@ def _art_part(
     x: torch.Tensor,
     y: torch.Tensor,
     eps: float,
-    budget: tuple[int, int],
+    budget: tuple[int, int, bool],
     batch: int,
     seed: int,
     label: str = "",
@@ -218,11 +204,11 @@ def _art_part(
 ) -> np.ndarray:
     """Indices (into ``x``) of the images ``part`` makes the classifier get wrong, attacked
     ``batch`` images at a time (a progress line after each); ``budget``: APGD-T's target
-    classes and Square's queries."""
-    targets, queries = budget
+    classes, Square's queries and whether the model remembers (:func:`art_classifier`)."""
+    targets, queries, remember = budget
     np.random.seed(seed)  # ART draws its random starts and squares from NumPy's global RNG
     torch.manual_seed(seed)
-    classifier = art_classifier(model, x.shape[1:], _num_classes(model, x), x.device)
+    classifier = art_classifier(model, x.shape[1:], _num_classes(model, x), x.device, remember)
     x01 = to_unit(x).cpu().numpy().astype(np.float32)
     labels = y.cpu().numpy()
     targeted = part == "apgd-t"
