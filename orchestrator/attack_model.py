@@ -16,8 +16,8 @@ beyond float rounding (``benchmarks/judge_speed.py`` measures both, and the verd
 - a new image that differs from the image at its place in the previous query only inside a
   window (Square's candidates: one square of the image they came from, the same square for the
   whole batch) is computed only where the window reaches: for a model that is a chain of
-  'same'-padded stride-1 convolutions, pointwise layers and non-overlapping pools up to a
-  flatten (the project's classifiers), those layers run on the window grown by their receptive
+  stride-1 convolutions, pointwise layers and non-overlapping pools up to a flatten (the
+  project's classifiers), those layers run on the window grown by their receptive
   field, the rest of their output is the earlier image's, and the layers after the flatten run
   in full.
 """
@@ -100,12 +100,14 @@ _POINTWISE = (
 @dataclass
 class _Window:
     """A model split as ``tail(local(x))``: ``local`` the layers whose outputs depend on nearby
-    pixels only (``kinds``: per layer ``('conv', pad)``, ``('pool', size)`` or ``('point', 0)``;
-    ``sizes``: each layer's input height and width), ``tail`` the flatten and everything after."""
+    pixels only (``kinds``: per layer ``('conv', kernel, padding)``, ``('pool', size, 0)`` or
+    ``('point', 1, 0)``; ``sizes``: each layer's input height and width, ``out``: the last
+    one's output), ``tail`` the flatten and everything after."""
 
     local: list[nn.Module]
-    kinds: list[tuple[str, int]]
+    kinds: list[tuple[str, int, int]]
     sizes: list[tuple[int, int]]
+    out: tuple[int, int]
     tail: nn.Sequential
 
     @staticmethod
@@ -129,59 +131,71 @@ class _Window:
             for m in layers[:cut]:
                 sizes.append(tuple(t.shape[-2:]))
                 t = m(t)
-        return _Window(layers[:cut], kinds, sizes, nn.Sequential(*layers[cut:]))
+        return _Window(layers[:cut], kinds, sizes, tuple(t.shape[-2:]), nn.Sequential(*layers[cut:]))
 
     def changed(self, rows: slice, cols: slice) -> tuple[slice, slice]:
         """The part of ``local``'s output that a change of the input inside ``rows, cols`` reaches."""
-        for (kind, k), size in zip(self.kinds, self.sizes):
-            rows, cols = (_grow(r, kind, k, n) for r, n in zip((rows, cols), size))
+        for kind, size in zip(self.kinds, self.sizes):
+            rows, cols = (_grow(r, *kind, n) for r, n in zip((rows, cols), size))
         return rows, cols
 
-    def recompute(self, x: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
-        """``local(x)[..., rows, cols]``, computed from the pixels that reach it only."""
+    def plan(self, rows: slice, cols: slice) -> tuple[list, list, float]:
+        """What ``local(x)[..., rows, cols]`` is computed from: each layer's input region, the
+        zero padding its convolution adds at the border, and the share of the convolutions'
+        multiply-adds that this takes."""
         wanted, pads = [(rows, cols)], []
-        for (kind, k), size in zip(reversed(self.kinds), reversed(self.sizes)):
-            need = [_need(r, kind, k, n) for r, n in zip(wanted[0], size)]
+        for kind, size in zip(reversed(self.kinds), reversed(self.sizes)):
+            need = [_need(r, *kind, n) for r, n in zip(wanted[0], size)]
             wanted.insert(0, tuple(r for r, _ in need))
             pads.insert(0, [p for _, p in need])
+        part = full = 0
+        for m, (out_r, out_c), size in zip(self.local, wanted[1:], [*self.sizes[1:], self.out]):
+            if isinstance(m, nn.Conv2d):
+                part += m.weight.numel() * (out_r.stop - out_r.start) * (out_c.stop - out_c.start)
+                full += m.weight.numel() * size[0] * size[1]
+        return wanted, pads, part / full
+
+    def recompute(self, x: torch.Tensor, wanted: list, pads: list) -> torch.Tensor:
+        """``local(x)`` in the last region of ``wanted`` (see :meth:`plan`), computed from the
+        pixels that reach it only."""
         t = x[..., wanted[0][0], wanted[0][1]]
-        for m, (kind, _), ((top, bottom), (left, right)) in zip(self.local, self.kinds, pads):
-            if kind == "conv":
+        for m, kind, ((top, bottom), (left, right)) in zip(self.local, self.kinds, pads):
+            if kind[0] == "conv":
                 t = F.conv2d(F.pad(t, (left, right, top, bottom)), m.weight, m.bias, groups=m.groups)
             else:
                 t = m(t)
         return t
 
 
-def _kind(m: nn.Module) -> tuple[str, int] | None:
+def _kind(m: nn.Module) -> tuple[str, int, int] | None:
+    """How a layer's output depends on its input's pixels, or None if not on nearby ones only."""
     if isinstance(m, nn.Conv2d):
-        k = m.kernel_size
-        same = m.padding == (k[0] // 2, k[1] // 2) and k[0] == k[1] and k[0] % 2 == 1
-        if same and m.stride == (1, 1) and m.dilation == (1, 1) and m.padding_mode == "zeros":
-            return ("conv", k[0] // 2)
-        return None
+        (k, k2), (p, p2) = m.kernel_size, m.padding if isinstance(m.padding, tuple) else (-1, -1)
+        plain = m.stride == (1, 1) and m.dilation == (1, 1) and m.padding_mode == "zeros"
+        return ("conv", k, p) if plain and k == k2 and p == p2 and 0 <= p < k else None
     if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
         k, stride = m.kernel_size, m.stride
         if isinstance(k, int) and stride in (k, (k, k)) and m.padding in (0, (0, 0)) and not m.ceil_mode:
-            return ("pool", k) if getattr(m, "dilation", 1) in (1, (1, 1)) else None
+            return ("pool", k, 0) if getattr(m, "dilation", 1) in (1, (1, 1)) else None
         return None
-    return ("point", 0) if isinstance(m, _POINTWISE) else None
+    return ("point", 1, 0) if isinstance(m, _POINTWISE) else None
 
 
-def _grow(r: slice, kind: str, k: int, n: int) -> slice:
+def _grow(r: slice, kind: str, k: int, p: int, n: int) -> slice:
     """Where a change of a layer's input inside ``r`` (of ``n``) shows in its output."""
     if kind == "conv":
-        return slice(max(r.start - k, 0), min(r.stop + k, n))
+        return slice(max(r.start + p - k + 1, 0), min(r.stop + p, n + 2 * p - k + 1))
     if kind == "pool":
         return slice(r.start // k, min(-(-r.stop // k), n // k))
     return r
 
 
-def _need(r: slice, kind: str, k: int, n: int) -> tuple[slice, tuple[int, int]]:
+def _need(r: slice, kind: str, k: int, p: int, n: int) -> tuple[slice, tuple[int, int]]:
     """The part of a layer's input (of ``n``) that output ``r`` is computed from, and the zero
     padding a convolution adds on each side of it at the border."""
     if kind == "conv":
-        return slice(max(r.start - k, 0), min(r.stop + k, n)), (max(k - r.start, 0), max(r.stop + k - n, 0))
+        lo, hi = r.start - p, r.stop - p + k - 1
+        return slice(max(lo, 0), min(hi, n)), (max(-lo, 0), max(hi - n, 0))
     if kind == "pool":
         return slice(r.start * k, r.stop * k), (0, 0)
     return r, (0, 0)
@@ -191,8 +205,8 @@ class Answers(nn.Module):
     """``UnitScale(folded(model))`` that remembers what it computed (see the module's doc).
 
     ``rows``: how many images' logits (and outputs of the local layers) are remembered, least
-    recently used going first; ``window``: the largest share of the local layers' output worth
-    recomputing in part (beyond it an image is computed in full)."""
+    recently used going first; ``window``: the largest share of the convolutions' work worth
+    doing in part (beyond it an image is computed in full)."""
 
     def __init__(self, model: nn.Module, rows: int = 2048, window: float = 0.5):
         super().__init__()
@@ -262,14 +276,12 @@ class Answers(nn.Module):
         self.computed["no_grad"] += len(full)
         xs = self.model.unit(x[full])
         if split is None:
-            logits, local = self.model.model(xs), [None] * len(full)
-        else:
-            local = xs
-            for m in split.local:
-                local = m(local)
-            logits = split.tail(local)
-        for i, row, kept in zip(full, logits, local):
-            self._seen[keys[i]] = (row, kept)
+            self._keep([keys[i] for i in full], self.model.model(xs), None)
+            return
+        local = xs
+        for m in split.local:
+            local = m(local)
+        self._keep([keys[i] for i in full], split.tail(local), local)
 
     def _in_part(self, x, flat, prev, rows: list[int], keys: list[bytes]) -> bool:
         """Compute images ``rows`` of ``x`` from the local outputs of the images at their places
@@ -282,17 +294,19 @@ class Answers(nn.Module):
             return False
         r, c = np.flatnonzero(diff.any(axis=1)), np.flatnonzero(diff.any(axis=0))
         out_r, out_c = split.changed(slice(r[0], r[-1] + 1), slice(c[0], c[-1] + 1))
-        old = torch.stack([self._seen[prev[0][i]][1] for i in rows])
-        share = (out_r.stop - out_r.start) * (out_c.stop - out_c.start) / (old.shape[-1] * old.shape[-2])
+        wanted, pads, share = split.plan(out_r, out_c)
         if share > self.window:
             return False
         self.computed["window"] += len(rows)
-        local = old.clone()
-        local[..., out_r, out_c] = split.recompute(self.model.unit(x[rows]), out_r, out_c)
-        logits = split.tail(local)
-        for i, row, kept in zip(rows, logits, local):
-            self._seen[keys[i]] = (row, kept)
+        local = torch.stack([self._seen[prev[0][i]][1] for i in rows])
+        local[..., out_r, out_c] = split.recompute(self.model.unit(x[rows]), wanted, pads)
+        self._keep([keys[i] for i in rows], split.tail(local), local)
         return True
+
+    def _keep(self, keys: list[bytes], logits: torch.Tensor, local: torch.Tensor | None) -> None:
+        """Remember each image's own copy (a view would keep its whole batch alive)."""
+        for i, k in enumerate(keys):
+            self._seen[k] = (logits[i].clone(), None if local is None else local[i].clone())
 
 
 def _key(x: torch.Tensor) -> bytes:

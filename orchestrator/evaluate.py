@@ -215,7 +215,7 @@ def evaluate_experiment(
     trial's row of ``evaluations.parquet`` is saved again after each of its attacks, so an
     interruption loses no attack that finished."""
     check_request(attacks, n, eps, top)
-    from orchestrator.export import build_classifier, pick_trials, read_checkpoint
+    from orchestrator.export import build_classifier, classifier_meta, pick_trials, read_checkpoint
     from orchestrator.results import ResultsStore
     from trainables.data import DATASETS
 
@@ -227,9 +227,7 @@ def evaluate_experiment(
         state = read_checkpoint(experiment, row["checkpoint_path"])
         config = state["config"]
         spec = DATASETS[config["dataset"]]
-        meta = {"architecture": "ClassicClassifier", "channels": spec.channels}
-        meta["num_classes"] = spec.num_classes
-        model = build_classifier(meta, state["program"]["classifier"])
+        model = build_classifier(classifier_meta(config), state["program"]["classifier"])
         # Saved after every attack: an interruption keeps each attack that finished.
         evaluation = attack_test_split(
             model,

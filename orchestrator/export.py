@@ -27,7 +27,7 @@ from orchestrator.leaderboard import leaderboard
 from orchestrator.results import load_results, table_metadata
 from orchestrator.storage import Location
 from trainables.data import DATASETS, PIXEL_RANGE
-from trainables.models import ClassicClassifier
+from trainables.models import ARCHITECTURES, CLASSIFIERS, make_classifier
 from trainables.reporting import CHECKPOINT_FILE
 from trainables.safe_load import (
     NotAWeightsFile,
@@ -133,9 +133,7 @@ def _write(state: dict[str, Any], source: dict[str, Any], out: Path, fmt: str) -
     spec = DATASETS[config["dataset"]]
     meta = {
         "format": FORMAT,
-        "architecture": "ClassicClassifier",
-        "channels": spec.channels,
-        "num_classes": spec.num_classes,
+        **classifier_meta(config),
         "dataset": spec.name,
         "input_size": 32,
         "pixel_range": list(PIXEL_RANGE),
@@ -157,10 +155,24 @@ def _write(state: dict[str, Any], source: dict[str, Any], out: Path, fmt: str) -
     return meta
 
 
+def classifier_meta(config: dict[str, Any]) -> dict[str, Any]:
+    """What rebuilds a trial's classifier: architecture, width, channels and classes (a config
+    written before ``classifier`` and ``width`` existed is the Classic Classifier of width 32)."""
+    spec = DATASETS[config["dataset"]]
+    return {
+        "architecture": CLASSIFIERS[config.get("classifier", "classic")].__name__,
+        "width": int(config.get("width", 32)),
+        "channels": spec.channels,
+        "num_classes": spec.num_classes,
+    }
+
+
 def build_classifier(meta: dict[str, Any], weights: dict[str, torch.Tensor]) -> nn.Module:
-    if meta.get("architecture") != "ClassicClassifier":
+    if meta.get("architecture") not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {meta.get('architecture')!r}")
-    model = ClassicClassifier(meta["channels"], meta["num_classes"])
+    model = make_classifier(
+        meta["architecture"], meta["channels"], meta["num_classes"], meta.get("width", 32)
+    )
     model.load_state_dict(weights)
     return model.eval()
 

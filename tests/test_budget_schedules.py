@@ -63,7 +63,10 @@ def test_a_trial_decays_its_classifier_learning_rate_to_the_end_and_resumes_on_s
     assert math.isfinite(resumed.reports[-1]["val/acc"])
 
 
-@pytest.mark.parametrize("setting", ["lr_schedule=step", "lr_floor=2", "eps_ramp=0.95"])
+@pytest.mark.parametrize(
+    "setting",
+    ["lr_schedule=step", "lr_floor=2", "eps_ramp=0.95", "width=2", "width=512", "classifier=resnet"],
+)
 def test_a_schedule_outside_its_range_is_one_line(setting):
     result = CliRunner().invoke(cli, ["train", "-t", "classic", "-s", "dataset=synthetic", "-s", setting])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output

@@ -100,16 +100,26 @@ def test_params_lists_every_field():
         assert name in result.output
 
 
-def test_train_checkpoint_exports_and_evaluates_under_strong_attacks(tmp_path):
+@pytest.mark.parametrize(
+    ("capacity", "fmt", "architecture"),
+    [
+        ([], "state_dict", "ClassicClassifier"),
+        (["-s", "classifier=smallcnn", "-s", "width=8"], "exported", "SmallCNN"),
+    ],
+)
+def test_train_checkpoint_exports_and_evaluates_under_strong_attacks(tmp_path, capacity, fmt, architecture):
     runner = CliRunner()
     ckpt, model = tmp_path / "ckpt", tmp_path / "model.pt"
     trained = runner.invoke(
-        cli, ["train", "-t", "classic", "--epochs", "1", *FAST, "--checkpoint-dir", str(ckpt)]
+        cli, ["train", "-t", "classic", "--epochs", "1", *FAST, *capacity, "--checkpoint-dir", str(ckpt)]
     )
     assert trained.exit_code == 0, trained.output
-    exported = runner.invoke(cli, ["export", str(ckpt), "--out", str(model)])
+    exported = runner.invoke(cli, ["export", str(ckpt), "--out", str(model), "--format", fmt])
     assert exported.exit_code == 0, exported.output
     assert "classic (synthetic)" in exported.output
+    from orchestrator.export import load_classifier
+
+    assert load_classifier(model)[1]["architecture"] == architecture
     result = runner.invoke(
         cli, ["evaluate", str(model), "--attack", "pgd", "--attack", "apgd-ce", "-n", "16", "--json"]
     )

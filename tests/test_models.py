@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from trainables.models import ClassicClassifier, Critic, Generator, PerturbationGenerator, PixelNorm
+from trainables.models import (
+    ClassicClassifier,
+    Critic,
+    Generator,
+    PerturbationGenerator,
+    PixelNorm,
+    make_classifier,
+)
 
 
 @pytest.mark.parametrize("channels,classes", [(1, 10), (3, 43)])
@@ -75,3 +82,24 @@ def test_perturbation_generator_is_bounded(eps):
 def test_perturbation_generator_rejects_bad_eps():
     with pytest.raises(ValueError):
         PerturbationGenerator(1, eps=0.0)
+
+
+@pytest.mark.parametrize("architecture", ["classic", "smallcnn", "ClassicClassifier", "SmallCNN"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_architecture_at_every_width_gives_logits_and_embeddings(architecture, channels):
+    sizes = []
+    for width in (8, 16):
+        model = make_classifier(architecture, channels, 43, width=width).eval()
+        x = torch.randn(3, channels, 32, 32)
+        assert model(x).shape == (3, 43)
+        assert model.embed(x).shape[0] == 3
+        sizes.append(sum(p.numel() for p in model.parameters()))
+    assert sizes[1] > sizes[0]  # width is capacity
+
+
+def test_smallcnn_at_width_32_is_trades_network():
+    convs = [m for m in make_classifier("smallcnn", 1, 10).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [m.out_channels for m in convs] == [32, 32, 64, 64]
+    assert all(m.padding == (0, 0) and m.kernel_size == (3, 3) for m in convs)
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'"):
+        make_classifier("resnet", 1, 10)

@@ -39,7 +39,7 @@ from trainables.configs import AdaptiveRatioConfig
 from trainables.data import BatchStream, Data
 from trainables.evaluation import accuracy, predict
 from trainables.media import prediction_grid
-from trainables.models import ClassicClassifier, GradientAttacker, PerturbationGenerator
+from trainables.models import GradientAttacker, PerturbationGenerator, make_classifier
 from trainables.reporting import console_reporter
 from trainables.runtime import Runtime
 from trainables.schedules import adaptive_k, stepped_k
@@ -54,7 +54,9 @@ class AdaptiveRatioProgram(StatefulProgram):
 
     def __init__(self, cfg: AdaptiveRatioConfig, rt: Runtime, data: Data):
         self.cfg, self.rt, self.data = cfg, rt, data
-        self.classifier = rt.module(ClassicClassifier(data.spec.channels, data.spec.num_classes))
+        self.classifier = rt.module(
+            make_classifier(cfg.classifier, data.spec.channels, data.spec.num_classes, cfg.width)
+        )
         if cfg.generator == "gradient":
             self.perturber = rt.module(
                 GradientAttacker(

@@ -15,7 +15,7 @@ from trainables.configs import ClassicConfig
 from trainables.data import BatchStream, Data
 from trainables.evaluation import predict
 from trainables.media import prediction_grid
-from trainables.models import ClassicClassifier
+from trainables.models import make_classifier
 from trainables.reporting import console_reporter
 from trainables.runtime import Runtime
 from trainables.steps import classifier_step, run_steps
@@ -29,7 +29,9 @@ class ClassicProgram(StatefulProgram):
 
     def __init__(self, cfg: ClassicConfig, rt: Runtime, data: Data):
         self.cfg, self.rt, self.data = cfg, rt, data
-        self.classifier = rt.module(ClassicClassifier(data.spec.channels, data.spec.num_classes))
+        self.classifier = rt.module(
+            make_classifier(cfg.classifier, data.spec.channels, data.spec.num_classes, cfg.width)
+        )
         self.optimizer = torch.optim.Adam(
             self.classifier.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )

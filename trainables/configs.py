@@ -16,6 +16,9 @@ from trainables.schedules import LR_SCHEDULES, SCHEDULES, validate_steps
 if TYPE_CHECKING:
     from trainables.evaluation import EvalSpec
 
+#: The classifier architectures (``trainables.models.CLASSIFIERS``).
+CLASSIFIERS = ("classic", "smallcnn")
+
 #: The generator families of ``adaptive_ratio`` (see :mod:`trainables.adaptive_ratio`).
 GENERATORS = ("image", "gradient")
 
@@ -72,6 +75,14 @@ class TrialConfig(Config):
     val_pgd: bool = param(False, doc="also PGD on validation (the test split always gets it)")
     noise_eval: bool = param(True, doc="evaluate Gaussian / salt-and-pepper / periodic noise")
     batch_size: int = param(128, lo=2, hi=8192, doc="training batch size")
+    classifier: str = param(
+        "classic",
+        choices=CLASSIFIERS,
+        doc="the classifier's architecture: seed 000's Classic Classifier or TRADES' SmallCNN",
+    )
+    width: int = param(
+        32, lo=4, hi=256, doc="the classifier's conv channels (classic: both convs; smallcnn: 1x, 1x, 2x, 2x)"
+    )
     lr_schedule: str = param(
         "constant",
         choices=LR_SCHEDULES,

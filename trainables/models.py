@@ -1,7 +1,8 @@
 """Every network of the project, sized from the dataset's channels and classes.
 
 - :class:`ClassicClassifier`: seed 000's Classic Classifier (also the Robust Classifier's and
-  the adaptive-ratio classifier's architecture).
+  the adaptive-ratio classifier's architecture, the default of every trainable).
+- :class:`SmallCNN`: TRADES' 4-conv MNIST network, the other choice of ``classifier``.
 - :class:`Critic`: the WGAN-GP critic (seed 000), with an optional class projection.
 - :class:`Generator`: the conditional WGAN-GP generator (seed 000).
 - :class:`PerturbationGenerator`: seed 001's generator of bounded perturbations.
@@ -55,6 +56,57 @@ class ClassicClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class SmallCNN(nn.Module):
+    """TRADES' SmallCNN (Zhang et al. 2019, MNIST): 3x3 convs of ``width``, ``width``, 2 x
+    ``width``, 2 x ``width`` channels without padding (ReLU; a 2x2 max-pool after each pair),
+    FC 200, dropout 0.5, FC 200, FC to the class logits; ``width`` 32 is the published network."""
+
+    def __init__(self, channels: int = 1, num_classes: int = 10, width: int = 32, size: int = 32):
+        super().__init__()
+        w2, side = 2 * width, ((size - 4) // 2 - 4) // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, width, 3),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, w2, 3),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w2, w2, 3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(w2 * side * side, 200),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(200, 200),
+            nn.ReLU(inplace=True),
+        )
+        self.head = nn.Linear(200, num_classes)
+        xavier_init(self)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The 200-d penultimate features."""
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+#: Classifier architectures by the name a config gives (``classifier``) and the name an export's
+#: metadata gives (``architecture``).
+CLASSIFIERS = {"classic": ClassicClassifier, "smallcnn": SmallCNN}
+ARCHITECTURES = {cls.__name__: name for name, cls in CLASSIFIERS.items()}
+
+
+def make_classifier(name: str, channels: int, num_classes: int, width: int = 32) -> nn.Module:
+    """A classifier of architecture ``name`` (a key of :data:`CLASSIFIERS` or a class name)."""
+    cls = CLASSIFIERS.get(name) or CLASSIFIERS.get(ARCHITECTURES.get(name, ""))
+    if cls is None:
+        raise ValueError(f"unknown architecture {name!r}")
+    return cls(channels, num_classes, width=width)
 
 
 class Critic(nn.Module):

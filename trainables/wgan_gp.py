@@ -25,7 +25,7 @@ from trainables.configs import WganGpConfig
 from trainables.data import BatchStream, Data
 from trainables.evaluation import accuracy, feature_stats, features, frechet_distance
 from trainables.media import image_grid
-from trainables.models import ClassicClassifier, Critic, Generator
+from trainables.models import Critic, Generator, make_classifier
 from trainables.reference import ensure_reference, load_reference
 from trainables.reporting import console_reporter
 from trainables.runtime import Runtime
@@ -44,7 +44,7 @@ class WganGpProgram(StatefulProgram):
         self.num_classes = k
         self.generator = rt.module(Generator(c, k, cfg.latent_dim))
         self.critic = rt.module(Critic(c, k if cfg.conditional_critic else None))
-        self.classifier = rt.module(ClassicClassifier(c, k))
+        self.classifier = rt.module(make_classifier(cfg.classifier, c, k, cfg.width))
         betas = (cfg.beta1, cfg.beta2)
         self.gen_opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.gen_lr, betas=betas)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, betas=betas)
