@@ -24,7 +24,6 @@ beyond float rounding (``benchmarks/judge_speed.py`` measures both, and the verd
 
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainables.data import PIXEL_RANGE
+from trainables.models import folded
 
 
 def channels_last(t):
@@ -43,21 +43,6 @@ def channels_last(t):
     if isinstance(t, nn.Module):
         return t.to(memory_format=torch.channels_last)
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-
-
-def folded(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with batch norms folded into the layers before them and
-    weights that need no gradient."""
-    model = copy.deepcopy(model).eval()
-    try:
-        from torch.fx.experimental.optimization import fuse
-
-        model = fuse(model)
-    except Exception:  # a model fx cannot trace is judged unfolded
-        pass
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return channels_last(model)
 
 
 class UnitScale(nn.Module):
@@ -210,7 +195,7 @@ class Answers(nn.Module):
 
     def __init__(self, model: nn.Module, rows: int = 2048, window: float = 0.5):
         super().__init__()
-        self.model = UnitScale(folded(model))
+        self.model = UnitScale(channels_last(folded(model)))
         self.rows, self.window = rows, window
         self._split: _Window | bool | None = False  # False: not looked for yet
         self._seen: OrderedDict[bytes, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()

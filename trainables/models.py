@@ -19,6 +19,27 @@ from torch import nn
 from trainables.data import PIXEL_RANGE, to_model_scale
 
 
+def folded(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` that computes the same function for attacking it: batch
+    norms folded into the convolutions and linear layers before them (``torch.fx``; a model fx
+    cannot trace is copied as it is) and weights that need no gradient (attacks ask only for the
+    input's), in the memory format the model had. About 1.5 times as fast a forward pass and 1.6
+    times as fast a forward and backward pass on CPU (``benchmarks/throughput.py``)."""
+    import contextlib
+    import copy
+
+    from torch.fx.experimental.optimization import fuse
+
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    last = bool(convs) and convs[0].is_contiguous(memory_format=torch.channels_last)
+    copied = copy.deepcopy(model).eval()
+    with contextlib.suppress(Exception):  # a model fx cannot trace is attacked unfolded
+        copied = fuse(copied)
+    for p in copied.parameters():
+        p.requires_grad_(False)
+    return copied.to(memory_format=torch.channels_last) if last else copied
+
+
 def xavier_init(module: nn.Module) -> None:
     """Xavier-uniform weights and zero biases (seed 000 switched to Xavier initialisation)."""
     for m in module.modules():
