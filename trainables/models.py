@@ -30,6 +30,8 @@ def folded(model: nn.Module) -> nn.Module:
 
     from torch.fx.experimental.optimization import fuse
 
+    if getattr(model, "is_folded", False):
+        return model
     convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
     last = bool(convs) and convs[0].is_contiguous(memory_format=torch.channels_last)
     copied = copy.deepcopy(model).eval()
@@ -37,6 +39,7 @@ def folded(model: nn.Module) -> nn.Module:
         copied = fuse(copied)
     for p in copied.parameters():
         p.requires_grad_(False)
+    copied.is_folded = True
     return copied.to(memory_format=torch.channels_last) if last else copied
 
 
