@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,42 @@ def short_tmpdir() -> str:
     path = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     _RAY_TMPDIRS.append(path)
     return path
+
+
+#: Fixtures that start Ray (or a real search on it): a test using one is ``slow`` by that use.
+RAY_FIXTURES = {"local_ray", "space_runs"}
+#: CI fails an unmarked test whose setup, call or teardown takes longer (seconds): the inner
+#: loop (``-m "not slow and not train"``) stays one. 1.6x the local 2-core machine's ~1.5 s worst.
+INNER_LOOP_LIMIT_S = 2.5
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI, an unmarked test phase slower than ``INNER_LOOP_LIMIT_S`` fails; so does an
+    unmarked test that leaves Ray running in this process."""
+    outcome = yield
+    report = outcome.get_result()
+    if not os.environ.get("CI") or report.failed:
+        return
+    if item.get_closest_marker("slow") or item.get_closest_marker("train"):
+        return
+    problem = None
+    if report.duration > INNER_LOOP_LIMIT_S:
+        problem = (
+            f"an unmarked test took {report.duration:.1f} s in {report.when} (limit {INNER_LOOP_LIMIT_S} s): "
+            "speed it up or mark it slow or train"
+        )
+    elif report.when == "call" and "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        problem = "an unmarked test left Ray running: mark it slow"
+    if problem:
+        report.outcome = "failed"
+        report.longrepr = problem
 
 
 def pytest_sessionfinish(session, exitstatus):

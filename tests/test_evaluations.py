@@ -20,6 +20,7 @@ for i in range(int(sys.argv[3])):
 """
 
 
+@pytest.mark.slow
 def test_writers_racing_on_evaluations_lose_no_row(tmp_path):
     """Three processes each save 10 rows at once: all 30 are in the file (a read-merge-write
     without the file's lease lost rows this way)."""

@@ -103,6 +103,7 @@ def test_tune_deleting_a_checkpoint_that_is_gone_already_is_no_error(tmp_path):
     assert [f.exists() for f in folders] == [False, False, True]
 
 
+@pytest.mark.train
 def test_a_trial_restored_from_its_final_checkpoint_reports_its_last_result_again():
     """A stand-in can be the trial's final checkpoint (it had finished unbeknown to Tune's saved
     state): the trial trains no more and reports its last result again, so nothing ends on the
@@ -305,6 +306,7 @@ def _listener():
     return server
 
 
+@pytest.mark.slow
 def test_an_address_where_no_ray_head_answers_fails_in_bounded_time():
     server = _listener()
     address = f"127.0.0.1:{server.getsockname()[1]}"
@@ -324,6 +326,7 @@ def test_resources_are_checked_against_the_clusters_largest_node():
         check_cluster_resources(SearchSettings(space="classic", gpus_per_trial=2), nodes)
 
 
+@pytest.mark.train
 def test_a_resumed_run_logs_again_the_iterations_its_killed_run_never_wrote(tmp_path):
     """The killed driver's W&B run has iterations 1-2, Parquet has 1-4: the resumed run logs 3
     and 4 before its first new result (5)."""

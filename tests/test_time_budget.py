@@ -80,6 +80,7 @@ def test_the_test_reserve_covers_the_readme_jobs_measured_test_without_wasting_m
     assert 124.0 <= reserved <= 1.2 * 124.0, reserved
 
 
+@pytest.mark.train
 def test_a_trial_tests_the_model_it_has_when_the_next_iteration_would_not_fit(tmp_path, monkeypatch):
     import trainables.deadline
 
@@ -101,6 +102,7 @@ def test_a_trial_tests_the_model_it_has_when_the_next_iteration_would_not_fit(tm
     assert reporter.load_checkpoint()["iteration"] == 3, "checkpointed at its end"
 
 
+@pytest.mark.train
 def test_a_trial_past_its_deadline_ends_tested_and_checkpointed(tmp_path):
     spec = get_spec("classic")
     reporter = MemoryReporter()
@@ -226,6 +228,7 @@ def test_after_exploration_the_trials_left_share_the_cores(tmp_path):
     assert "threads" not in json.loads((fresh / "deadline.json").read_text())
 
 
+@pytest.mark.train
 def test_a_trial_takes_the_threads_the_driver_gives_it(tmp_path):
     import torch
 
