@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
-from orchestrator import time_budget
 from orchestrator.relocation import here
 from orchestrator.storage import Location
+from trainables.deadline import DEADLINE_FILE, TimeBudget
 
 
 class CoreShare(Callback):
     """Once no new trial will start (the exploration share of the budget is over), the trials
     still running share the local machine's cores: ``threads`` in ``deadline.json``, which each
     trial reads before its next iteration (``trainables.deadline``). Before that every trial
-    keeps the CPUs Ray gave it. Only for a private local Ray, whose cores are all this search's."""
+    keeps the CPUs Ray gave it. Only for a private local Ray, whose cores are all this search's.
+
+    Not Ray's ``ResourceChangingScheduler``: that one gives a trial more resources by pausing it
+    and restoring its checkpoint in a new actor (a restart per change, the iteration under way
+    lost), where a trial here takes more threads between two iterations in its own process."""
 
     def __init__(self, experiment_uri: str, budget_s: float, cpus: int, cpus_per_trial: float):
         self.experiment_uri, self.budget_s = experiment_uri, budget_s
@@ -40,11 +44,10 @@ class CoreShare(Callback):
     on_trial_error = on_trial_complete
 
     def _share(self) -> None:
-        target = Location.parse(here(self.experiment_uri)).child(time_budget.DEADLINE_FILE)
-        if not self._running or time_budget.exploring(target.uri, self.budget_s):
+        budget = TimeBudget(Location.parse(here(self.experiment_uri)).child(DEADLINE_FILE).uri)
+        if not self._running or budget.exploring(self.budget_s):
             return
         threads = max(int(self.cpus_per_trial), self.cpus // len(self._running), 1)
-        if threads == self._written or not target.exists():
-            return
-        target.write_json({**target.read_json(), "threads": threads})
-        self._written = threads
+        if threads != self._written:
+            budget.share_cores(threads)
+            self._written = threads

@@ -36,7 +36,6 @@ from orchestrator.plan_checks import (
 from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, check_writable, default_storage, normalize
 from orchestrator.study import check_study, default_study_url, open_storage, redact
-from orchestrator.time_budget import DEADLINE_FILE
 from orchestrator.tracking import has_api_key, resolve_mode
 from orchestrator.warm_start import warm_start
 from search_spaces import SPACES, SpaceSpec, get_space
@@ -45,6 +44,7 @@ from trainables import get_spec
 from trainables.catalog import TrainableInfo, get_info
 from trainables.config import ConfigError
 from trainables.data import DATASETS, resolve_data_root
+from trainables.deadline import DEADLINE_FILE
 from trainables.trial import TrainableSpec, TrialConfig
 
 

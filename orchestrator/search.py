@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator import driver_lock, interrupt, ray_runtime, time_budget
+from orchestrator import driver_lock, interrupt, ray_runtime
 from orchestrator.compat import tune as tune_compat
 from orchestrator.errors import SearchFailed, SearchInterrupted, UserError
 from orchestrator.leaderboard import leaderboard
@@ -33,6 +33,7 @@ from orchestrator.settings import save_record
 from orchestrator.storage import SETTINGS_FILE, Location, StorageWriteError, is_uri
 from orchestrator.tuner import build_tuner
 from trainables.catalog import resolve
+from trainables.deadline import DEADLINE_FILE, EXPLORE_SHARE, TimeBudget
 
 E = TypeVar("E", bound=BaseException)
 
@@ -106,9 +107,10 @@ def budget_clock(experiment: Location, budget_s: float, echo: Callable[[str], No
         return
     store = ResultsStore(experiment)
     history = store.read()[1] if store.has_results() else []
-    deadline = time_budget.start(experiment, budget_s, history)
+    budget = TimeBudget(experiment.child(DEADLINE_FILE).uri)
+    deadline = budget.start(budget_s, history)
     left = max(deadline - time.time(), 0.0)
-    explore = max(left - (1 - time_budget.EXPLORE_SHARE) * budget_s, 0.0)
+    explore = max(left - (1 - EXPLORE_SHARE) * budget_s, 0.0)
     echo(
         f"time budget: {left / 60:.1f} min left; new trials start in the next {explore / 60:.1f} min, "
         "then the running ones train until the deadline"
@@ -116,7 +118,7 @@ def budget_clock(experiment: Location, budget_s: float, echo: Callable[[str], No
     try:
         yield
     finally:
-        time_budget.stop(experiment)
+        budget.stop()
 
 
 def behind(exc: BaseException | None, cls: type[E]) -> E | None:

@@ -31,12 +31,12 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from orchestrator import time_budget
 from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, SEARCHERS
 from orchestrator.compat import tune as tune_compat
 from orchestrator.leaderboard import constraint_violation
 from orchestrator.relocation import here
 from orchestrator.study import RAY_TRIAL_ID
+from trainables.deadline import TimeBudget
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +119,8 @@ class BudgetAwareOptunaSearch(tune_compat.OptunaSearchBase):
         self.warm_trials = []  # not kept in the pickled searcher state
 
     def suggest(self, trial_id: str):
-        if getattr(self, "deadline_file", "") and not time_budget.exploring(
-            here(self.deadline_file), self.time_budget_s
+        if getattr(self, "deadline_file", "") and not TimeBudget(here(self.deadline_file)).exploring(
+            self.time_budget_s
         ):
             return Searcher.FINISHED  # the rest of --time-budget goes to the trials running now
         suggestion = super().suggest(trial_id)
@@ -214,7 +214,7 @@ def make_searcher(
     ``constraint`` (``{"metric", "min"}``) makes it a constrained study; ``storage`` and
     ``study_name`` keep the study in a database (``orchestrator.study``), ``warm_trials`` and
     ``points_to_evaluate`` start it from an earlier search; ``deadline_file`` (``--time-budget``)
-    stops it proposing trials late in the budget (``orchestrator.time_budget``)."""
+    stops it proposing trials late in the budget (``trainables.deadline``)."""
     multi = len(metrics) > 1
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler(searcher, seed, multi)

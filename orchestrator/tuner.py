@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from orchestrator import study_sync, time_budget
+from orchestrator import study_sync
 from orchestrator.callbacks import CsvLogger, JsonLogger, ParquetCallback, ResultLines
 from orchestrator.core_share import CoreShare
 from orchestrator.plan import Plan
@@ -18,6 +18,7 @@ from orchestrator.tracking import WandbCallback
 from orchestrator.tune_trainable import tune_trainable
 from search_spaces.introspect import ConstrainedSpace
 from trainables.catalog import TrainableInfo
+from trainables.deadline import TimeBudget
 
 
 def _trial_dirname(trial) -> str:
@@ -125,7 +126,7 @@ def build_tuner(plan: Plan):
         num_samples=plan.num_samples,
         max_concurrent_trials=s.max_concurrent or None,
         # The trials end themselves before the deadline (trainables.deadline); this is a backstop.
-        time_budget_s=time_budget.backstop(s.time_budget_s) or None,
+        time_budget_s=TimeBudget.backstop(s.time_budget_s) or None,
         trial_dirname_creator=_trial_dirname,
         reuse_actors=REUSE_WORKERS,
     )

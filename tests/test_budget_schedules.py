@@ -2,6 +2,7 @@
 budget (its iterations, or its time to the search's deadline) and the training attack's eps
 ramps up over a share of it."""
 
+import json
 import math
 
 import pytest
@@ -11,11 +12,11 @@ from click.testing import CliRunner
 from orchestrator.cli import cli
 from trainables.catalog import smoke_config
 from trainables.classic import SPEC as CLASSIC
-from trainables.deadline import Pace
+from trainables.deadline import TimeBudget, TrialClock
 from trainables.reporting import MemoryReporter
 from trainables.safe_load import load_weights
 from trainables.schedules import lr_factor, ramp_factor
-from trainables.trial import budget_progress, run_trial
+from trainables.trial import run_trial
 
 
 def test_learning_rate_schedules_end_at_their_floor():
@@ -35,18 +36,24 @@ def test_the_attack_ramps_up_over_its_share_and_never_to_zero():
     assert ramp_factor(0.0, 0.4) == 0.01
 
 
-def test_budget_progress_follows_iterations_or_the_deadline_whichever_ends_first():
-    pace = Pace()
-    assert budget_progress(1, 4, 0.0, None, pace) == pytest.approx(1 / 8)
-    assert budget_progress(4, 4, 0.0, None, pace) == pytest.approx(7 / 8)
-    pace.trained(10.0)
-    pace.validated(2.0, test_s=20.0)
+def test_budget_progress_follows_iterations_or_the_deadline_whichever_ends_first(tmp_path):
+    free = TrialClock(TimeBudget(""), iterations=4)
+    assert free.begin(1) == pytest.approx(1 / 8) and free.begin(4) == pytest.approx(7 / 8)
+
+    def progress(left: float) -> float:
+        path = tmp_path / "deadline.json"
+        path.write_text(json.dumps({"deadline": 1000.0 + left}))
+        clock = TrialClock(TimeBudget(str(path), clock=lambda: 1000.0), iterations=1000, seconds=60.0)
+        clock.pace.trained(10.0)
+        clock.pace.validated(2.0, test_s=20.0)
+        return clock.begin(7)
+
     # 60 s trained and validated, 140 s to the deadline of which 20 go to the test: the middle of
     # the next iteration (10 s of training, as the last) is (60 + 5) / (60 + 120) of the way.
-    assert budget_progress(7, 1000, 60.0, 140.0, pace) == pytest.approx(65 / 180)
+    assert progress(140.0) == pytest.approx(65 / 180)
     # A resumed search with a new, longer deadline: the end moves and the progress falls back.
-    assert budget_progress(7, 1000, 60.0, 600.0, pace) < budget_progress(7, 1000, 60.0, 140.0, pace)
-    assert budget_progress(7, 1000, 60.0, -5.0, pace) == 1.0, "past the deadline"
+    assert progress(600.0) < progress(140.0)
+    assert progress(-5.0) == 1.0, "past the deadline"
 
 
 @pytest.mark.train

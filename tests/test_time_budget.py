@@ -6,15 +6,13 @@ import os
 
 import pytest
 
-from orchestrator import time_budget
 from orchestrator.errors import UserError
 from orchestrator.plan import plan_search
 from orchestrator.settings import SearchSettings
-from orchestrator.storage import Location
 from orchestrator.trial_rows import outcome, trial_row
 from tests.conftest import synthetic
 from trainables import get_spec
-from trainables.deadline import MAX_GROWTH, Deadline, Pace, read_deadline
+from trainables.deadline import MAX_GROWTH, Pace, TimeBudget, TrialClock
 from trainables.reporting import MemoryReporter
 from trainables.trial import run_trial
 
@@ -27,12 +25,14 @@ def _deadline_file(tmp_path, deadline):
 
 def test_the_deadline_file_says_how_many_seconds_are_left(tmp_path):
     now = [1000.0]
-    deadline = Deadline(_deadline_file(tmp_path, 1100.0), clock=lambda: now[0])
+    deadline = TimeBudget(_deadline_file(tmp_path, 1100.0), clock=lambda: now[0])
     assert deadline.seconds_left() == 100.0
     now[0] = 1101.0
     assert deadline.seconds_left() == -1.0, "past the deadline"
-    assert Deadline(str(tmp_path / "missing.json")).seconds_left() is None
-    assert read_deadline("") is None and read_deadline(str(tmp_path / "missing.json")) is None
+    assert TimeBudget(str(tmp_path / "missing.json")).seconds_left() is None
+    assert TimeBudget("").seconds_left() is None and TimeBudget("").read() == {}
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert TimeBudget(str(tmp_path / "list.json")).seconds_left() is None, "not a record: no deadline"
 
 
 def test_pace_ends_an_iteration_when_the_next_one_and_the_test_would_not_fit():
@@ -78,6 +78,23 @@ def test_the_test_reserve_covers_the_readme_jobs_measured_test_without_wasting_m
     ratio = attack_steps(test, share) / attack_steps(val, share)
     reserved = test_estimate(eval_s, test.robust_n, val.robust_n, ratio)
     assert 124.0 <= reserved <= 1.2 * 124.0, reserved
+
+
+def test_the_clock_decides_the_last_iteration_in_one_place(tmp_path):
+    now = [1000.0]
+    clock = TrialClock(TimeBudget(_deadline_file(tmp_path, 1100.0), clock=lambda: now[0]), iterations=5)
+    clock.begin(1)
+    assert clock.trained(30.0) == 30.0, "the clock at the model it trained"
+    clock.pace.validated(5.0, test_s=20.0)
+    clock.validated(30.0, 5.0)
+    assert clock.seconds == 35.0 and clock.reported_at == 30.0
+    assert not clock.is_last(1), "100 s left: the next iteration (35 s) and the test (20 s) fit"
+    now[0] = 1050.0
+    assert clock.is_last(2) and clock.ended_by_deadline, "50 s left: they do not"
+    now[0] = 1200.0
+    assert clock.is_last(3) and clock.ended_by_deadline, "past the deadline"
+    free = TrialClock(TimeBudget(""), iterations=5)
+    assert not free.is_last(4) and free.is_last(5) and not free.ended_by_deadline, "the budget's end"
 
 
 @pytest.mark.train
@@ -135,22 +152,23 @@ def test_outcome_of_a_trial_the_deadline_ended():
 
 
 def test_the_budget_is_spent_across_drivers_and_a_killed_one_counts_to_its_last_report(tmp_path):
-    exp = Location.parse(str(tmp_path))
-    assert time_budget.start(exp, 600.0, now=1000.0) == 1600.0
-    time_budget.stop(exp, now=1200.0)  # 200 s spent
-    assert time_budget.start(exp, 600.0, now=5000.0) == 5400.0
+    budget = TimeBudget(str(tmp_path / "deadline.json"))
+    assert budget.start(600.0, now=1000.0) == 1600.0
+    budget.stop(now=1200.0)  # 200 s spent
+    assert budget.start(600.0, now=5000.0) == 5400.0
     # this driver is SIGKILLed: never stops; its last report was at 5100
     history = [{"timestamp": 5050}, {"timestamp": 5100}, {"timestamp": 900}]
-    assert time_budget.start(exp, 600.0, history, now=9000.0) == 9300.0
+    assert budget.start(600.0, history, now=9000.0) == 9300.0
     record = json.loads((tmp_path / "deadline.json").read_text())
     assert record["spent_s"] == 300.0 and record["run_started"] == 9000.0
 
 
 def test_new_trials_start_only_in_the_exploration_share(tmp_path):
-    uri = _deadline_file(tmp_path, 1000.0)
-    assert time_budget.exploring(uri, 400.0, now=800.0)  # 200 s left > 25% of 400
-    assert not time_budget.exploring(uri, 400.0, now=920.0)
-    assert time_budget.exploring(str(tmp_path / "none.json"), 400.0)
+    budget = TimeBudget(_deadline_file(tmp_path, 1000.0))
+    assert budget.exploring(400.0, now=800.0)  # 200 s left > 25% of 400
+    assert not budget.exploring(400.0, now=920.0)
+    assert TimeBudget(str(tmp_path / "none.json")).exploring(400.0)
+    assert TimeBudget.backstop(0) == 0 and TimeBudget.backstop(600.0) == 600.0 * 1.25 + 300.0
 
 
 def test_plan_with_a_time_budget(tmp_path):
@@ -206,8 +224,7 @@ def test_after_exploration_the_trials_left_share_the_cores(tmp_path):
 
     from orchestrator.core_share import CoreShare
 
-    exp = Location.parse(str(tmp_path))
-    time_budget.start(exp, 400.0, now=time.time() - 390.0)  # 10 s left: exploration is over
+    TimeBudget(str(tmp_path / "deadline.json")).start(400.0, now=time.time() - 390.0)  # exploring is over
     share = CoreShare(str(tmp_path), 400.0, cpus=4, cpus_per_trial=1)
     a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
     share.on_trial_start(0, [], a)
@@ -216,13 +233,13 @@ def test_after_exploration_the_trials_left_share_the_cores(tmp_path):
     share.on_trial_complete(0, [], a)
     record = json.loads((tmp_path / "deadline.json").read_text())
     assert record["threads"] == 4 and "deadline" in record, "the last trial gets every core"
-    deadline = Deadline(str(tmp_path / "deadline.json"))
+    deadline = TimeBudget(str(tmp_path / "deadline.json"))
     deadline.seconds_left()
     assert deadline.cpu_threads() == 4
     # while new trials may still start, every trial keeps the CPUs Ray gave it
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    time_budget.start(Location.parse(str(fresh)), 400.0)
+    TimeBudget(str(fresh / "deadline.json")).start(400.0)
     early = CoreShare(str(fresh), 400.0, cpus=4, cpus_per_trial=1)
     early.on_trial_start(0, [], a)
     assert "threads" not in json.loads((fresh / "deadline.json").read_text())

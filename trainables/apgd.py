@@ -51,6 +51,75 @@ def _apgd_checkpoints(steps: int) -> list[int]:
     return points
 
 
+def _check(eps: float, steps: int, loss: str, target: torch.Tensor | None) -> None:
+    check_eps(eps)
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be >= 1")
+    if loss not in ("ce", "dlr", "dlr-t"):
+        raise ValueError(f"loss={loss!r} must be ce, dlr or dlr-t")
+    if (loss == "dlr-t") != (target is not None):
+        raise ValueError("a target class per example is given with loss='dlr-t' and only then")
+
+
+def _loss_and_grad(model: nn.Module, v: torch.Tensor, y: torch.Tensor, loss: str, target):
+    """Per-example losses at ``v``, their input gradient and the logits."""
+    v = v.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(v).float()
+        if loss == "ce":
+            losses = F.cross_entropy(logits, y, reduction="none")
+        elif loss == "dlr":
+            losses = dlr_loss(logits, y)
+        else:
+            losses = dlr_targeted_loss(logits, y, target)
+        (grad,) = torch.autograd.grad(losses.sum(), v)
+    return losses.detach(), grad, logits.detach()
+
+
+class _Track:
+    """What APGD keeps across iterates, per example: the first image that fooled the model and
+    whether it resisted so far; the highest-loss point with its gradient; the step size and
+    what decides at each checkpoint whether it halves."""
+
+    def __init__(
+        self, adv: torch.Tensor, losses: torch.Tensor, grad: torch.Tensor, correct: torch.Tensor, eta
+    ):
+        self.shape = (-1, *([1] * (adv.dim() - 1)))
+        self.fooling, self.correct = adv.clone(), correct
+        self.best, self.best_loss, self.best_grad = adv.clone(), losses.clone(), grad.clone()
+        self.eta = torch.full((adv.shape[0],), eta, device=adv.device, dtype=adv.dtype)
+        self.previous_loss, self.rises = losses.clone(), torch.zeros_like(losses)
+        self.best_at_checkpoint, self.halved_last = losses.clone(), torch.ones_like(correct)
+
+    def record(
+        self, adv: torch.Tensor, losses: torch.Tensor, grad: torch.Tensor, fooled: torch.Tensor
+    ) -> None:
+        self.fooling = torch.where((fooled & self.correct).view(self.shape), adv, self.fooling)
+        self.correct &= ~fooled
+        self.rises += (losses > self.previous_loss).to(self.rises.dtype)
+        self.previous_loss = losses
+        improved = losses > self.best_loss
+        self.best = torch.where(improved.view(self.shape), adv, self.best)
+        self.best_grad = torch.where(improved.view(self.shape), grad, self.best_grad)
+        self.best_loss = torch.where(improved, losses, self.best_loss)
+
+    def checkpoint(self, adv: torch.Tensor, grad: torch.Tensor, period: int, rho: float):
+        """Halve the step where the loss rose in fewer than ``rho`` of the ``period`` steps, or
+        did not improve while the step stayed; those restart from their best point."""
+        halve = (self.rises <= rho * period) | (
+            ~self.halved_last & (self.best_at_checkpoint >= self.best_loss)
+        )
+        self.eta = torch.where(halve, self.eta / 2, self.eta)
+        adv = torch.where(halve.view(self.shape), self.best, adv)
+        grad = torch.where(halve.view(self.shape), self.best_grad, grad)
+        self.halved_last, self.best_at_checkpoint = halve, self.best_loss.clone()
+        self.rises.zero_()
+        return adv, grad
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.where(self.correct.view(self.shape), self.best, self.fooling).detach(), self.correct
+
+
 def apgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -75,33 +144,12 @@ def apgd(
     resisted every iterate.
     ``eps`` on the [0, 1] scale; the model is used in eval mode, its weights get no gradient.
     """
-    check_eps(eps)
-    if steps < 1:
-        raise ValueError(f"steps={steps} must be >= 1")
-    if loss not in ("ce", "dlr", "dlr-t"):
-        raise ValueError(f"loss={loss!r} must be ce, dlr or dlr-t")
-    if (loss == "dlr-t") != (target is not None):
-        raise ValueError("a target class per example is given with loss='dlr-t' and only then")
+    _check(eps, steps, loss, target)
     lo, hi = PIXEL_RANGE
-    x0 = x.detach()
-    e = to_model_scale(eps)
-    shape = (-1, *([1] * (x0.dim() - 1)))
+    x0, e = x.detach(), to_model_scale(eps)
 
     def project(v: torch.Tensor) -> torch.Tensor:
         return torch.min(torch.max(v, x0 - e), x0 + e).clamp(lo, hi)
-
-    def evaluate(v: torch.Tensor):
-        v = v.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(v).float()
-            if loss == "ce":
-                losses = F.cross_entropy(logits, y, reduction="none")
-            elif loss == "dlr":
-                losses = dlr_loss(logits, y)
-            else:
-                losses = dlr_targeted_loss(logits, y, target)
-            (grad,) = torch.autograd.grad(losses.sum(), v)
-        return losses.detach(), grad, logits.detach()
 
     with eval_mode(model):
         if random_start and eps > 0:
@@ -109,42 +157,21 @@ def apgd(
             adv = project(x0 + (2 * noise - 1) * e)
         else:
             adv = x0.clone()
-        losses, grad, logits = evaluate(adv)
-        correct = logits.argmax(1) == y
-        fooling = adv.clone()
-        best, best_loss, best_grad = adv.clone(), losses.clone(), grad.clone()
+        losses, grad, logits = _loss_and_grad(model, adv, y, loss, target)
+        track = _Track(adv, losses, grad, logits.argmax(1) == y, 2 * e)
         if eps == 0:
-            return fooling, correct
-        eta = torch.full((x0.shape[0],), 2 * e, device=x0.device, dtype=x0.dtype)
-        previous, previous_loss = adv.clone(), losses.clone()
-        rises = torch.zeros_like(losses)
-        checkpoints, last_checkpoint = _apgd_checkpoints(steps), 0
-        best_at_checkpoint = best_loss.clone()
-        halved_last = torch.ones_like(correct)
+            return track.fooling, track.correct
+        previous, checkpoints, last_checkpoint = adv.clone(), _apgd_checkpoints(steps), 0
         for k in range(steps):
-            z = project(adv + eta.view(shape) * grad.sign())
+            z = project(adv + track.eta.view(track.shape) * grad.sign())
             step = z if k == 0 else project(adv + momentum * (z - adv) + (1 - momentum) * (adv - previous))
             previous, adv = adv, step
-            losses, grad, logits = evaluate(adv)
-            fooled = logits.argmax(1) != y
-            fooling = torch.where((fooled & correct).view(shape), adv, fooling)
-            correct &= ~fooled
-            rises += (losses > previous_loss).to(rises.dtype)
-            previous_loss = losses
-            improved = losses > best_loss
-            best = torch.where(improved.view(shape), adv, best)
-            best_grad = torch.where(improved.view(shape), grad, best_grad)
-            best_loss = torch.where(improved, losses, best_loss)
+            losses, grad, logits = _loss_and_grad(model, adv, y, loss, target)
+            track.record(adv, losses, grad, logits.argmax(1) != y)
             if k + 1 in checkpoints:
-                period = k + 1 - last_checkpoint
-                halve = (rises <= rho * period) | (~halved_last & (best_at_checkpoint >= best_loss))
-                eta = torch.where(halve, eta / 2, eta)
-                adv = torch.where(halve.view(shape), best, adv)
-                grad = torch.where(halve.view(shape), best_grad, grad)
-                halved_last, best_at_checkpoint = halve, best_loss.clone()
-                rises.zero_()
+                adv, grad = track.checkpoint(adv, grad, k + 1 - last_checkpoint, rho)
                 last_checkpoint = k + 1
-    return torch.where(correct.view(shape), best, fooling).detach(), correct
+    return track.result()
 
 
 def apgd_robust(

@@ -112,6 +112,24 @@ def robust_keys(spec: EvalSpec, prefix: str) -> list[str]:
     return metric_keys(spec, prefix)[2:]
 
 
+def _perturbed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, gen) -> list[torch.Tensor]:
+    """The batch under FGSM at each eps, PGD and each noise level, in ``metric_keys``' order."""
+    adversarial = [fgsm(model, x, y, e) for e in spec.fgsm_eps]
+    if spec.pgd_steps > 0:
+        steps, size, restarts = spec.pgd_steps, spec.pgd_step_size, spec.pgd_restarts
+        adversarial.append(
+            pgd(model, x, y, spec.pgd_eps, steps=steps, step_size=size, restarts=restarts, generator=gen)
+        )
+    if spec.noise:
+        with torch.no_grad():
+            adversarial += [
+                corrupt(x, kind, level, generator=gen)
+                for kind, levels in NOISE_LEVELS.items()
+                for level in levels
+            ]
+    return adversarial
+
+
 def evaluate(
     model: nn.Module, split: Split, spec: EvalSpec, prefix: str, robust: bool = True
 ) -> dict[str, float]:
@@ -135,28 +153,8 @@ def evaluate(
         gen = torch.Generator(device=device).manual_seed(spec.seed)
         for x, y in _batches(attacked, spec.batch_size):
             j = 2
-            adversarial = [fgsm(model, x, y, e) for e in spec.fgsm_eps]
-            if spec.pgd_steps > 0:
-                adversarial.append(
-                    pgd(
-                        model,
-                        x,
-                        y,
-                        spec.pgd_eps,
-                        steps=spec.pgd_steps,
-                        step_size=spec.pgd_step_size,
-                        restarts=spec.pgd_restarts,
-                        generator=gen,
-                    )
-                )
             with torch.no_grad():
-                if spec.noise:
-                    adversarial += [
-                        corrupt(x, kind, level, generator=gen)
-                        for kind, levels in NOISE_LEVELS.items()
-                        for level in levels
-                    ]
-                for x_adv in adversarial:
+                for x_adv in _perturbed(model, x, y, spec, gen):
                     totals[j] += (model(x_adv).argmax(1) == y).sum()
                     counts[j] += y.numel()
                     j += 1

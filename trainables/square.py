@@ -44,6 +44,28 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _signs(shape: tuple[int, ...], e: float, like: torch.Tensor, generator) -> torch.Tensor:
+    draw = torch.randint(0, 2, shape, generator=generator, device=like.device)
+    return (2 * draw - 1).to(like.dtype) * e
+
+
+def _candidate(x0: torch.Tensor, best: torch.Tensor, side: int, e: float, generator) -> torch.Tensor:
+    """``best`` with one ``side`` x ``side`` square per image set to new signs at a random place
+    (all channels); a draw that leaves the square as it was takes the other signs."""
+    m, c, h, w = best.shape
+    lo, hi = PIXEL_RANGE
+    rows = torch.arange(h, device=best.device).view(1, 1, h, 1)
+    cols = torch.arange(w, device=best.device).view(1, 1, 1, w)
+    top = torch.randint(0, h - side, (m, 1, 1, 1), generator=generator, device=best.device)
+    left = torch.randint(0, w - side, (m, 1, 1, 1), generator=generator, device=best.device)
+    window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    new = _signs((m, c, 1, 1), e, x0, generator)
+    candidate = (x0 + torch.where(window, new, best - x0)).clamp(lo, hi)
+    same = ((candidate - best).abs().amax(dim=(1, 2, 3)) < 1e-7).view(-1, 1, 1, 1)
+    other = (x0 + torch.where(window, -new, best - x0)).clamp(lo, hi)
+    return torch.where(same, other, candidate)
+
+
 def square_robust(
     model: nn.Module,
     x: torch.Tensor,
@@ -63,7 +85,6 @@ def square_robust(
     if not 0 < p_init <= 1:
         raise ValueError(f"p_init={p_init} must be in (0, 1]")
     n, c, h, w = x.shape
-    device = x.device
     lo, hi = PIXEL_RANGE
     e = to_model_scale(eps)
     x0 = x.detach()
@@ -77,15 +98,8 @@ def square_robust(
         n = len(active)
         if not n:
             return resist
-
-        def signs(*shape: int) -> torch.Tensor:
-            draw = torch.randint(0, 2, shape, generator=generator, device=device)
-            return (2 * draw - 1).to(x0.dtype) * e
-
-        best = (x0 + signs(n, c, 1, w)).clamp(lo, hi)  # vertical stripes
+        best = (x0 + _signs((n, c, 1, w), e, x0, generator)).clamp(lo, hi)  # vertical stripes
         loss = margin(model(best).float(), y)
-        rows = torch.arange(h, device=device).view(1, 1, h, 1)
-        cols = torch.arange(w, device=device).view(1, 1, 1, w)
         for query in range(1, queries):
             if query % compact_every == 0:
                 standing = loss > 0
@@ -95,18 +109,8 @@ def square_robust(
                     active, x0, y, best, loss = active[keep], x0[keep], y[keep], best[keep], loss[keep]
                     if not active.numel():
                         return resist
-            m = len(active)
             side = round(math.sqrt(window_fraction(p_init, query, queries) * h * w))
-            side = min(max(side, 1), h - 1)
-            top = torch.randint(0, h - side, (m, 1, 1, 1), generator=generator, device=device)
-            left = torch.randint(0, w - side, (m, 1, 1, 1), generator=generator, device=device)
-            window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-            new = signs(m, c, 1, 1)
-            candidate = (x0 + torch.where(window, new, best - x0)).clamp(lo, hi)
-            # A draw that leaves the window as it was wastes a query: take the other signs.
-            same = ((candidate - best).abs().amax(dim=(1, 2, 3)) < 1e-7).view(-1, 1, 1, 1)
-            other = (x0 + torch.where(window, -new, best - x0)).clamp(lo, hi)
-            candidate = torch.where(same, other, candidate)
+            candidate = _candidate(x0, best, min(max(side, 1), h - 1), e, generator)
             loss_new = margin(model(candidate).float(), y)
             better = (loss_new < loss) & (loss > 0)
             best = torch.where(better.view(-1, 1, 1, 1), candidate, best)

@@ -21,7 +21,7 @@ from torch import nn
 from trainables.catalog import TrainableInfo, get_info
 from trainables.configs import TrialConfig
 from trainables.data import Data, load_data
-from trainables.deadline import Deadline, Pace, test_estimate
+from trainables.deadline import TimeBudget, TrialClock, test_estimate
 from trainables.evaluation import attack_steps, evaluate, metric_keys, robust_keys
 from trainables.metrics import TRIAL_SECONDS, worst
 from trainables.reporting import Reporter, encode_png, scalar_metrics
@@ -202,17 +202,74 @@ def evaluated(program: Program) -> nn.Module:
     return getattr(program, "evaluated", program.classifier)
 
 
-def budget_progress(it: int, budget: int, clock: float, left: float | None, pace: Pace) -> float:
-    """The share of its budget a trial will have spent halfway through iteration ``it``: of its
-    iterations, or, before a deadline (``left`` seconds away), of its time: the seconds it trained
-    and validated (``clock``) over those plus what is left once the test is reserved. A resumed
-    search's new deadline, or a longer one, moves the end, and the schedules follow."""
-    progress = (it - 0.5) / max(budget, 1)
-    if left is not None:
-        usable = max(left - pace.test_s, 0.0)
-        middle = clock + 0.5 * (pace.train_s[-1] if pace.train_s else 0.0)  # half an iteration on
-        progress = max(progress, middle / max(clock + usable, 1e-9))
-    return min(progress, 1.0)
+class Checks:
+    """A trial's validation (clean, or under attack) and its final test, with the last robust
+    validation values carried between robust iterations and the test's cost told to the clock."""
+
+    def __init__(self, cfg: TrialConfig, program: Program, data: Data, reporter: Reporter, clock: TrialClock):
+        self.program, self.data, self.reporter, self.clock = program, data, reporter, clock
+        self.val_spec, self.test_spec = cfg.eval_spec(), cfg.eval_spec(final=True)
+        self.carried: dict[str, float] = {}
+
+    def validate(self, it: int, robust: bool) -> tuple[dict[str, Any], float]:
+        """Validation metrics (the carried robust ones added) and their seconds."""
+        t1 = time.perf_counter()
+        self.reporter.progress(it, "validation" if robust else "validation (clean)")
+        val = evaluate(evaluated(self.program), self.data.val, self.val_spec, "val", robust=robust)
+        seconds = time.perf_counter() - t1
+        if robust:
+            self.carried = {k: val[k] for k in robust_keys(self.val_spec, "val")}
+            self.carried["val/robust_iteration"] = it
+            share = float(self.carried.get("val/apgd_acc", 1.0))  # what resists the first attack
+            ratio = attack_steps(self.test_spec, share) / max(attack_steps(self.val_spec, share), 1)
+            test_n = self.test_spec.robust_n or len(self.data.test)
+            val_n = self.val_spec.robust_n or len(self.data.val)
+            self.clock.pace.validated(seconds, test_estimate(seconds, test_n, val_n, ratio))
+        return {**{k: v for k, v in self.carried.items() if k not in val}, **val}, seconds
+
+    def test(self, it: int) -> dict[str, Any]:
+        t2 = time.perf_counter()
+        self.reporter.progress(it, "test")
+        metrics = evaluate(evaluated(self.program), self.data.test, self.test_spec, "test")
+        return {**metrics, "time/test_s": time.perf_counter() - t2}
+
+
+def _restore(program: Program, clock: TrialClock, state: dict[str, Any]) -> int:
+    """Load a checkpoint into ``program`` and ``clock``; the iteration it was taken at."""
+    program.load_state_dict(state["program"])
+    set_rng_state(state["rng"])
+    clock.seconds = float(state.get("clock", 0.0))
+    clock.reported_at = float((state.get("metrics") or {}).get(TRIAL_SECONDS, 0.0))
+    return int(state["iteration"])
+
+
+def _train(program: Program, cfg: TrialConfig, it: int, counter: _BatchCounter) -> tuple[dict, float, float]:
+    """One iteration's training: its scalars (one host sync), seconds and images per second."""
+    t0, images0 = time.perf_counter(), program.images_seen
+    planned = getattr(program, "planned_batches", None)
+    counter.start(it, planned(it) if planned else None)
+    tensors = program.train_iteration(it)
+    if cfg.weight_average and hasattr(program, "update_average"):
+        program.update_average(cfg.weight_average)
+    names = list(tensors)
+    values = torch.stack([tensors[k].float() for k in names]).tolist() if names else []
+    seconds = time.perf_counter() - t0
+    train = {f"train/{k}" if "/" not in k else k: v for k, v in zip(names, values)}
+    return train, seconds, (program.images_seen - images0) / max(seconds, 1e-9)
+
+
+def _checkpoint(
+    spec: TrainableSpec, cfg: TrialConfig, program: Program, clock: TrialClock, metrics: dict
+) -> dict:
+    return {
+        "trainable": spec.name,
+        "config": cfg.to_dict(),
+        "iteration": metrics["iteration"],
+        "clock": clock.seconds,
+        "program": program.state_dict(),
+        "rng": rng_state(),
+        "metrics": scalar_metrics(metrics),
+    }
 
 
 def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, reporter: Reporter) -> dict:
@@ -225,123 +282,57 @@ def run_trial(spec: TrainableSpec, config: Mapping[str, Any] | TrialConfig, repo
     seed_everything(cfg.seed)
     data = load_trial_data(cfg, rt)
     program = spec.build(cfg, rt, data)
-    start = 0
-    #: The trial's own clock (seconds of training and validation), carried in its checkpoints:
-    #: ASHA's rungs in seconds (``--rung-unit seconds``) read it as ``time/trial_s``.
-    clock = last_trained_at = 0.0  # now, and at the model of the last report
-    state = reporter.load_checkpoint()
+    clock = TrialClock(TimeBudget(cfg.deadline_file), cfg.budget)
+    start, state = 0, reporter.load_checkpoint()
     if state is not None:
-        program.load_state_dict(state["program"])
-        set_rng_state(state["rng"])
-        start = int(state["iteration"])
-        clock = float(state.get("clock", 0.0))
-        last_trained_at = float((state.get("metrics") or {}).get(TRIAL_SECONDS, 0.0))
+        start = _restore(program, clock, state)
         if (start >= cfg.budget or reporter.replay) and state.get("metrics"):
-            # A checkpoint whose report the search may never have had (the trial's folder held
-            # a newer one than Tune's saved state; see orchestrator.tune_trainable): its
-            # result again, so no iteration is missing from the history, with the checkpoint
-            # again, so that Tune's record (and the trial's row) names one that exists (Tune
-            # deletes the older ones it knew of). At its last iteration the trial had
-            # finished: Tune, the searcher and the results end on it.
+            # A checkpoint whose report the search may never have had (see
+            # orchestrator.tune_trainable): its result again, with the checkpoint, so no iteration
+            # is missing from the history and Tune's record names a checkpoint that exists. At its
+            # last iteration the trial had finished: Tune, the searcher and the results end on it.
             reporter.report(dict(state["metrics"]), state)
             if start >= cfg.budget:
                 return dict(state["metrics"])
-    val_spec, test_spec = cfg.eval_spec(), cfg.eval_spec(final=True)
+    checks, counter = Checks(cfg, program, data, reporter, clock), _BatchCounter(reporter)
+    if getattr(program, "stream", None) is not None:
+        program.stream.on_batch = counter
     last: dict[str, Any] = {}
-    carried: dict[str, float] = {}  # the last robust validation values, between robust iterations
-    counter = _BatchCounter(reporter)
-    stream = getattr(program, "stream", None)
-    if stream is not None:
-        stream.on_batch = counter
-    deadline, pace = Deadline(cfg.deadline_file), Pace()
-
-    def validate(it: int, robust: bool) -> tuple[dict[str, Any], float]:
-        t1 = time.perf_counter()
-        reporter.progress(it, "validation" if robust else "validation (clean)")
-        val = evaluate(evaluated(program), data.val, val_spec, "val", robust=robust)
-        t_eval = time.perf_counter() - t1
-        if robust:
-            carried.clear()
-            carried.update({k: val[k] for k in robust_keys(val_spec, "val")})
-            carried["val/robust_iteration"] = it
-            test_n = test_spec.robust_n or len(data.test)
-            share = float(carried.get("val/apgd_acc", 1.0))  # what resists the first attack
-            ratio = attack_steps(test_spec, share) / max(attack_steps(val_spec, share), 1)
-            pace.validated(t_eval, test_estimate(t_eval, test_n, val_spec.robust_n or len(data.val), ratio))
-        return val, t_eval
-
     for it in range(start + 1, cfg.budget + 1):
-        # The search's deadline (--time-budget): once passed, this iteration is the last.
-        left = deadline.seconds_left()  # reads the driver's file once
-        ended_by_deadline = it < cfg.budget and left is not None and left <= 0
-        threads = deadline.cpu_threads()
+        progress = clock.begin(it)  # the deadline read again: a resumed search may have moved it
+        threads = clock.cpu_threads()
         if threads and rt.device.type == "cpu" and threads != torch.get_num_threads():
             torch.set_num_threads(threads)  # the trials left after exploration share the cores
-        final = it == cfg.budget or ended_by_deadline
-        follow = getattr(program, "follow_budget", None)
-        if follow is not None:
-            follow(cfg, budget_progress(it, cfg.budget, clock, left, pace))
+        if hasattr(program, "follow_budget"):
+            program.follow_budget(cfg, progress)
         t0 = time.perf_counter()
-        images0 = program.images_seen
-        planned = getattr(program, "planned_batches", None)
-        counter.start(it, planned(it) if planned else None)
-        train_tensors = program.train_iteration(it)
-        if cfg.weight_average and hasattr(program, "update_average"):
-            program.update_average(cfg.weight_average)
-        names = list(train_tensors)
-        values = torch.stack([train_tensors[k].float() for k in names]).tolist() if names else []
-        train = {f"train/{k}" if "/" not in k else k: v for k, v in zip(names, values)}
-        t_train = time.perf_counter() - t0
-        pace.trained(t_train)
-        # The model this report describes was trained for `trained_at` seconds of trial time.
-        trained_at = clock + t_train
+        train, t_train, images_per_s = _train(program, cfg, it, counter)
+        trained_at = clock.trained(t_train)  # the model this report describes is this old
         metrics: dict[str, Any] = {"iteration": it, TRIAL_SECONDS: trained_at, **train}
         if not _finite(train):
-            metrics.update({k: worst(k) for k in metric_keys(val_spec, "val")})
-            metrics["diverged"] = 1
+            metrics.update({k: worst(k) for k in metric_keys(checks.val_spec, "val")}, diverged=1)
             reporter.report(metrics, None)
             return metrics
-        robust = cfg.robust_iteration(it, first=not carried, seconds=(last_trained_at, trained_at)) or final
-        val, t_eval = validate(it, robust)
-        if not final and pace.ends_now(deadline.seconds_left()):
-            # The next iteration and the test would not both fit before the deadline: this model
-            # is the last one, validated under attack and tested now.
-            final = ended_by_deadline = True
-            if not robust:
-                val, t_robust = validate(it, True)
-                t_eval += t_robust
+        robust = it == cfg.budget or cfg.robust_iteration(
+            it, first=not checks.carried, seconds=(clock.reported_at, trained_at)
+        )
+        val, t_eval = checks.validate(it, robust)
+        final = clock.is_last(it)  # the one place where a trial decides to end
+        if final and not robust:  # the last model is validated under attack too
+            val, t_robust = checks.validate(it, True)
+            t_eval += t_robust
+        clock.validated(trained_at, t_eval)
         metrics.update(val)
-        metrics.update({k: v for k, v in carried.items() if k not in val})
-        clock, last_trained_at = trained_at + t_eval, trained_at
         metrics.update(program.extra_metrics(it, final))
         if final:
-            t2 = time.perf_counter()
-            reporter.progress(it, "test")
-            metrics.update(evaluate(evaluated(program), data.test, test_spec, "test"))
-            metrics["time/test_s"] = time.perf_counter() - t2
+            metrics.update(checks.test(it))
         if cfg.media_every and (it % cfg.media_every == 0 or final):
-            for name, image in program.media(it).items():
-                metrics[f"media/{name}"] = encode_png(image)
-        metrics["diverged"] = 0
-        if ended_by_deadline:
-            metrics["deadline_end"] = 1
-        elapsed = time.perf_counter() - t0
-        metrics["time/iteration_s"] = elapsed
-        metrics["time/train_s"] = t_train
-        metrics["time/eval_s"] = t_eval
-        metrics["time/train_images_per_s"] = (program.images_seen - images0) / max(t_train, 1e-9)
-        checkpoint = None
-        if final or it % cfg.checkpoint_every == 0:
-            checkpoint = {
-                "trainable": spec.name,
-                "config": cfg.to_dict(),
-                "iteration": it,
-                "clock": clock,
-                "program": program.state_dict(),
-                "rng": rng_state(),
-                "metrics": scalar_metrics(metrics),
-            }
-        reporter.report(metrics, checkpoint)
+            metrics.update({f"media/{k}": encode_png(v) for k, v in program.media(it).items()})
+        metrics.update(diverged=0, **({"deadline_end": 1} if clock.ended_by_deadline else {}))
+        metrics.update({"time/iteration_s": time.perf_counter() - t0, "time/train_s": t_train})
+        metrics.update({"time/eval_s": t_eval, "time/train_images_per_s": images_per_s})
+        keep = final or it % cfg.checkpoint_every == 0
+        reporter.report(metrics, _checkpoint(spec, cfg, program, clock, metrics) if keep else None)
         last = metrics
         if final:
             break
