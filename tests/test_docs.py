@@ -41,3 +41,30 @@ def test_the_readme_is_a_front_page():
     dated = DATE.findall(text)
     assert not dated, f"dated run logs belong in docs/, not the README: {dated}"
     assert "bash .ci/run" in text and "orchestrator search --space" in text
+
+
+def test_the_architecture_page_names_every_module():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    modules = [
+        p
+        for folder in ("orchestrator", "trainables", "search_spaces", "benchmarks")
+        for p in sorted((ROOT / folder).rglob("*.py"))
+        if p.name != "__init__.py"
+    ]
+    missing = [str(p.relative_to(ROOT)) for p in modules if not re.search(rf"\b{re.escape(p.name)}\b", text)]
+    assert not missing, f"docs/architecture.md does not name {missing}"
+
+
+def test_no_function_is_longer_than_a_screen():
+    """run_trial, the one loop, at most 70 lines; every other function of the library 60."""
+    import ast
+
+    long = []
+    for folder in ("orchestrator", "trainables"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > (70 if node.name == "run_trial" else 60):
+                        long.append(f"{path.relative_to(ROOT)}:{node.name} ({lines} lines)")
+    assert not long, long
