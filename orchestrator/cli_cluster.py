@@ -51,8 +51,8 @@ def cluster_validate(config):
 def _search_params(search_args: tuple[str, ...]) -> dict:
     """The search arguments parsed as `orchestrator search` parses them (a bad one is a usage
     error now, not when the job starts on the cluster)."""
-    from orchestrator.cli import search
-
+    root = click.get_current_context().find_root()
+    search = root.command.get_command(root, "search")  # the group's own command (no import cycle)
     with search.make_context("search", list(search_args), resilient_parsing=False) as ctx:
         return dict(ctx.params)
 

@@ -1,6 +1,7 @@
 """The orchestrator's rooms: readers without Ray, private internals in one module, results
 written in parts whose I/O grows linearly."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -465,3 +466,48 @@ def test_the_returned_line_says_how_fast_the_machine_trained():
     }
     line = returned_line(row, ["lr"], "cycle")
     assert line == "returned: trial a (completed, 37 cycle(s), 359 s of training, 9.7 s per cycle): lr=0.0010"
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules ``path`` imports, function-level imports included, ``if
+    TYPE_CHECKING:`` blocks left out (they never run)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.update(
+                m for m in (node.module, *(f"{node.module}.{a.name}" for a in node.names)) if m in modules
+            )
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in modules)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def test_no_import_cycles():
+    """No two modules of the library import each other, directly or through others (function-
+    level imports count: they only hide a cycle)."""
+    root = Path(__file__).resolve().parents[1]
+    paths = {}
+    for folder in ("orchestrator", "trainables", "search_spaces"):
+        for path in (root / folder).rglob("*.py"):
+            name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            paths[name] = path
+    graph = {name: _imports(path, set(paths)) - {name} for name, path in paths.items()}
+    cycles = []
+    for start in graph:  # a path back to itself, by depth-first search
+        stack, seen = [(start, (start,))], set()
+        while stack:
+            node, trail = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    cycles.append(" -> ".join((*trail, start)))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, (*trail, nxt)))
+    assert not cycles, cycles[:5]

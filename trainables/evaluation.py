@@ -24,41 +24,17 @@ iterations between robust evaluations).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from trainables.apgd import apgd_robust
 from trainables.attacks import eval_mode, fgsm, pgd
+from trainables.configs import EvalSpec
 from trainables.corruptions import NOISE_LEVELS, corrupt
 from trainables.data import Split
 from trainables.models import folded
 from trainables.square import square_robust
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    fgsm_eps: tuple[float, ...] = (0.1, 0.2, 0.3)
-    pgd_eps: float = 0.3
-    pgd_steps: int = 40
-    pgd_step_size: float = 0.01
-    pgd_restarts: int = 1
-    #: APGD steps per attack of ``apgd_acc`` (0: no ``apgd_acc``).
-    apgd_steps: int = 0
-    #: After APGD-CE: 0 = APGD-DLR (untargeted), k = APGD-T against the k most likely wrong classes.
-    apgd_targets: int = 0
-    #: Square queries per image of ``apgd_square_acc`` (0: no ``apgd_square_acc``).
-    square_queries: int = 0
-    noise: bool = True
-    #: Examples for clean accuracy (0 = the whole split).
-    clean_n: int = 0
-    #: Examples attacked and corrupted (a fixed random subset; 0 = the whole split).
-    robust_n: int = 1000
-    #: 250: on a 2-core CPU an attack step costs ~1.5x more per image at 500 (cache misses).
-    batch_size: int = 250
-    seed: int = 0
 
 
 def fgsm_key(prefix: str, eps: float) -> str:
