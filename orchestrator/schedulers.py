@@ -77,8 +77,9 @@ class _RungsFromHistory:
     trial is added (see module docstring). ``_replay(trial_id, t, row)`` records one report."""
 
     experiment_uri: str = ""
+    #: The result key the rungs are in (iterations, or the trial's seconds).
+    unit: str = ITERATION
     _rebuilt: bool = False
-    _time_attr: str = ITERATION
 
     def _rebuild(self) -> int:
         """Replay the history (once), keyed on the rungs' unit; how many reports were replayed."""
@@ -87,8 +88,8 @@ class _RungsFromHistory:
         self._rebuilt = True
         rows = _history(here(self.experiment_uri))
         for row in rows:
-            if row.get(self._time_attr) is not None:
-                self._replay(row["trial_id"], float(row[self._time_attr]), row)
+            if row.get(self.unit) is not None:
+                self._replay(row["trial_id"], float(row[self.unit]), row)
         return len(rows)
 
     def _replay(self, trial_id: str, t: float, row: dict) -> None:
@@ -151,7 +152,7 @@ class ParetoASHA(_RungsFromHistory, FIFOScheduler):
             raise ValueError("need 1 <= grace_period <= max_t and reduction_factor > 1")
         self._metrics = list(metrics)
         self._signs = [1.0 if m == "max" else -1.0 for m in modes]
-        self._time_attr = time_attr
+        self.unit = time_attr
         self._max_t = max_t
         self._rf = reduction_factor
         milestones = asha_rungs(max_t, grace_period, reduction_factor)
@@ -203,11 +204,11 @@ class ParetoASHA(_RungsFromHistory, FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         point = self._point(result)
-        if point is None or self._time_attr not in result:
+        if point is None or self.unit not in result:
             return TrialScheduler.CONTINUE
-        if result[self._time_attr] >= self._max_t:
+        if result[self.unit] >= self._max_t:
             return TrialScheduler.CONTINUE  # the trainable ends itself at its budget
-        action = self.decide(trial.trial_id, result[self._time_attr], point)
+        action = self.decide(trial.trial_id, result[self.unit], point)
         if action == TrialScheduler.STOP:
             self.num_stopped += 1
         return action

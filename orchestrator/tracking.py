@@ -29,7 +29,7 @@ import pyarrow.fs
 
 from orchestrator.choices import WANDB_MODES
 from orchestrator.compat import ray_wandb
-from orchestrator.compat.ray_wandb import SummaryLoggingActor, WandbCallbackBase
+from orchestrator.compat.ray_wandb import WandbCallbackBase
 
 API_KEY_ENV = "WANDB_API_KEY"
 
@@ -131,8 +131,6 @@ def full_config(base: dict | None, config: dict) -> dict:
 class WandbCallback(WandbCallbackBase):
     """One W&B run per trial: group = experiment, job type = space, flat config, every
     report's metrics, media images, best-value summaries of the objective(s)."""
-
-    _logger_actor_cls = SummaryLoggingActor
 
     def __init__(
         self,

@@ -511,3 +511,55 @@ def test_no_import_cycles():
                     seen.add(nxt)
                     stack.append((nxt, (*trail, nxt)))
     assert not cycles, cycles[:5]
+
+
+def _own_private_names(cls) -> set[str]:
+    """Private names (``_x``) a class of ours defines, or reads or writes on ``self``/``cls`` in
+    its methods (its source is its methods': a class made inside a function has no other)."""
+    import inspect
+
+    names = set(vars(cls))
+    for value in vars(cls).values():
+        function = getattr(value, "fget", None) or getattr(value, "__func__", None) or value
+        if inspect.isfunction(function):
+            for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(function)))):
+                if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) in ("self", "cls"):
+                    names.add(node.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+@pytest.mark.slow  # imports Ray Tune
+def test_no_private_name_of_a_library_class_is_inherited_or_overridden():
+    """A class of ours built on a Ray, W&B or Optuna class uses no private name its library bases
+    use (``self._time_attr`` set by Ray's ASHA, a ``_method`` overriding theirs): that is the
+    library's internals by inheritance, which a rename upstream breaks silently."""
+    import importlib
+    import inspect
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    ours, found, checked = ("orchestrator", "trainables", "search_spaces"), [], 0
+    for path in sorted((root / "orchestrator").rglob("*.py")):
+        if "compat" in path.parts:
+            continue
+        module = importlib.import_module(".".join(path.relative_to(root).with_suffix("").parts))
+        for cls in vars(module).values():
+            if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+                continue
+            libraries = [
+                b for b in cls.__mro__[1:] if b.__module__.split(".")[0] in ("ray", "wandb", "optuna")
+            ]
+            if not libraries:
+                continue
+            checked += 1
+            theirs = "\n".join(inspect.getsource(b) for b in libraries)
+            # compat's own classes may (they are the seam); everything built on them may not
+            mine = [
+                b for b in cls.__mro__ if b.__module__.split(".")[0] in ours and ".compat" not in b.__module__
+            ]
+            for base in mine:
+                for name in _own_private_names(base):
+                    if re.search(rf"(self|cls)\.{name}\b|def {name}\(|^\s*{name}\s*[:=]", theirs, re.M):
+                        found.append(f"{cls.__name__} ({base.__name__}): {name}")
+    assert checked >= 5, "the check sees our callbacks, schedulers and searchers"
+    assert not found, found

@@ -90,7 +90,9 @@ def wandb_submit_result(callback, trial, result: dict):
 class WandbCallbackBase(WandbLoggerCallback):
     """Ray's W&B callback with a public hook: :meth:`start_run` is called where Ray starts a
     trial's logging actor (its private ``_start_logging_actor``); call ``start`` with the
-    (changed) arguments to start it."""
+    (changed) arguments to start it. Its logging actors are :class:`SummaryLoggingActor`."""
+
+    _logger_actor_cls = SummaryLoggingActor
 
     def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
         def start(**kwargs):
