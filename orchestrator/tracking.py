@@ -29,6 +29,7 @@ import pyarrow.fs
 
 from orchestrator.choices import WANDB_MODES
 from orchestrator.compat import ray_wandb
+from orchestrator.compat import tune as tune_compat
 from orchestrator.compat.ray_wandb import WandbCallbackBase
 
 API_KEY_ENV = "WANDB_API_KEY"
@@ -90,7 +91,7 @@ def run_dir(trial) -> str:
     experiment's storage when that is a local disk (Ray would otherwise copy its staging folder
     there before W&B has finished writing), else the trial's local staging folder, which
     :func:`copy_runs_to_storage` uploads at the end."""
-    if isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+    if tune_compat.trial_storage(trial).local:
         path = trial.path
     else:
         path = trial.local_path
@@ -175,13 +176,9 @@ class WandbCallback(WandbCallbackBase):
         # finds the key in the node's environment or ~/.netrc, as W&B does everywhere.
         key = os.environ.pop(API_KEY_ENV, None)
         try:
-            storage = trial.storage
-            if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-                self._remote = (
-                    storage.experiment_driver_staging_path,
-                    storage.storage_filesystem,
-                    storage.experiment_fs_path,
-                )
+            storage = tune_compat.trial_storage(trial)
+            if not storage.local:
+                self._remote = (storage.driver_staging_path, storage.filesystem, storage.experiment_path)
             ray_wandb.use_unrestartable_logging_actors(self)
             wandb_init_kwargs["dir"] = run_dir(trial)
             wandb_init_kwargs["config"] = full_config(
@@ -217,16 +214,16 @@ class WandbCallback(WandbCallbackBase):
         """Iterations before ``upto`` that an earlier driver of this trial reported (they are
         in the experiment's Parquet history) but whose W&B run never wrote them (it was killed
         first): logged again, first, so that the synced run has no gap. Local storage only."""
-        if upto <= 1 or not isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        if upto <= 1 or not tune_compat.trial_storage(trial).local:
             return []
         if not list(Path(trial.path).glob("wandb/*run-*")):
             return []  # the trial's first run: nothing to catch up
+        from orchestrator.compat.wandb_files import logged_steps
         from orchestrator.results import ResultsStore
         from orchestrator.storage import Location
-        from orchestrator.wandb_files import logged_steps
 
         if getattr(self, "_parquet_history", None) is None:
-            store = ResultsStore(Location.parse(trial.storage.experiment_fs_path))
+            store = ResultsStore(Location.parse(tune_compat.trial_storage(trial).experiment_path))
             try:
                 self._parquet_history = store.read()[1] if store.has_results() else []
             except Exception as exc:  # damaged tables: resume refuses those before it gets here

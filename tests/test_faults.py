@@ -335,8 +335,8 @@ def test_a_resumed_run_logs_again_the_iterations_its_killed_run_never_wrote(tmp_
     import pyarrow.fs
     import wandb
 
+    from orchestrator.compat.wandb_files import logged_steps
     from orchestrator.tracking import WandbCallback
-    from orchestrator.wandb_files import logged_steps
 
     trial_dir = tmp_path / "classic_t1"
     run = wandb.init(

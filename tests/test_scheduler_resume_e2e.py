@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from orchestrator.compat.wandb_files import logged_steps
 from orchestrator.results import CorruptResults, ResultsStore, load_results
 from orchestrator.storage import Location
 from orchestrator.study import study_trials
-from orchestrator.wandb_files import logged_steps
 from search_spaces import SPACES
 from tests.conftest import DRIVER_MARK, kill_marked, short_tmpdir
 

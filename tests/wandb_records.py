@@ -1,11 +1,11 @@
-"""Read W&B run files for tests: :func:`summarize` the records of ``orchestrator.wandb_files``."""
+"""Read W&B run files for tests: :func:`summarize` the records of ``orchestrator.compat.wandb_files``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from orchestrator.wandb_files import records
+from orchestrator.compat.wandb_files import records
 
 __all__ = ["records", "summarize"]
 

@@ -5,7 +5,7 @@ compatibility seam: :mod:`orchestrator.compat`).
   (:func:`set_trial_user_attr`): a ``FrozenTrial`` has no public setter, Optuna's storage API
   takes the trial's internal id (``study._storage``, ``trial._trial_id``);
 - reading a W&B run file without W&B's service (:func:`wandb_record_class`: the ``Record``
-  protobuf of ``wandb.proto.wandb_internal_pb2``; ``orchestrator.wandb_files`` parses the file);
+  protobuf of ``wandb.proto.wandb_internal_pb2``; ``orchestrator.compat.wandb_files`` parses the file);
 - an S3 filesystem like another but with its own retries (:func:`s3_with_attempts`): pyarrow has
   no public reader of a filesystem's options; its pickle state (``__reduce__``) holds them.
 """

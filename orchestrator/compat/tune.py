@@ -20,6 +20,8 @@ Ray Tune's public API does not cover these things this project needs:
   retry; :func:`function_trainable` subclasses the class ``wrap_function`` builds and restores
   from a stand-in (``_TrainingResult`` carries the checkpoint), and :func:`trial_checkpoints`
   lists the trial's folder through the session's private ``StorageContext`` (``get_storage``);
+- where a trial's experiment is on the driver: :func:`trial_storage` reads the same
+  ``StorageContext`` from ``trial.storage`` (its filesystem, experiment path, staging path);
 - what Ray Tune only logs: when it cannot restore an experiment's state it logs "Failed to
   restore the run state." and starts the experiment over (:func:`restore_must_succeed` turns
   that into an exception), and on an interruption it prints its Python ``Tuner.restore`` hint
@@ -36,6 +38,7 @@ of these; that is also why ``pyproject.toml`` pins Ray to one minor release.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import inspect
 import logging
@@ -111,6 +114,29 @@ def carry_failures(trial, recorded: int) -> None:
     driver was killed); ``recorded`` is the count the interrupted driver wrote down."""
     if recorded > trial.num_failures:
         trial.run_metadata.num_failures = recorded
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialStorage:
+    """Where a trial's experiment is, as Ray's ``StorageContext`` (``trial.storage``, of the
+    private module ``ray.train._internal.storage``) says."""
+
+    filesystem: Any  # pyarrow.fs.FileSystem
+    experiment_path: str  # in ``filesystem``
+    driver_staging_path: str  # the driver's local copy, synced up to ``experiment_path``
+
+    @property
+    def local(self) -> bool:
+        import pyarrow.fs
+
+        return isinstance(self.filesystem, pyarrow.fs.LocalFileSystem)
+
+
+def trial_storage(trial) -> TrialStorage:
+    storage = trial.storage
+    return TrialStorage(
+        storage.storage_filesystem, storage.experiment_fs_path, storage.experiment_driver_staging_path
+    )
 
 
 def checkpoint_folders(fs, folder: str) -> list[str]:
@@ -417,4 +443,10 @@ def check() -> list[str]:
 
     if "_delete_fs_path(fs=" not in inspect.getsource(checkpoint_manager._CheckpointManager):
         missing.append("Ray Train's checkpoint_manager._delete_fs_path(fs=..., fs_path=...)")
+    from ray.train._internal.storage import StorageContext
+
+    source = inspect.getsource(StorageContext)
+    for name in ("storage_filesystem", "experiment_fs_path", "experiment_driver_staging_path"):
+        if f"def {name}" not in source and f"self.{name}" not in source:
+            missing.append(f"StorageContext.{name} (trial.storage)")
     return missing
