@@ -24,7 +24,6 @@ from orchestrator.choices import (
     rung_schedule,
 )
 from orchestrator.errors import UserError
-from orchestrator.leaderboard import CLEAN_METRIC
 from orchestrator.plan_checks import (
     check_choice,
     check_environment,
@@ -33,6 +32,7 @@ from orchestrator.plan_checks import (
     check_objectives_reported,
     check_ranges,
 )
+from orchestrator.rules import CLEAN_METRIC
 from orchestrator.settings import SearchSettings
 from orchestrator.storage import Location, check_writable, default_storage, normalize
 from orchestrator.study import check_study, default_study_url, open_storage, redact

@@ -33,8 +33,8 @@ from ray.tune.search import Searcher
 
 from orchestrator.choices import MULTI_OBJECTIVE_SEARCHERS, SEARCHERS
 from orchestrator.compat import tune as tune_compat
-from orchestrator.leaderboard import constraint_violation
 from orchestrator.relocation import here
+from orchestrator.rules import constraint_violation
 from orchestrator.study import RAY_TRIAL_ID
 from trainables.deadline import TimeBudget
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.leaderboard import is_feasible, masking_flags
 from orchestrator.pareto import pareto_front
+from orchestrator.rules import is_feasible, masking_flags
 from trainables import metrics as metric_registry
 from trainables.metrics import RESTORE_NOTE
 

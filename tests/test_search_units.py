@@ -355,7 +355,7 @@ def _last(**values):
 
 
 def test_masking_flags_catch_the_documented_examples():
-    from orchestrator.leaderboard import masking_flags
+    from orchestrator.rules import masking_flags
 
     # docs/RESULTS.md's FGSM-trained classifier: 53% / 61% / 97% under FGSM at 0.1 / 0.2 / 0.3, 0% PGD.
     fgsm_trained = _last(**{"test/fgsm_acc/eps0.1": 0.53, "test/fgsm_acc/eps0.2": 0.611})
