@@ -15,6 +15,7 @@ from orchestrator.cli_common import data_dir_option, say_if_running, storage_opt
 from orchestrator.errors import SearchInterrupted, UserError
 from search_spaces import SPACES
 from trainables import TRAINABLES
+from trainables.metrics import FINAL_ATTACKS
 
 
 @click.command()
@@ -270,7 +271,7 @@ def export_cmd(name, storage, out, trial_id, fmt):
     multiple=True,
     default=("pgd", "autoattack"),
     show_default=True,
-    help="pgd, pgd-restarts, apgd-ce, apgd-t, square or autoattack (repeat for several).",
+    help=f"{', '.join(FINAL_ATTACKS)} (repeat for several).",
 )
 @click.option("-n", "--images", "n", type=int, default=1000, show_default=True, help="Test images attacked.")
 @click.option("--eps", type=float, default=0.3, show_default=True, help="L-inf radius, [0, 1] pixel scale.")

@@ -26,18 +26,12 @@ from typing import Any
 import numpy as np
 
 from orchestrator.errors import UserError
+from trainables.metrics import FINAL_ATTACKS, WORST_KEY
 
 #: The subset seed shared with benchmarks/learned_attacker.py.
 SUBSET_SEED = 1
 #: The report key of each attack (``test/<key>``).
-KEYS = {
-    "pgd": "pgd40_acc",
-    "pgd-restarts": "pgd100x5_acc",
-    "apgd-ce": "apgd_ce_acc",
-    "apgd-t": "apgd_t_acc",
-    "square": "square_acc",
-    "autoattack": "aa_acc",
-}
+KEYS = FINAL_ATTACKS
 
 
 @dataclass(frozen=True)
@@ -73,7 +67,7 @@ class Evaluation:
         row: dict[str, Any] = {"trial_id": self.trial_id, "evaluated_at": time.time()}
         row.update({f"test/{KEYS[a]}": v for a, v in self.attacks.items()})
         if len(self.attacks) > 1:
-            row["test/strong_worst_acc"] = self.worst
+            row[f"test/{WORST_KEY}"] = self.worst
         row["test/eval_n"] = self.n
         row["eval_eps"] = self.eps
         row["eval_attacks"] = ",".join(self.attacks)

@@ -10,6 +10,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from trainables.metrics import FINAL_ATTACKS, WORST_KEY
+
 
 def leaderboard(
     trials: Iterable[dict[str, Any]], objectives: Sequence[tuple[str, str]], top: int | None = None
@@ -32,15 +34,7 @@ def leaderboard(
 
 
 #: The final numbers ``orchestrator evaluate`` adds (``orchestrator.evaluate.KEYS``), shown when present.
-EVALUATION_COLUMNS = (
-    "last/test/pgd40_acc",
-    "last/test/pgd100x5_acc",
-    "last/test/apgd_ce_acc",
-    "last/test/apgd_t_acc",
-    "last/test/square_acc",
-    "last/test/aa_acc",
-    "last/test/strong_worst_acc",
-)
+EVALUATION_COLUMNS = tuple(f"last/test/{key}" for key in (*FINAL_ATTACKS.values(), WORST_KEY))
 
 
 def display_columns(

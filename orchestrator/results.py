@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from orchestrator.errors import UserError
 from orchestrator.storage import TMP_SUFFIX, Location
 from orchestrator.trial_rows import INTERRUPTED, derive
+from trainables.metrics import WORST_KEY
 
 HISTORY_FILE = "history.parquet"
 TRIALS_FILE = "trials.parquet"
@@ -287,10 +288,10 @@ def latest_evaluations(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, An
                 ]
             )
         )
-        merged = {k: v for k, v in before.items() if k != "test/strong_worst_acc"}
+        merged = {k: v for k, v in before.items() if k != f"test/{WORST_KEY}"}
         merged.update(row)
         if set(str(row.get("eval_attacks", "")).split(",")) != set(attacks):
-            merged.pop("test/strong_worst_acc", None)
+            merged.pop(f"test/{WORST_KEY}", None)
         merged["eval_attacks"] = ",".join(a for a in attacks if a)
         shown[row["trial_id"]] = merged
     return shown

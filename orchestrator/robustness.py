@@ -35,10 +35,9 @@ from torch import nn
 from orchestrator.attack_model import Answers, UnitScale, channels_last
 from trainables.attacks import eval_mode, pgd
 from trainables.data import PIXEL_RANGE
+from trainables.metrics import AUTOATTACK, FINAL_ATTACKS
 
-ATTACKS = ("pgd", "pgd-restarts", "apgd-ce", "apgd-t", "square", "autoattack")
-#: The parts of ``autoattack``, in the order they run.
-AUTOATTACK = ("apgd-ce", "apgd-t", "square")
+ATTACKS = tuple(FINAL_ATTACKS)
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:

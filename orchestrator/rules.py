@@ -9,6 +9,8 @@ import itertools
 import math
 from typing import Any
 
+from trainables.metrics import AUTOATTACK, FINAL_ATTACKS
+
 #: The metric of the search constraint (``--min-clean``): clean validation accuracy.
 CLEAN_METRIC = "val/acc"
 
@@ -35,7 +37,11 @@ MASKING_TOLERANCE = 0.02
 #: Points by which a strong attack may fall below PGD-40 before a trial is flagged.
 STRONG_GAP = 0.05
 #: Report keys of strong attacks (``orchestrator evaluate`` and strong validation attacks).
-STRONG_KEYS = ("aa_acc", "apgd_ce_acc", "apgd_t_acc", "square_acc", "apgd_acc", "apgd_square_acc")
+STRONG_KEYS = (
+    *(FINAL_ATTACKS[a] for a in ("autoattack", *AUTOATTACK)),  # orchestrator evaluate
+    "apgd_acc",  # a trial's own validation and test
+    "apgd_square_acc",
+)
 
 
 def masking_flags(row: dict[str, Any]) -> list[str]:

@@ -136,9 +136,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        if "space_runs" in getattr(item, "fixturenames", ()):
-            # Under pytest-xdist (`-n 2 --dist loadgroup`) one worker runs the three searches.
-            item.add_marker(pytest.mark.xdist_group("space_runs"))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -24,6 +24,22 @@ RESTORE_NOTE = "restore_note"
 
 #: Noise of seed 004 (which names three levels per type without numbers): level name ->
 #: amount on the [0, 1] pixel scale; :data:`NOISE_AMOUNT` says what the amount is.
+#: The attacks of ``orchestrator evaluate`` (final numbers, test split), the one table of them:
+#: name -> report key (``test/<key>``). The robustness suite runs them, the CLI validates them,
+#: the registry below describes their keys and the leaderboard shows them.
+FINAL_ATTACKS: dict[str, str] = {
+    "pgd": "pgd40_acc",
+    "pgd-restarts": "pgd100x5_acc",
+    "apgd-ce": "apgd_ce_acc",
+    "apgd-t": "apgd_t_acc",
+    "square": "square_acc",
+    "autoattack": "aa_acc",
+}
+#: The parts of ``autoattack`` (standard AutoAttack), in the order they run.
+AUTOATTACK = ("apgd-ce", "apgd-t", "square")
+#: Per image, the worst case over the attacks run.
+WORST_KEY = "strong_worst_acc"
+
 NOISE_LEVELS: dict[str, dict[str, float]] = {
     "gaussian": {"low": 0.1, "medium": 0.2, "high": 0.3},
     "salt_pepper": {"low": 0.05, "medium": 0.1, "high": 0.2},
@@ -205,7 +221,9 @@ register(
 )
 # ---- final numbers of `orchestrator evaluate` (orchestrator/evaluate.py), test split only ----
 register(
-    "test/{attack:aa|apgd_ce|apgd_t|square|pgd40|pgd100x5|strong_worst}_acc",
+    "test/{attack:"
+    + "|".join(k.removesuffix("_acc") for k in (*FINAL_ATTACKS.values(), WORST_KEY))
+    + "}_acc",
     Metric(label="test accuracy under {attack} (orchestrator evaluate)", **_ACC),
 )
 register("test/eval_n", Metric("count", "", "test images attacked by orchestrator evaluate", "images"))
