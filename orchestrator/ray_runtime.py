@@ -48,8 +48,17 @@ TUNE_ENV = {
 }
 
 
+#: glibc heaps per trial worker. A reused worker runs each trial in a new thread; with glibc's
+#: default (up to 8 heaps per core) and the raised trim threshold of a trial
+#: (``trainables.runtime.keep_freed_memory``), every heap kept a trial's peak: idle trials' workers
+#: grew from 0.75 to 1.8 GB over 30 trials and 16 of them ran out of 24 GB; with 2, flat at
+#: 0.85 GB (benchmarks/driver_scale.py, docs/performance.md).
+MALLOC_ARENAS = "2"
+
+
 def worker_env(wandb_mode: str) -> dict[str, str]:
     env = {"WANDB_MODE": wandb_mode, "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    env["MALLOC_ARENA_MAX"] = os.environ.get("MALLOC_ARENA_MAX", MALLOC_ARENAS)
     for key in PASS_THROUGH:
         if os.environ.get(key):
             env[key] = os.environ[key]

@@ -219,12 +219,17 @@ def bookkeeping_to_trial_log() -> None:
         return
     if not folder:
         return
+    path = os.path.abspath(os.path.join(folder, TRIAL_LOG))
     for name in BOOKKEEPING_LOGGERS:
         logger = logging.getLogger(name)
-        if any(getattr(h, "_trial_log", False) for h in logger.handlers):
+        mine = [h for h in logger.handlers if getattr(h, "_trial_log", False)]
+        if any(getattr(h, "baseFilename", None) == path for h in mine):
             continue
+        for handler in mine:  # a reused worker's previous trial: its log is closed
+            logger.removeHandler(handler)
+            handler.close()
         os.makedirs(folder, exist_ok=True)
-        to_file = logging.FileHandler(os.path.join(folder, TRIAL_LOG))
+        to_file = logging.FileHandler(path)
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         to_stderr = logging.StreamHandler()
         to_stderr.setLevel(logging.WARNING)
