@@ -10,10 +10,11 @@ from ray.tune.schedulers import TrialScheduler
 
 from orchestrator.compat.tune import optuna_trials, searcher_study
 from orchestrator.errors import UserError
-from orchestrator.leaderboard import display_columns, format_rows, is_feasible, leaderboard
+from orchestrator.leaderboard import display_columns, format_rows, leaderboard
 from orchestrator.pareto import crowding, pareto_front, pareto_ranks
 from orchestrator.plan import plan_search
 from orchestrator.results import to_table
+from orchestrator.rules import is_feasible
 from orchestrator.schedulers import DurableASHA, ParetoASHA, make_scheduler
 from orchestrator.searchers import BudgetAwareOptunaSearch, make_sampler
 from orchestrator.settings import SearchSettings
