@@ -119,11 +119,21 @@ def carry_failures(trial, recorded: int) -> None:
 @dataclasses.dataclass(frozen=True)
 class TrialStorage:
     """Where a trial's experiment is, as Ray's ``StorageContext`` (``trial.storage``, of the
-    private module ``ray.train._internal.storage``) says."""
+    private module ``ray.train._internal.storage``) says; each read when asked."""
 
-    filesystem: Any  # pyarrow.fs.FileSystem
-    experiment_path: str  # in ``filesystem``
-    driver_staging_path: str  # the driver's local copy, synced up to ``experiment_path``
+    context: Any
+
+    @property
+    def filesystem(self):  # pyarrow.fs.FileSystem
+        return self.context.storage_filesystem
+
+    @property
+    def experiment_path(self) -> str:  # in ``filesystem``
+        return self.context.experiment_fs_path
+
+    @property
+    def driver_staging_path(self) -> str:  # the driver's local copy, synced up to experiment_path
+        return self.context.experiment_driver_staging_path
 
     @property
     def local(self) -> bool:
@@ -133,10 +143,7 @@ class TrialStorage:
 
 
 def trial_storage(trial) -> TrialStorage:
-    storage = trial.storage
-    return TrialStorage(
-        storage.storage_filesystem, storage.experiment_fs_path, storage.experiment_driver_staging_path
-    )
+    return TrialStorage(trial.storage)
 
 
 def checkpoint_folders(fs, folder: str) -> list[str]:
