@@ -95,6 +95,51 @@ def run_plain(args, workdir: Path) -> dict:
     return {"wall_s": wall, **_usage()}
 
 
+#: The driver's parts whose seconds the orchestrator's side reports: (module, class, methods).
+#: ``tpe`` is the sampler's share of ``searcher`` (suggestions), ``parquet`` the results tables.
+COMPONENTS = {
+    "searcher": (
+        "orchestrator.searchers",
+        "BudgetAwareOptunaSearch",
+        ("suggest", "on_trial_result", "on_trial_complete"),
+    ),
+    "tpe": (
+        "orchestrator.searchers",
+        "BoundedHistory",
+        ("infer_relative_search_space", "sample_relative", "sample_independent"),
+    ),
+    "parquet": (
+        "orchestrator.callbacks",
+        "ParquetCallback",
+        ("setup", "on_trial_result", "on_step_end", "on_trial_complete", "on_experiment_end"),
+    ),
+    "result_lines": ("orchestrator.callbacks", "ResultLines", ("on_trial_result", "on_trial_complete")),
+}
+
+
+def _timed(seconds: dict[str, float]) -> None:
+    """Wrap the :data:`COMPONENTS`' methods so their wall seconds add up in ``seconds``."""
+    import functools
+    import importlib
+
+    def wrap(name, method):
+        @functools.wraps(method)
+        def timed(*a, **k):
+            t = time.perf_counter()
+            try:
+                return method(*a, **k)
+            finally:
+                seconds[name] += time.perf_counter() - t
+
+        return timed
+
+    for name, (module, cls_name, methods) in COMPONENTS.items():
+        seconds[name] = 0.0
+        cls = getattr(importlib.import_module(module), cls_name)
+        for method in methods:
+            setattr(cls, method, wrap(name, getattr(cls, method)))
+
+
 def run_orchestrator(args, workdir: Path) -> dict:
     """``orchestrator search`` of the idle space (in process: the driver is this process)."""
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -106,6 +151,9 @@ def run_orchestrator(args, workdir: Path) -> dict:
 
     search_spaces.register(idle_space.SPACE, idle_space.TRAINABLE)
     name = f"scale-{args.n}"
+    seconds: dict[str, float] = {}
+    _timed(seconds)
+    journal = f"journal:///{workdir / name / 'study.log'}" if args.study == "journal" else ""
     settings = SearchSettings(
         space="idle",
         name=name,
@@ -119,6 +167,7 @@ def run_orchestrator(args, workdir: Path) -> dict:
         num_cpus=args.cpus,
         wandb_mode=args.wandb,
         min_clean=0,
+        study_storage=journal,
     )
     start = time.perf_counter()
     outcome = run_search(plan_search(settings), echo=lambda line: None)
@@ -126,19 +175,67 @@ def run_orchestrator(args, workdir: Path) -> dict:
     experiment = workdir / name
     row = {"wall_s": wall, **_usage(), "trials_done": len(outcome.leaderboard), "errors": outcome.errors}
     row["parquet_bytes"] = _folder_bytes(experiment, "*.parquet")
-    row["study_bytes"] = _folder_bytes(experiment, "study.db")
+    row["study_bytes"] = _folder_bytes(experiment, "study.db") + _folder_bytes(experiment, "study.log")
+    row["parts_left"] = sum(1 for _ in experiment.rglob("parts/*.parquet"))
+    row.update({f"{k}_ms_per_trial": v / args.n * 1000 for k, v in seconds.items()})
     wandb_files = sum(1 for p in experiment.rglob("wandb/**/*") if p.is_file())
     row["wandb_files_per_trial"] = wandb_files / args.n
-    for command in ("results", "report"):  # the readers on the finished experiment
-        t = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "orchestrator.cli", command, name, "--storage", str(workdir)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": os.environ["PYTHONPATH"]},
-        )
-        row[f"{command}_s"] = time.perf_counter() - t if done.returncode == 0 else None
+    row.update(_readers(name, workdir))
     return row
+
+
+def _cli(*args: str) -> list[str]:
+    """The orchestrator's CLI with the idle space registered (as a plugin's entry point would)."""
+    return [sys.executable, __file__, "--cli", *args]
+
+
+def _readers(name: str, workdir: Path) -> dict:
+    """Seconds of ``results``, ``report`` and ``resume`` on the finished experiment, and of the
+    dashboard until it served the study's page (its trials); None where one failed."""
+    out: dict = {}
+    for command in ("results", "report", "resume"):
+        t = time.perf_counter()
+        done = subprocess.run(_cli(command, name, "--storage", str(workdir)), capture_output=True, text=True)
+        out[f"{command}_s"] = time.perf_counter() - t if done.returncode == 0 else None
+        if done.returncode:
+            tail = f"{done.stdout[-1500:]}{done.stderr[-1500:]}"
+            print(f"{command}: exit {done.returncode}\n{tail}", file=sys.stderr)
+    try:
+        out["dashboard_s"] = _dashboard_seconds(name, workdir)
+    except Exception as exc:  # the search's own numbers are kept
+        print(f"dashboard: {exc!r}", file=sys.stderr)
+        out["dashboard_s"] = None
+    return out
+
+
+def _dashboard_seconds(name: str, workdir: Path, timeout: float = 120.0) -> float | None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t = time.perf_counter()
+    server = subprocess.Popen(
+        _cli("dashboard", name, "--storage", str(workdir), "--port", str(port)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/api/studies"
+    try:
+        while time.perf_counter() - t < timeout and server.poll() is None:
+            try:
+                with urllib.request.urlopen(base, timeout=30) as response:
+                    study_id = json.loads(response.read())["study_summaries"][0]["study_id"]
+                with urllib.request.urlopen(f"{base}/{study_id}?after=0", timeout=60) as response:
+                    trials = json.loads(response.read())["trials"]
+                return time.perf_counter() - t if trials else None
+            except OSError:
+                time.sleep(0.1)
+        return None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def one(args) -> None:
@@ -161,11 +258,26 @@ def main() -> None:
     parser.add_argument("--results", type=int, default=1, help="reports per trial")
     parser.add_argument("--wandb", default="disabled", choices=("disabled", "offline"))
     parser.add_argument(
+        "--study",
+        default="sqlite",
+        choices=("sqlite", "journal"),
+        help="the orchestrator's study: its default SQLite file, or --study-storage journal:///",
+    )
+    parser.add_argument(
         "--sides", nargs="+", default=["plain", "orchestrator"], choices=("plain", "orchestrator")
     )
     parser.add_argument("--save", help="append the rows to this JSON-lines file")
     parser.add_argument("--one", choices=("plain", "orchestrator"), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    if sys.argv[1:2] == ["--cli"]:  # the CLI, with the idle space a plugin would register
+        import search_spaces
+        from benchmarks import idle_space
+        from orchestrator.cli import main as cli_main
+
+        search_spaces.register(idle_space.SPACE, idle_space.TRAINABLE)
+        sys.argv = ["orchestrator", *sys.argv[2:]]
+        cli_main()
+        return
     args = parser.parse_args()
     if args.one:
         one(args)
@@ -179,7 +291,7 @@ def main() -> None:
     for n in args.trials:
         for side in args.sides:
             command = [sys.executable, __file__, "--one", side, "--n", str(n)]
-            for flag in ("slots", "cpus", "seconds", "results", "wandb"):
+            for flag in ("slots", "cpus", "seconds", "results", "wandb", "study"):
                 command += [f"--{flag}", str(getattr(args, flag))]
             done = subprocess.run(command, capture_output=True, text=True)
             lines = [line for line in done.stdout.splitlines() if line.startswith('{"side"')]
@@ -189,6 +301,7 @@ def main() -> None:
             row = {
                 **json.loads(lines[-1]),
                 "wandb": args.wandb,
+                "study": args.study if side == "orchestrator" else "memory",
                 "seconds": args.seconds,
                 "results": args.results,
             }
@@ -221,13 +334,19 @@ def _slots_that_fit() -> int:
     return max(int((available_mb - 2048) / WORKER_MB), 1)
 
 
+#: The readers timed on the finished experiment (``_readers``).
+READERS = ("results", "report", "resume", "dashboard")
+
+
 def _line(r: dict) -> str:
     extra = ""
     if r["side"] == "orchestrator":
+        readers = "".join(f"  {k} {r.get(f'{k}_s') or float('nan'):.1f} s" for k in READERS)
+        parts = "  ".join(f"{k} {r[f'{k}_ms_per_trial']:.1f}" for k in COMPONENTS)
         extra = (
             f"  parquet {r['parquet_bytes'] / 1e6:.1f} MB  study {r['study_bytes'] / 1e6:.1f} MB"
-            f"  W&B files/trial {r['wandb_files_per_trial']:.1f}"
-            f"  results {r['results_s'] or float('nan'):.1f} s  report {r['report_s'] or float('nan'):.1f} s"
+            f"  W&B files/trial {r['wandb_files_per_trial']:.1f}\n{'':14}readers:{readers}"
+            f"\n{'':14}ms per trial: {parts}"
         )
     return (
         f"{r['side']:>12} {r['trials']:>6} trials x {r['slots']} slots: wall {r['wall_s']:7.1f} s "

@@ -149,6 +149,11 @@ class ParquetCallback(Callback):
         #: still reads RUNNING (it changes when the actor has stopped).
         self._ended: dict[str, str] = {}
         self._last_flush = 0.0
+        #: trials whose written row may still change, and how many of Ray's trials were seen
+        #: (``on_step_end`` looks at those only: Ray passes every trial of the search each step)
+        self._open: set[str] = set()
+        self._seen = 0
+        self._store: ResultsStore | None = None
         #: The user stopped the search (set at its end, see ``orchestrator.interrupt``).
         self._interrupted = False
 
@@ -164,6 +169,9 @@ class ParquetCallback(Callback):
             "_ended",
             "_last_flush",
             "_interrupted",
+            "_open",
+            "_seen",
+            "_store",
         ):
             state.pop(key, None)
         return state
@@ -174,7 +182,10 @@ class ParquetCallback(Callback):
 
     @property
     def store(self) -> ResultsStore:
-        return ResultsStore(Location.parse(here(self.experiment_uri)))
+        """One store per driver (it numbers its parts without listing them per flush)."""
+        if self._store is None:
+            self._store = ResultsStore(Location.parse(here(self.experiment_uri)))
+        return self._store
 
     def metadata(self) -> dict[str, str]:
         """What a reader needs besides the rows (``orchestrator report`` uses nothing else)."""
@@ -207,16 +218,24 @@ class ParquetCallback(Callback):
         tune_compat.carry_failures(trial, int(recorded))  # --max-failures counts across resumes
 
     def on_step_end(self, iteration, trials, **info) -> None:
-        for trial in trials:
-            tid = trial.trial_id
-            if self._status(tid, trial) != self._written_status.get(tid):
+        if len(trials) < self._seen:  # not Ray's growing list of trials: look at all of them
+            self._seen = 0
+        for trial in trials[self._seen :]:
+            self._trials[trial.trial_id] = trial
+            self._open.add(trial.trial_id)
+        self._seen = len(trials)
+        for tid in list(self._open):
+            status = self._status(tid, self._trials[tid])
+            if status != self._written_status.get(tid):
                 self._dirty.add(tid)
-            self._trials[tid] = trial
+            elif status in FINAL_STATUSES:
+                self._open.discard(tid)  # its row is written and will not change
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         if DISK_FULL in (_first_line_of_error(trial) or ""):
             self.on_trial_error(iteration, trials, trial)  # recorded errored; the search stops
         self._ended.pop(trial.trial_id, None)  # it runs again (from its last checkpoint)
+        self._open.add(trial.trial_id)
         self._trials[trial.trial_id] = trial  # its failure count goes into the next flush
         self._dirty.add(trial.trial_id)
 
@@ -305,6 +324,9 @@ class ParquetCallback(Callback):
         self._pending = []
         self._dirty = set()
 
+
+#: Statuses after which a trial's row does not change (unless Ray retries it: ``on_trial_recover``).
+FINAL_STATUSES = ("TERMINATED", "ERROR")
 
 #: What a write on a full disk says (``os.strerror(errno.ENOSPC)``).
 DISK_FULL = os.strerror(errno.ENOSPC)

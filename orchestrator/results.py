@@ -127,6 +127,14 @@ def _name(loc: Location) -> str:
     return loc.uri.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _seq_of(loc: Location) -> int:
+    return int(_PART.fullmatch(_name(loc)).group(2))
+
+
+#: Parts written before they are merged into one (``ResultsStore.merge_parts``).
+MERGE_PARTS = 100
+
+
 class ResultsStore:
     """An experiment's two tables, appended to in parts while a search runs.
 
@@ -139,6 +147,9 @@ class ResultsStore:
         self.experiment = experiment
         self.parts = experiment.child(PARTS_DIR)
         self._seq: int | None = None
+        #: parts this store wrote since it last merged them, and the part that merge wrote
+        self._fresh = 0
+        self._merged = 0
 
     def part_files(self, table: str = "") -> list[Location]:
         """The parts of ``table`` (``history`` / ``trials``; both when empty) in order. Any other
@@ -156,7 +167,7 @@ class ResultsStore:
 
     def _next_seq(self) -> int:
         if self._seq is None:
-            seqs = [int(_PART.fullmatch(_name(loc)).group(2)) for loc in self.part_files()]
+            seqs = [_seq_of(loc) for loc in self.part_files()]
             self._seq = max(seqs, default=0)
         self._seq += 1
         return self._seq
@@ -173,6 +184,29 @@ class ResultsStore:
             write_table(_part_table(history), self.parts.child(f"history-{seq:06d}.parquet"), metadata)
         if trials:
             write_table(_part_table(trials), self.parts.child(f"trials-{seq:06d}.parquet"), metadata)
+        self._fresh += 1
+        if self._fresh >= MERGE_PARTS:
+            self.merge_parts(metadata)
+
+    def merge_parts(self, metadata: dict[str, str]) -> None:
+        """The parts written since the last merge become one part per table (same rows, same
+        order), so a search of 10,000 trials leaves about 100 parts for a reader or a resume,
+        not 20,000, while each flush still writes only what is new (a full compaction per
+        flush would rewrite every row)."""
+        fresh = [loc for loc in self.part_files() if _seq_of(loc) > self._merged]
+        seq = self._next_seq()
+        merged = []
+        for table in ("history", "trials"):
+            locs = [loc for loc in fresh if _name(loc).startswith(f"{table}-")]
+            try:
+                whole = pa.concat_tables([read_table(loc) for loc in locs], promote_options="default")
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+                continue  # a column typed differently in two parts (or none): they stay apart
+            write_table(whole, self.parts.child(f"{table}-{seq:06d}.parquet"), metadata)
+            merged += locs
+        for loc in merged:  # a crash before this leaves rows twice: readers keep the last of each
+            loc.delete()
+        self._merged, self._fresh = seq, 0
 
     def _rows(self, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Rows of the compacted table ``name`` then of its parts in order, with the newest

@@ -81,9 +81,11 @@ def _bytes_written(tmp_path, monkeypatch, n_trials: int) -> int:
     return CountingLocation.written
 
 
+_STORE_INIT = ResultsStore.__init__
+
+
 def _counting_init(self, experiment):
-    experiment = CountingLocation(experiment.fs, experiment.path, experiment.uri)
-    self.experiment, self.parts, self._seq = experiment, experiment.child(PARTS_DIR), None
+    _STORE_INIT(self, CountingLocation(experiment.fs, experiment.path, experiment.uri))
 
 
 def test_writer_io_grows_linearly_with_the_number_of_reports(tmp_path, monkeypatch):
@@ -563,3 +565,48 @@ def test_no_private_name_of_a_library_class_is_inherited_or_overridden():
                         found.append(f"{cls.__name__} ({base.__name__}): {name}")
     assert checked >= 5, "the check sees our callbacks, schedulers and searchers"
     assert not found, found
+
+
+def test_parts_are_merged_so_a_long_search_leaves_few_files(tmp_path, monkeypatch):
+    import orchestrator.results as results
+
+    monkeypatch.setattr(results, "MERGE_PARTS", 5)
+    store = ResultsStore(Location.parse(tmp_path / "exp"))
+    meta = {"space": "x"}
+    for i in range(23):
+        history = [{"trial_id": f"t{i}", "iteration": 1, "v": i / 2}]
+        store.append(history, [{"trial_id": f"t{i}", "status": "TERMINATED", "n": i}], meta)
+    # 4 merges of 5 parts (one part per table each) and the 3 parts written since.
+    assert len(store.part_files()) == 2 * (4 + 3)
+    trials, history, read_meta = store.read()
+    assert [r["trial_id"] for r in trials] == [f"t{i}" for i in range(23)]
+    assert [r["v"] for r in history] == [i / 2 for i in range(23)] and read_meta["space"] == "x"
+    # A column typed one way in a part and another way in the next: those parts stay apart.
+    again = ResultsStore(Location.parse(tmp_path / "typed"))
+    for i in range(5):
+        again.append([], [{"trial_id": f"t{i}", "note": i if i % 2 else f"text {i}"}], meta)
+    assert len(again.part_files("trials")) == 5
+    assert [r["note"] for r in again.read()[0]] == ["text 0", 1, "text 2", 3, "text 4"]
+
+
+def test_each_step_looks_only_at_trials_whose_row_can_still_change(tmp_path, monkeypatch):
+    callback = ParquetCallback(
+        str(tmp_path / "exp"), metadata=META, budget_key="epochs", objectives=OBJECTIVES, flush_s=1e9
+    )
+    trials = [FakeTrial(f"t{i}", 1e-3) for i in range(50)]
+    for trial in trials[:49]:
+        trial.status = "TERMINATED"
+    callback.on_step_end(0, trials)
+    callback.flush()
+    callback.on_step_end(1, trials)  # the written, finished rows are set aside
+    looked: list[str] = []
+    status = ParquetCallback._status
+    monkeypatch.setattr(
+        ParquetCallback, "_status", lambda self, tid, t: looked.append(tid) or status(self, tid, t)
+    )
+    trials.append(FakeTrial("new", 1e-3))
+    callback.on_step_end(2, trials)
+    assert sorted(looked) == ["new", "t49"]
+    trials[49].status = "TERMINATED"
+    callback.on_step_end(3, trials)
+    assert callback._dirty == {"new", "t49"}

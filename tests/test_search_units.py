@@ -469,3 +469,51 @@ def test_one_row_shows_its_searched_configuration_and_final_numbers():
     assert "config/lr" in columns and "last/test/aa_acc" in columns
     assert "config/dataset" not in columns, "fixed for every trial and not searched"
     assert "config/lr" not in display_columns([row], [("val/pgd_acc", "max")])
+
+
+def _bounded_study(n: int, limit: int = 20, recent: int = 8, best: int = 3, constrained: bool = False):
+    import optuna
+
+    from orchestrator.searchers import BoundedHistory
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    inner = optuna.samplers.TPESampler(seed=0, multivariate=True, constant_liar=True, n_startup_trials=5)
+    sampler = BoundedHistory(inner, limit=limit, recent=recent, best=best)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for i in range(n):
+        trial = study.ask()
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if constrained:
+            # the first trial is the highest value of all, and infeasible
+            trial.set_constraint("c", 1.0 if i == 0 else -1.0)
+        study.tell(trial, 10.0 if (constrained and i == 0) else -((x - 0.3) ** 2) + (1.0 if i == 2 else 0.0))
+    return study, sampler
+
+
+def test_tpe_sees_a_bounded_history_with_the_newest_the_best_and_a_spread():
+    study, sampler = _bounded_study(60)
+    running = study.ask()  # the constant liar's trial
+    trials = study.get_trials(deepcopy=False)
+    seen = sampler.window(study, trials, None)
+    numbers = [t.number for t in seen]
+    assert len(seen) <= 20 and len(set(numbers)) == len(numbers)
+    assert set(range(61 - 8, 61)) <= set(numbers), "the newest 8, the running trial among them"
+    assert running.number in numbers
+    assert 2 in numbers, "trial 2 (the study's best, long gone from the newest) stays in view"
+    assert min(numbers) < 10, "the older trials are sampled across the whole history"
+    short = trials[:15]
+    assert sampler.window(study, short, None) is short, "below the limit TPE sees everything"
+    study.tell(running, 0.0)
+    assert 0.0 <= study.ask().suggest_float("x", 0.0, 1.0) <= 1.0
+
+
+def test_the_bounded_history_ranks_infeasible_trials_last_and_pickles_small():
+    import pickle
+
+    study, sampler = _bounded_study(40, constrained=True)
+    sampler.window(study, study.get_trials(deepcopy=False), None)
+    assert sampler._best[0][1] == 2, "the infeasible 10.0 is not the best"
+    again = pickle.loads(pickle.dumps(sampler))
+    assert again._best == [] and again.limit == 20
+    with pytest.raises(ValueError, match="under the limit"):
+        type(sampler)(sampler.sampler, limit=10, recent=8, best=3)

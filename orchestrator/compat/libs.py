@@ -4,6 +4,8 @@ compatibility seam: :mod:`orchestrator.compat`).
 - marking a trial of a study with a user attribute after the fact
   (:func:`set_trial_user_attr`): a ``FrozenTrial`` has no public setter, Optuna's storage API
   takes the trial's internal id (``study._storage``, ``trial._trial_id``);
+- a study as a sampler sees it, its trials chosen by a function (:func:`study_view`): Optuna's
+  samplers read a study's trials through its private ``Study._get_trials``;
 - reading a W&B run file without W&B's service (:func:`wandb_record_class`: the ``Record``
   protobuf of ``wandb.proto.wandb_internal_pb2``; ``orchestrator.compat.wandb_files`` parses the file);
 - an S3 filesystem like another but with its own retries (:func:`s3_with_attempts`): pyarrow has
@@ -18,6 +20,27 @@ from typing import Any
 def set_trial_user_attr(study, trial, key: str, value: Any) -> None:
     """Set user attribute ``key`` of ``trial`` (a ``FrozenTrial`` of ``study``)."""
     study._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+class _StudyView:
+    def __init__(self, study, choose):
+        self._study, self._choose = study, choose
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:
+        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return self._choose(self._study, trials, states)
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        return self._choose(self._study, self._study.get_trials(deepcopy=deepcopy, states=states), states)
+
+
+def study_view(study, choose):
+    """``study`` as a sampler sees it: every trial list it reads is ``choose(study, trials,
+    states)`` (the trials in ``states``, in number order); everything else is the study's."""
+    return _StudyView(study, choose)
 
 
 def wandb_record_class():
@@ -52,6 +75,13 @@ def check() -> list[str]:
     except AttributeError as exc:
         missing.append(f"optuna Study._storage / FrozenTrial._trial_id ({exc})")
     study.tell(trial, 0.0)
+    seen = []
+    sampler = optuna.samplers.TPESampler(n_startup_trials=0, multivariate=True)
+    view = study_view(study, lambda _, trials, states: seen.append(len(trials)) or trials)
+    asked = study.ask()
+    sampler.sample_independent(view, asked, "x", optuna.distributions.FloatDistribution(0, 1))
+    if not seen:
+        missing.append("optuna samplers read trials through Study._get_trials")
     try:
         record = wandb_record_class()()
         if not hasattr(record, "ParseFromString"):
