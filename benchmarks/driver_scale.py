@@ -153,7 +153,7 @@ def run_orchestrator(args, workdir: Path) -> dict:
     name = f"scale-{args.n}"
     seconds: dict[str, float] = {}
     _timed(seconds)
-    journal = f"journal:///{workdir / name / 'study.log'}" if args.study == "journal" else ""
+    journal = f"journal://{workdir / name / 'study.log'}" if args.study == "journal" else ""
     settings = SearchSettings(
         space="idle",
         name=name,
@@ -267,6 +267,12 @@ def main() -> None:
         "--sides", nargs="+", default=["plain", "orchestrator"], choices=("plain", "orchestrator")
     )
     parser.add_argument("--save", help="append the rows to this JSON-lines file")
+    parser.add_argument(
+        "--figure",
+        nargs=2,
+        metavar=("ROWS", "PNG"),
+        help="plot the orchestrator's cost per trial by component against trials from saved rows",
+    )
     parser.add_argument("--one", choices=("plain", "orchestrator"), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     if sys.argv[1:2] == ["--cli"]:  # the CLI, with the idle space a plugin would register
@@ -279,6 +285,9 @@ def main() -> None:
         cli_main()
         return
     args = parser.parse_args()
+    if args.figure:
+        figure(args.figure[0], args.figure[1])
+        return
     if args.one:
         one(args)
         return
@@ -332,6 +341,34 @@ def _slots_that_fit() -> int:
     except (OSError, KeyError, ValueError):
         return 1 << 30
     return max(int((available_mb - 2048) / WORKER_MB), 1)
+
+
+def figure(rows_file: str, png: str) -> None:
+    """Each component's driver milliseconds per trial, and the driver's CPU per trial, against the
+    number of trials (the orchestrator's rows of ``rows_file``, the newest per size and study)."""
+    from orchestrator.figures import plt_module
+
+    rows = [json.loads(line) for line in Path(rows_file).read_text().splitlines() if line.strip()]
+    newest = {(r["trials"], r.get("study", "sqlite")): r for r in rows if r["side"] == "orchestrator"}
+    plt = plt_module()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for study in sorted({k[1] for k in newest}):
+        sizes = sorted(n for n, s in newest if s == study)
+        if not all(f"{c}_ms_per_trial" in newest[(n, study)] for n in sizes for c in COMPONENTS):
+            continue
+        cpu = [newest[(n, study)]["cpu_s"] / n * 1000 for n in sizes]
+        ax.plot(sizes, cpu, "k-o", label=f"driver CPU, all ({study} study)")
+        for component in COMPONENTS:
+            ms = [newest[(n, study)][f"{component}_ms_per_trial"] for n in sizes]
+            ax.plot(sizes, ms, "-o", label=f"{component} ({study})")
+    ax.set_xscale("log")
+    ax.set_xlabel("trials in the search (one-second trials, 16 at a time)")
+    ax.set_ylabel("driver ms per trial")
+    ax.set_title("What the driver spends per trial as the search grows (2-core CPU)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png)
+    print(f"wrote {png}")
 
 
 #: The readers timed on the finished experiment (``_readers``).

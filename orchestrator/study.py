@@ -67,9 +67,7 @@ def open_storage(url: str, create: bool = False, what: str = "study storage"):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         if url.startswith(JOURNAL_PREFIX):
-            from optuna.storages.journal import JournalFileBackend
-
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            return optuna.storages.JournalStorage(_journal_class()(str(path)))
         return _storage_class()(url, engine_kwargs=_engine_kwargs(url))
     except Exception as exc:  # SQLAlchemy / driver errors of every kind
         cause = _cause(exc)
@@ -81,7 +79,7 @@ def open_storage(url: str, create: bool = False, what: str = "study storage"):
 def _file_of(url: str) -> Path | None:
     """The file of a SQLite or journal URL (None for a database server)."""
     if url.startswith(JOURNAL_PREFIX):
-        return Path("/" + url[len(JOURNAL_PREFIX) :])
+        return Path("/" + url[len(JOURNAL_PREFIX) :].lstrip("/"))  # journal:////abs as sqlite:////abs
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///") :])
     return None
@@ -172,9 +170,43 @@ def _storage_class():
     return _STORAGE_CLASS
 
 
+_JOURNAL_CLASS = None
+
+
+def _journal_class():
+    """Optuna's journal file, pickled as its path and unpickled where the experiment is now.
+
+    Ray Tune pickles the searcher with its study's storage; Optuna's own journal file pickles
+    its absolute path and an index of every line it read, so a resume of a moved or copied
+    experiment would write into the old file (the original of a copy)."""
+    global _JOURNAL_CLASS
+    if _JOURNAL_CLASS is None:
+        from optuna.storages.journal import JournalFileBackend
+
+        class MovableJournalFile(JournalFileBackend):
+            def __init__(self, file_path: str):
+                self.path = file_path
+                super().__init__(file_path)
+
+            def __getstate__(self):
+                return {"path": self.path}
+
+            def __setstate__(self, state):
+                self.__init__(relocation.here(state["path"]))
+
+        MovableJournalFile.__module__ = __name__
+        MovableJournalFile.__qualname__ = "MovableJournalFile"
+        _JOURNAL_CLASS = MovableJournalFile
+        globals()["MovableJournalFile"] = MovableJournalFile
+    return _JOURNAL_CLASS
+
+
 def __getattr__(name: str):
-    if name == "SecretFreeRDBStorage":  # unpickling finds the class without importing optuna first
+    # Unpickling finds the classes without importing optuna first.
+    if name == "SecretFreeRDBStorage":
         return _storage_class()
+    if name == "MovableJournalFile":
+        return _journal_class()
     raise AttributeError(name)
 
 

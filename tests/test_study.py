@@ -292,6 +292,27 @@ def test_a_moved_experiments_paths_and_study_urls_point_where_it_is_now(monkeypa
     assert relocation.here("/old/exp/deadline.json") == "/new/exp/deadline.json"
 
 
+def test_a_pickled_journal_study_follows_its_moved_experiment(tmp_path):
+    import pickle
+    import shutil
+
+    import optuna
+
+    from orchestrator import relocation
+    from orchestrator.study import open_storage
+
+    storage = open_storage(f"journal:///{tmp_path / 'old' / 'study.log'}", create=True)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 1.0)
+    pickled = pickle.dumps(storage)  # as Ray Tune pickles the searcher with its study
+    assert len(pickled) < 300, "its path only, not an index of every line it read"
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    with relocation.experiment_moved([str(tmp_path / "old")], str(tmp_path / "new")):
+        again = optuna.load_study(study_name="s", storage=pickle.loads(pickled))
+        again.tell(again.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 2.0)
+    assert len(again.trials) == 2 and not (tmp_path / "old").exists(), "the old folder stays gone"
+
+
 def test_a_reader_creates_no_study_database_or_folder(tmp_path):
     from orchestrator.study import open_storage
 
