@@ -191,7 +191,7 @@ def _cli(*args: str) -> list[str]:
 
 def _readers(name: str, workdir: Path) -> dict:
     """Seconds of ``results``, ``report`` and ``resume`` on the finished experiment, and of the
-    dashboard until it served the study's page (its trials); None where one failed."""
+    dashboard until it served its first page and the study's page; None where one failed."""
     out: dict = {}
     for command in ("results", "report", "resume"):
         t = time.perf_counter()
@@ -201,14 +201,15 @@ def _readers(name: str, workdir: Path) -> dict:
             tail = f"{done.stdout[-1500:]}{done.stderr[-1500:]}"
             print(f"{command}: exit {done.returncode}\n{tail}", file=sys.stderr)
     try:
-        out["dashboard_s"] = _dashboard_seconds(name, workdir)
+        out.update(_dashboard_seconds(name, workdir))
     except Exception as exc:  # the search's own numbers are kept
         print(f"dashboard: {exc!r}", file=sys.stderr)
-        out["dashboard_s"] = None
     return out
 
 
-def _dashboard_seconds(name: str, workdir: Path, timeout: float = 120.0) -> float | None:
+def _dashboard_seconds(name: str, workdir: Path, timeout: float = 180.0) -> dict:
+    """Seconds from ``orchestrator dashboard`` starting to its first page's data (the list of
+    studies), and to the study's page (every trial); None where it did not answer."""
     import socket
     import urllib.request
 
@@ -222,17 +223,21 @@ def _dashboard_seconds(name: str, workdir: Path, timeout: float = 120.0) -> floa
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}/api/studies"
+    out = {"dashboard_s": None, "dashboard_study_s": None}
     try:
         while time.perf_counter() - t < timeout and server.poll() is None:
             try:
-                with urllib.request.urlopen(base, timeout=30) as response:
+                with urllib.request.urlopen(base, timeout=60) as response:
                     study_id = json.loads(response.read())["study_summaries"][0]["study_id"]
-                with urllib.request.urlopen(f"{base}/{study_id}?after=0", timeout=60) as response:
-                    trials = json.loads(response.read())["trials"]
-                return time.perf_counter() - t if trials else None
             except OSError:
-                time.sleep(0.1)
-        return None
+                time.sleep(0.05)
+                continue
+            out["dashboard_s"] = time.perf_counter() - t
+            with urllib.request.urlopen(f"{base}/{study_id}?after=0", timeout=120) as response:
+                if json.loads(response.read())["trials"]:
+                    out["dashboard_study_s"] = time.perf_counter() - t
+            break
+        return out
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -372,7 +377,7 @@ def figure(rows_file: str, png: str) -> None:
 
 
 #: The readers timed on the finished experiment (``_readers``).
-READERS = ("results", "report", "resume", "dashboard")
+READERS = ("results", "report", "resume", "dashboard", "dashboard_study")
 
 
 def _line(r: dict) -> str:

@@ -113,11 +113,14 @@ class BoundedHistory(optuna.samplers.BaseSampler):
     def _reset(self) -> None:
         self._checked: set[int] = set()
         self._best: list[tuple[tuple, int, Any]] = []  # (rank, number, trial), best first
+        #: the trial being sampled and what the sampler sees for it (None: every trial)
+        self._for: int | None = None
+        self._window: list | None = None
 
     def __getstate__(self):  # Ray pickles the searcher: what it learnt is relearnt from the study
         state = self.__dict__.copy()
-        state.pop("_checked", None)
-        state.pop("_best", None)
+        for key in ("_checked", "_best", "_for", "_window"):
+            state.pop(key, None)
         return state
 
     def __setstate__(self, state):
@@ -153,17 +156,30 @@ class BoundedHistory(optuna.samplers.BaseSampler):
                 : self.n_best
             ]
 
-    def _seen(self, study):
-        return study_view(study, self.window)
+    def _seen(self, study, trial):
+        """The study as the sampler sees it while it samples ``trial``: the window is chosen
+        once per trial (one read of the study's trials, not one per question TPE asks)."""
+        if self._for != trial.number:
+            everything = study.get_trials(deepcopy=False)
+            window = self.window(study, everything, None)
+            self._for, self._window = trial.number, (None if window is everything else window)
+
+        def trials_in(states):
+            if self._window is None:
+                return None
+            return self._window if states is None else [t for t in self._window if t.state in states]
+
+        return study_view(study, trials_in)
 
     def infer_relative_search_space(self, study, trial):
-        return self.sampler.infer_relative_search_space(self._seen(study), trial)
+        return self.sampler.infer_relative_search_space(self._seen(study, trial), trial)
 
     def sample_relative(self, study, trial, search_space):
-        return self.sampler.sample_relative(self._seen(study), trial, search_space)
+        return self.sampler.sample_relative(self._seen(study, trial), trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        return self.sampler.sample_independent(self._seen(study), trial, param_name, param_distribution)
+        view = self._seen(study, trial)
+        return self.sampler.sample_independent(view, trial, param_name, param_distribution)
 
     def before_trial(self, study, trial) -> None:
         self.sampler.before_trial(study, trial)

@@ -23,24 +23,27 @@ def set_trial_user_attr(study, trial, key: str, value: Any) -> None:
 
 
 class _StudyView:
-    def __init__(self, study, choose):
-        self._study, self._choose = study, choose
+    def __init__(self, study, trials_in):
+        self._study, self._trials_in = study, trials_in
 
     def __getattr__(self, name: str):
         return getattr(self._study, name)
 
     def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:
-        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        return self._choose(self._study, trials, states)
+        chosen = self._trials_in(states)
+        if chosen is None:
+            return self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return chosen
 
     def get_trials(self, deepcopy: bool = True, states=None) -> list:
-        return self._choose(self._study, self._study.get_trials(deepcopy=deepcopy, states=states), states)
+        chosen = self._trials_in(states)
+        return self._study.get_trials(deepcopy=deepcopy, states=states) if chosen is None else chosen
 
 
-def study_view(study, choose):
-    """``study`` as a sampler sees it: every trial list it reads is ``choose(study, trials,
-    states)`` (the trials in ``states``, in number order); everything else is the study's."""
-    return _StudyView(study, choose)
+def study_view(study, trials_in):
+    """``study`` as a sampler sees it: every trial list it reads is ``trials_in(states)`` (the
+    trials in ``states``, in number order; None: the study's own); the rest is the study's."""
+    return _StudyView(study, trials_in)
 
 
 def wandb_record_class():
@@ -77,7 +80,12 @@ def check() -> list[str]:
     study.tell(trial, 0.0)
     seen = []
     sampler = optuna.samplers.TPESampler(n_startup_trials=0, multivariate=True)
-    view = study_view(study, lambda _, trials, states: seen.append(len(trials)) or trials)
+
+    def trials_in(states):
+        seen.append(states)
+        return study.get_trials(deepcopy=False, states=states)
+
+    view = study_view(study, trials_in)
     asked = study.ask()
     sampler.sample_independent(view, asked, "x", optuna.distributions.FloatDistribution(0, 1))
     if not seen:
