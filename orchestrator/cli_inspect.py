@@ -65,9 +65,9 @@ def dashboard(name, storage, study_storage, host, port, allow_writes, token):
     Example: orchestrator dashboard adaptive_ratio-20261121-101500 --port 8080
     """
     from orchestrator.dashboard import access, serve
-    from orchestrator.resume import study_url_of
     from orchestrator.settings import load_settings
     from orchestrator.study import open_storage, redact
+    from orchestrator.study_sync import study_url_of
 
     if token is not None and not token.strip():
         raise UserError("--token is empty")

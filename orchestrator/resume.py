@@ -18,27 +18,10 @@ from orchestrator.results import ResultsStore
 from orchestrator.search import Outcome, behind, budget_clock, collect, fit, reconcile_study, run_search
 from orchestrator.settings import SearchSettings, former_locations, load_settings, save_record
 from orchestrator.storage import Location
+from orchestrator.study_sync import study_url_of
 from orchestrator.tuner import trainable_with_resources
 from trainables.catalog import config_class, get_info
 from trainables.config import ConfigError
-
-
-def study_url_of(record: dict[str, Any], override: str | None = None) -> str:
-    """The study storage URL of a saved search: ``override`` (the user's ``--study-storage``,
-    needed when the saved URL had a password, which is never written down), else the URL its
-    search was given, else the default beside the experiment where it is now (it may have been
-    moved); "" for an experiment from before studies were kept in a database."""
-    from orchestrator.study import default_study_url, saved_url_usable
-    from orchestrator.study_sync import fetch_missing
-
-    url = override or record.get("study_storage") or ""
-    if not url:
-        if not record.get("study_storage_resolved"):
-            return ""
-        experiment = Location.parse(record["experiment_uri"])
-        url = default_study_url(experiment, record["name"])
-        fetch_missing(url, experiment, record["name"])  # a driver on another machine
-    return saved_url_usable(url)
 
 
 def restart_search(

@@ -13,9 +13,10 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from orchestrator.storage import Location, is_uri
-from orchestrator.study import STUDY_FILE, default_study_url
+from orchestrator.study import STUDY_FILE, default_study_url, saved_url_usable
 
 
 def local_file(study_url: str, experiment: Location, name: str) -> Path | None:
@@ -59,3 +60,18 @@ def fetch_missing(study_url: str, experiment: Location, name: str) -> bool:
     partial.write_bytes(remote.read_bytes())
     partial.replace(local)
     return True
+
+
+def study_url_of(record: dict[str, Any], override: str | None = None) -> str:
+    """The study storage URL of a saved search: ``override`` (the user's ``--study-storage``,
+    needed when the saved URL had a password, which is never written down), else the URL its
+    search was given, else the default beside the experiment where it is now (it may have been
+    moved); "" for an experiment from before studies were kept in a database."""
+    url = override or record.get("study_storage") or ""
+    if not url:
+        if not record.get("study_storage_resolved"):
+            return ""
+        experiment = Location.parse(record["experiment_uri"])
+        url = default_study_url(experiment, record["name"])
+        fetch_missing(url, experiment, record["name"])  # a driver on another machine
+    return saved_url_usable(url)
